@@ -1,0 +1,98 @@
+"""What every command shares: one-line argument errors, typed flag values, the study flags.
+
+A user's mistake is one line naming the flag and the fix, and exit status 2; never a
+traceback, and never a study changed on the way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from search.config import DEFAULTS
+from search.errors import UserError
+
+USAGE_ERROR = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line: the usage text is one ``--help`` away."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text!r}")
+    return value
+
+
+def add_study_flags(parser: argparse.ArgumentParser) -> None:
+    """``--study-name`` and ``--storage``, the pair every command that reads a study takes."""
+    parser.add_argument(
+        "--study-name",
+        default=DEFAULTS.study_name,
+        metavar="NAME",
+        help="name of the study in the storage (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="SQLAlchemy URL of the study's database, e.g. postgresql://user@host/db "
+        "(default: sqlite:///studies/<study-name>.db)",
+    )
+
+
+def add_data_dir_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULTS.data_dir,
+        metavar="DIR",
+        help="where MNIST lives in torchvision's layout, DIR/MNIST/raw (default: %(default)s)",
+    )
+
+
+def run_command(main: Callable[[list[str] | None], int]) -> NoReturn:
+    """Run a command's ``main`` and exit with its status.
+
+    Known user-facing errors become their one line on stderr; Ctrl-C ends with 130.
+    """
+    try:
+        status = main(None)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        status = error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        status = 130
+    sys.exit(status)

@@ -1,0 +1,94 @@
+"""Every default of a study, in one frozen object.
+
+The CLI, the tests, the benchmark and the README read their defaults from here, so a default
+changes in one place only. A field carries its flag's name: ``--max-train-acc`` fills
+``StudyConfig.max_train_acc``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Validation = Literal["holdout", "test"]
+SamplerName = Literal["tpe", "random", "gp"]
+PrunerName = Literal["median", "hyperband", "none"]
+
+SAMPLERS: tuple[str, ...] = ("tpe", "random", "gp")
+PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
+VALIDATIONS: tuple[str, ...] = ("holdout", "test")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+STUDIES_DIR = Path("studies")
+
+# The seed experiment's training recipe (../shared/seeds/000_*.txt).
+SEED_EPOCHS = 10
+SEED_BATCH_SIZE = 64
+SEED_LR = 1e-3
+
+# Images held out of the 60,000 official training images for validation, and the seed of that
+# split. The split seed is fixed, not the study seed: every study sees the same validation set,
+# so studies with different seeds are comparable.
+HOLDOUT_SIZE = 10_000
+HOLDOUT_SEED = 0
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What a study is: the search space, the training recipe and where the trials land."""
+
+    study_name: str = "mnist-weight-decay"
+    storage: str | None = None  # None: sqlite:///studies/<study_name>.db
+    trials: int = 50
+    timeout: float | None = None
+
+    wd_low: float = 1e-6
+    wd_high: float = 1e-1
+    max_train_acc: float = 0.95
+    constraint_pruning: bool = True
+
+    epochs: int = SEED_EPOCHS
+    batch_size: int = SEED_BATCH_SIZE
+    lr: float = SEED_LR
+
+    sampler: SamplerName = "tpe"
+    pruner: PrunerName = "median"
+    seed: int = 0
+
+    validation: Validation = "holdout"
+    data_dir: Path = Path("data")
+    subset: int | None = None  # first N training images only: quick runs and tests
+    device: str = "auto"
+    parallel_trials: int | None = None  # trials trained side by side; None: chosen by device
+
+    @property
+    def storage_url(self) -> str:
+        """The SQLAlchemy URL the study lives at; SQLite under ``studies/`` unless told."""
+        if self.storage is not None:
+            return self.storage
+        return f"sqlite:///{STUDIES_DIR / (self.study_name + '.db')}"
+
+    def recorded(self) -> dict[str, Any]:
+        """The fields that define a study's results, stored on the study when it is created.
+
+        A resumed study must agree with these, or its trials would not be comparable.
+        """
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "wd_low": self.wd_low,
+            "wd_high": self.wd_high,
+            "max_train_acc": self.max_train_acc,
+            "validation": self.validation,
+            "subset": self.subset,
+            "seed": self.seed,
+        }
+
+    def replace(self, **changes: Any) -> StudyConfig:
+        return dataclasses.replace(self, **changes)
+
+
+DEFAULTS = StudyConfig()

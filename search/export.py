@@ -1,0 +1,165 @@
+"""``python -m search.export``: the best feasible configuration, or every trial, as CSV.
+
+optuna-dashboard's own CSV lacks the constraint value, feasibility, start time and duration;
+this one has them, read from the attributes each trial stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial
+
+from search.cli import Parser, add_study_flags, run_command
+from search.config import STUDIES_DIR
+from search.errors import UserError
+from search.objective import CONSTRAINT
+from search.study import FINISHED, best_feasible_trial, load_existing_study
+
+# The columns of the one-row best-configuration CSV, in order.
+BEST_COLUMNS = [
+    "study",
+    "trial",
+    "weight_decay",
+    "lr",
+    "batch_size",
+    "epochs",
+    "val_accuracy",
+    "train_accuracy",
+    "val_loss",
+    "train_loss",
+    "feasible",
+    "validation",
+    "seed",
+]
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ExportError(UserError):
+    """Nothing to export, or nowhere to write it: one line for the user."""
+
+
+def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+    """One trial as a flat record: identity, parameters, recipe, metrics, constraint, timing."""
+    config = study.user_attrs.get("config", {})
+    attrs = trial.user_attrs
+    constraint = trial.constraints.get(CONSTRAINT)
+    duration = trial.duration.total_seconds() if trial.duration is not None else None
+    return {
+        "study": study.study_name,
+        "trial": trial.number,
+        "state": trial.state.name,
+        **trial.params,
+        "lr": config.get("lr"),
+        "batch_size": config.get("batch_size"),
+        "epochs": config.get("epochs"),
+        "epochs_run": attrs.get("epochs_run"),
+        "val_accuracy": attrs.get("val_accuracy"),
+        "train_accuracy": attrs.get("train_accuracy"),
+        "val_loss": attrs.get("val_loss"),
+        "train_loss": attrs.get("train_loss"),
+        "constraint": constraint,
+        "feasible": attrs.get("feasible"),
+        "pruned_reason": attrs.get("pruned_reason"),
+        "validation": config.get("validation"),
+        "seed": config.get("seed"),
+        "datetime_start": trial.datetime_start,
+        "duration_s": duration,
+    }
+
+
+def best_frame(study: optuna.Study) -> pd.DataFrame:
+    best = best_feasible_trial(study)
+    if best is None:
+        if not study.get_trials(deepcopy=False, states=FINISHED):
+            raise ExportError(f"study {study.study_name!r} has no finished trial: run it first")
+        raise ExportError(
+            f"study {study.study_name!r} has no feasible complete trial: nothing to export "
+            "(use --all to export every trial)"
+        )
+    row = trial_row(study, best)
+    return pd.DataFrame([row])[BEST_COLUMNS]
+
+
+def all_frame(study: optuna.Study) -> pd.DataFrame:
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        raise ExportError(f"study {study.study_name!r} has no trials yet: run it first")
+    return pd.DataFrame([trial_row(study, t) for t in trials])
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Prefix text cells that a spreadsheet would run as a formula with a quote (OWASP's fix)."""
+
+    def safe(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+            return "'" + value
+        return value
+
+    return frame.apply(lambda column: column.map(safe) if column.dtype == object else column)
+
+
+def write_csv(frame: pd.DataFrame, out: Path) -> None:
+    """Write atomically: a reader never sees half a file, a failed write leaves none."""
+    if not out.parent.is_dir():
+        raise ExportError(f"--out {out}: directory {out.parent} does not exist; create it first")
+    try:
+        handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as error:
+        raise ExportError(f"--out {out}: can't write there ({error.strerror})") from None
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            neutralise_formulas(frame).to_csv(stream, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def default_out(study_name: str, everything: bool) -> Path:
+    return STUDIES_DIR / f"{study_name}-{'trials' if everything else 'best'}.csv"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="python -m search.export",
+        description="Write the study's best feasible configuration (or every trial) as CSV.",
+    )
+    add_study_flags(parser)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="CSV file to write (default: studies/<study-name>-best.csv, or "
+        "studies/<study-name>-trials.csv with --all)",
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every trial with its state, parameters, metrics, constraint value, feasibility, "
+        "start time and duration",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    study = load_existing_study(args.study_name, args.storage)
+    out = args.out or default_out(args.study_name, args.all)
+    frame = all_frame(study) if args.all else best_frame(study)
+    write_csv(frame, out)
+    print(f"wrote {len(frame)} row{'s' if len(frame) != 1 else ''} to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_command(main)

@@ -1,0 +1,142 @@
+"""What one trial is: suggest a weight decay, train, report each epoch, constrain, return.
+
+Everything a person wants to know about a trial later is stored on it as an attribute, so the
+dashboard, the export and the report read it back without re-running anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import optuna
+
+from search.config import StudyConfig
+from search.data import Splits
+from search.train import DivergedError, EpochMetrics, init_model, train, trial_seed
+
+logger = logging.getLogger(__name__)
+
+CONSTRAINT = "train_accuracy"  # the key of the trial's one constraint
+
+
+def suggest_weight_decay(trial: optuna.Trial, config: StudyConfig) -> float:
+    return trial.suggest_float("weight_decay", config.wd_low, config.wd_high, log=True)
+
+
+def constraint_value(train_accuracy: float, config: StudyConfig) -> float:
+    """Optuna's convention: a trial is feasible when the value is <= 0."""
+    return train_accuracy - config.max_train_acc
+
+
+def record_constraint(trial: optuna.Trial, value: float) -> None:
+    """Record the constraint where both Optuna and optuna-dashboard read it.
+
+    ``trial.set_constraint`` writes Optuna 5's ``constraints:<key>`` system attribute, which
+    samplers and ``study.best_trial`` read. optuna-dashboard 0.21 shows only the legacy list
+    under ``constraints``, so the value is mirrored there too; Optuna reads both, which makes
+    ``trial.constraints`` hold the same value under ``train_accuracy`` and under ``0``.
+    """
+    trial.set_constraint(CONSTRAINT, value)
+    trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [value])
+
+
+def record_outcome(
+    trial: optuna.Trial,
+    history: list[EpochMetrics],
+    config: StudyConfig,
+    started: float,
+    pruned_reason: str | None = None,
+) -> None:
+    """The attributes of a finished (complete or pruned) trial, from its last epoch."""
+    last = history[-1]
+    value = constraint_value(last.train_accuracy, config)
+    record_constraint(trial, value)
+    attrs: dict[str, Any] = {
+        "train_loss": last.train_loss,
+        "train_accuracy": last.train_accuracy,
+        "val_loss": last.val_loss,
+        "val_accuracy": last.val_accuracy,
+        # For a pruned trial this is feasibility as of the epoch it stopped: training
+        # accuracy only rises, so "infeasible" there is final and "feasible" provisional.
+        "feasible": value <= 0,
+        "epochs_run": last.epoch,
+        "duration_s": round(time.perf_counter() - started, 3),
+    }
+    if pruned_reason is not None:
+        attrs["pruned_reason"] = pruned_reason
+    for key, attr in attrs.items():
+        trial.set_user_attr(key, attr)
+
+
+def begin_trial(trial: optuna.Trial, config: StudyConfig) -> tuple[float, int]:
+    """Suggest the trial's weight decay and fix its seed; returns both."""
+    weight_decay = suggest_weight_decay(trial, config)
+    seed = trial_seed(config.seed, trial.number)
+    trial.set_user_attr("seed", seed)
+    return weight_decay, seed
+
+
+def end_epoch(
+    trial: optuna.Trial, history: list[EpochMetrics], config: StudyConfig, started: float
+) -> str | None:
+    """Report the epoch that just ended; returns why the trial stops here, or None to go on.
+
+    A trial that stops has its outcome recorded already; the caller only prunes it. The single
+    trial path and the trial pool both call this, so pruning works alike in both.
+    """
+    metrics = history[-1]
+    trial.report(metrics.val_accuracy, metrics.epoch)
+    trial.set_user_attr("history", [m.as_dict() for m in history])
+    reason = stop_reason(trial, metrics, config)
+    if reason is not None:
+        record_outcome(trial, history, config, started, pruned_reason=reason)
+    return reason
+
+
+def stop_reason(trial: optuna.Trial, metrics: EpochMetrics, config: StudyConfig) -> str | None:
+    """Why the trial should stop after this epoch, or None to go on."""
+    if metrics.epoch == config.epochs:
+        return None
+    # Running training accuracy rises epoch by epoch, so a trial over the limit now stays
+    # over it: its remaining epochs would be spent on a trial that can't be feasible.
+    if config.constraint_pruning and metrics.train_accuracy > config.max_train_acc:
+        return (
+            f"infeasible: train accuracy {metrics.train_accuracy:.4f} over the limit "
+            f"{config.max_train_acc} at epoch {metrics.epoch}"
+        )
+    if trial.should_prune():
+        return f"pruned by the {config.pruner} pruner at epoch {metrics.epoch}"
+    return None
+
+
+def record_divergence(trial: optuna.Trial, error: DivergedError) -> str:
+    reason = f"diverged: {error}"
+    trial.set_user_attr("pruned_reason", reason)
+    return reason
+
+
+class Objective:
+    """The study's objective for ``study.optimize``; holds the data, loaded once for all trials."""
+
+    def __init__(self, config: StudyConfig, data: Splits) -> None:
+        self.config = config
+        self.data = data
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config = self.config
+        started = time.perf_counter()
+        weight_decay, seed = begin_trial(trial, config)
+        model = init_model(seed, self.data.train_x.device)
+        history: list[EpochMetrics] = []
+        try:
+            for metrics in train(model, self.data, weight_decay, config, seed):
+                history.append(metrics)
+                reason = end_epoch(trial, history, config, started)
+                if reason is not None:
+                    raise optuna.TrialPruned(reason)
+        except DivergedError as error:
+            raise optuna.TrialPruned(record_divergence(trial, error)) from None
+        record_outcome(trial, history, config, started)
+        return history[-1].val_accuracy

@@ -1,0 +1,269 @@
+"""``python -m search.run``: run (or resume) the weight-decay study.
+
+    python -m search.run --trials 50
+
+Every trial lands in the study's database (SQLite under ``studies/`` unless ``--storage``
+says otherwise); running the same command again resumes the study up to its budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from search.cli import (
+    Parser,
+    add_data_dir_flag,
+    add_study_flags,
+    fraction,
+    positive_float,
+    positive_int,
+    run_command,
+)
+from search.config import (
+    DEFAULTS,
+    DEVICES,
+    PRUNERS,
+    SAMPLERS,
+    STUDIES_DIR,
+    VALIDATIONS,
+    StudyConfig,
+)
+from search.data import Splits, load_splits
+from search.objective import Objective
+from search.study import (
+    best_feasible_trial,
+    create_study,
+    find_study,
+    finished_trials,
+    make_storage,
+    masked,
+    record_best_feasible,
+    run_trials,
+)
+from search.train import resolve_device, use_one_cpu_thread
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DEFAULTS
+    parser = Parser(
+        prog="python -m search.run",
+        description="Search the weight decay of the seed's MNIST MLP with Optuna: maximize "
+        "validation accuracy while training accuracy stays under a limit.",
+    )
+    parser.add_argument(
+        "--trials",
+        type=positive_int,
+        default=d.trials,
+        metavar="N",
+        help="total trials in the study, counted across re-runs: a re-run "
+        "resumes up to N (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=d.timeout,
+        metavar="S",
+        help="stop starting trials after S seconds (default: no limit)",
+    )
+    add_study_flags(parser)
+    parser.add_argument(
+        "--wd-low",
+        type=positive_float,
+        default=d.wd_low,
+        metavar="X",
+        help="lowest weight decay, log-uniform range (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--wd-high",
+        type=positive_float,
+        default=d.wd_high,
+        metavar="X",
+        help="highest weight decay (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-train-acc",
+        type=fraction,
+        default=d.max_train_acc,
+        metavar="F",
+        help="constraint: final training accuracy must stay at or under F (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-constraint-pruning",
+        dest="constraint_pruning",
+        action="store_false",
+        default=d.constraint_pruning,
+        help="train infeasible trials to the end instead of stopping them once "
+        "their training accuracy passes the limit",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=d.epochs,
+        metavar="N",
+        help="epochs per trial (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=d.batch_size,
+        metavar="N",
+        help="training batch size (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=positive_float,
+        default=d.lr,
+        metavar="X",
+        help="Adam learning rate (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=d.sampler,
+        help="Optuna sampler (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        default=d.pruner,
+        help="Optuna pruner on per-epoch validation accuracy (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="study seed: sampler, initial weights and batch orders (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--validation",
+        choices=VALIDATIONS,
+        default=d.validation,
+        help="holdout: 10,000 of the training images; test: the official test "
+        "set, as the seed experiment does (default: %(default)s)",
+    )
+    add_data_dir_flag(parser)
+    parser.add_argument(
+        "--subset",
+        type=positive_int,
+        default=d.subset,
+        metavar="N",
+        help="train on the first N training images only (and validate on at "
+        "most N), for quick runs (default: all)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default=d.device,
+        help="auto: CUDA when present, else CPU (default: %(default)s)",
+    )
+    return parser
+
+
+def parse_config(argv: list[str] | None) -> StudyConfig:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.wd_low >= args.wd_high:
+        parser.error(
+            f"--wd-low must be below --wd-high, got {args.wd_low} and {args.wd_high}: "
+            "give a non-empty range"
+        )
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available here; use --device cpu")
+    return StudyConfig(**vars(args))
+
+
+def study_attrs(data: Splits) -> dict[str, object]:
+    """What a study records beside its config: the data it saw and the code that ran."""
+    return {
+        "data_checksums": data.checksums,
+        "train_size": len(data.train_x),
+        "val_size": len(data.val_x),
+        "versions": {"torch": torch.__version__, "optuna": optuna.__version__},
+    }
+
+
+def describe(trial: FrozenTrial) -> str:
+    """One progress line for a finished trial."""
+    attrs = trial.user_attrs
+    line = f"trial {trial.number:3d}  weight_decay={trial.params.get('weight_decay', 0):.2e}"
+    if "val_accuracy" in attrs:
+        line += f"  val_acc={attrs['val_accuracy']:.4f}  train_acc={attrs['train_accuracy']:.4f}"
+        line += f"  epochs={attrs['epochs_run']}  {attrs['duration_s']:.1f}s"
+    if trial.state == TrialState.COMPLETE:
+        return line + ("  feasible" if attrs.get("feasible") else "  INFEASIBLE")
+    if trial.state == TrialState.PRUNED:
+        return line + f"  pruned ({attrs.get('pruned_reason', 'pruned')})"
+    return line + f"  {trial.state.name.lower()}"
+
+
+def print_summary(study: optuna.Study, config: StudyConfig) -> None:
+    finished = finished_trials(study)
+    best = best_feasible_trial(study)
+    print(f"\nstudy {study.study_name!r}: {len(finished)} of {config.trials} trials finished")
+    if best is None:
+        print(
+            f"no trial was feasible (final training accuracy at or under "
+            f"{config.max_train_acc}): raise --wd-low/--wd-high toward stronger decay, or "
+            "raise --max-train-acc"
+        )
+        return
+    attrs = best.user_attrs
+    print(
+        f"best feasible trial #{best.number}: weight_decay={best.params['weight_decay']:.4g}  "
+        f"val_accuracy={attrs['val_accuracy']:.4f}  train_accuracy={attrs['train_accuracy']:.4f}"
+    )
+    print(f"inspect: optuna-dashboard {masked(config.storage_url)}")
+    print(f"export:  python -m search.export --study-name {study.study_name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines replace its own
+    if config.storage is None:
+        STUDIES_DIR.mkdir(exist_ok=True)
+    storage = make_storage(config.storage_url)
+    study = find_study(storage, config)
+    if study is not None and len(finished_trials(study)) >= config.trials:
+        print(f"study {config.study_name!r} already holds {config.trials} finished trials")
+        print_summary(study, config)
+        return 0
+    device = resolve_device(config.device)
+    use_one_cpu_thread(device)
+    data = load_splits(config.data_dir, config.validation, config.subset, device)
+    if config.validation == "test":
+        print(
+            "note: validating on the official test set (--validation test), as the seed "
+            "experiment does; its accuracy is then no unbiased test figure",
+            file=sys.stderr,
+        )
+    if study is None:
+        study = create_study(storage, config, study_attrs(data))
+    done = len(finished_trials(study))
+    print(
+        f"study {config.study_name!r} in {masked(config.storage_url)}: {done} of "
+        f"{config.trials} trials finished, training on {device}"
+    )
+    started = time.perf_counter()
+    run_trials(
+        study,
+        Objective(config, data),
+        config,
+        callbacks=[lambda study, trial: print(describe(trial), flush=True)],
+    )
+    record_best_feasible(study)
+    print(f"wall time {time.perf_counter() - started:.1f}s")
+    print_summary(study, config)
+    return 0
+
+
+if __name__ == "__main__":
+    run_command(main)

@@ -1,0 +1,45 @@
+"""Fixtures shared by the tests: real MNIST (fetched once into the repo's data/), tiny studies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.config import StudyConfig
+from search.data import Splits, ensure_mnist, load_splits
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO / "data"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """Real MNIST in the repo's git-ignored data/, fetched and verified once per machine."""
+    ensure_mnist(DATA_DIR)
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_splits(mnist_dir: Path) -> Splits:
+    """2,000 training and 2,000 validation images of the holdout split: trains in a blink."""
+    return load_splits(mnist_dir, "holdout", subset=2000)
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, mnist_dir: Path) -> StudyConfig:
+    """A study config on a tmp SQLite file and the tiny subset: 2 epochs, 3 trials."""
+    return StudyConfig(
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        trials=3,
+        epochs=2,
+        subset=2000,
+        data_dir=mnist_dir,
+        device="cpu",
+    )
+
+
+@pytest.fixture(autouse=True)
+def quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
