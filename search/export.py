@@ -104,7 +104,7 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
             return "'" + value
         return value
 
-    return frame.apply(lambda column: column.map(safe) if column.dtype == object else column)
+    return frame.map(safe)
 
 
 def write_csv(frame: pd.DataFrame, out: Path) -> None:

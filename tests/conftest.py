@@ -6,11 +6,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import REPO
 
 from search.config import StudyConfig
 from search.data import Splits, ensure_mnist, load_splits
 
-REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "data"
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from search.cli import run_command
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run_cli(

@@ -1,4 +1,4 @@
-"""The training loop and the objective on a tiny real-MNIST subset: metrics, constraint, pruning."""
+"""Training and the objective on a tiny real-MNIST subset: metrics, constraint, pruning."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_no_feasible_trial_means_no_best_trial(
     assert study.trials[0].state == TrialState.COMPLETE
     assert study.trials[0].user_attrs["feasible"] is False
     with pytest.raises(ValueError, match="feasible"):
-        study.best_trial
+        _ = study.best_trial
 
 
 def test_constraint_pruning_stops_an_infeasible_trial_early(

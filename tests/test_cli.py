@@ -1,0 +1,146 @@
+"""search.run as a user meets it: resume up to the budget, progress, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from helpers import REPO, run_cli
+from optuna.trial import TrialState
+
+from search import run
+from search.config import StudyConfig
+
+
+def flags(config: StudyConfig) -> list[str]:
+    return [
+        "--storage", config.storage_url,
+        "--epochs", str(config.epochs),
+        "--subset", str(config.subset),
+        "--data-dir", str(config.data_dir),
+        "--device", "cpu",
+    ]  # fmt: skip
+
+
+def load(config: StudyConfig) -> optuna.Study:
+    return optuna.load_study(study_name=config.study_name, storage=config.storage_url)
+
+
+def test_run_resumes_up_to_the_budget(tiny_config: StudyConfig, capsys) -> None:
+    status, out, _ = run_cli(run.main, ["--trials", "2", *flags(tiny_config)], capsys)
+    assert status == 0
+    assert out.count("weight_decay=") >= 2 and "2 of 2 trials finished" in out
+    first = [(t.number, t.params, t.datetime_start) for t in load(tiny_config).trials]
+
+    status, out, _ = run_cli(run.main, ["--trials", "4", *flags(tiny_config)], capsys)
+    assert status == 0 and "2 of 4 trials finished" in out
+    study = load(tiny_config)
+    assert len(study.trials) == 4
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    # The first run's trials are kept as they were, not re-run.
+    assert [(t.number, t.params, t.datetime_start) for t in study.trials[:2]] == first
+
+    status, out, _ = run_cli(run.main, ["--trials", "4", *flags(tiny_config)], capsys)
+    assert status == 0 and "already holds 4 finished trials" in out
+    assert len(load(tiny_config).trials) == 4
+
+
+def test_run_records_the_study_config(tiny_config: StudyConfig, capsys) -> None:
+    argv = ["--trials", "1", "--validation", "test", "--seed", "3", *flags(tiny_config)]
+    status, _, err = run_cli(run.main, argv, capsys)
+    assert status == 0 and "official test set" in err
+    attrs = load(tiny_config).user_attrs
+    assert attrs["config"] == tiny_config.replace(validation="test", seed=3).recorded()
+    assert attrs["config"]["validation"] == "test" and attrs["config"]["batch_size"] == 64
+    assert len(attrs["data_checksums"]) == 4  # test mode reads the test files too
+    assert attrs["train_size"] == attrs["val_size"] == tiny_config.subset
+
+
+def test_run_says_plainly_when_no_trial_is_feasible(tiny_config: StudyConfig, capsys) -> None:
+    argv = ["--trials", "1", "--max-train-acc", "0.05", *flags(tiny_config)]
+    status, out, _ = run_cli(run.main, argv, capsys)
+    assert status == 0
+    assert "no trial was feasible" in out and "--wd-low/--wd-high" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--trials", "0"], "--trials: must be a positive integer, got '0'"),
+        (["--trials", "ten"], "--trials: must be a positive integer, got 'ten'"),
+        (["--wd-low", "1e-2", "--wd-high", "1e-3"], "--wd-low must be below --wd-high"),
+        (["--wd-low", "-1"], "--wd-low: must be a positive number, got '-1'"),
+        (["--wd-high", "0"], "--wd-high: must be a positive number"),
+        (["--max-train-acc", "95"], "--max-train-acc: must be a fraction in (0, 1]"),
+        (["--sampler", "cmaes"], "--sampler: invalid choice: 'cmaes'"),
+        (["--pruner", "asha"], "--pruner: invalid choice: 'asha'"),
+        (["--storage", "not a url"], "--storage not a url: Could not parse SQLAlchemy URL"),
+        (["--storage", "nosuchdb://x/y"], "--storage nosuchdb://x/y: Can't load plugin"),
+        (["--storage", "sqlite:////no/such/dir/s.db"], "directory /no/such/dir does not exist"),
+    ],
+)
+def test_run_bad_flags_fail_with_one_line(argv: list[str], message: str, capsys) -> None:
+    status, out, err = run_cli(run.main, argv, capsys)
+    assert status == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert out == ""
+
+
+def test_run_refuses_a_study_with_the_wrong_direction(tmp_path: Path, capsys) -> None:
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    optuna.create_study(storage=url, study_name="mnist-weight-decay", direction="minimize")
+    status, _, err = run_cli(run.main, ["--storage", url], capsys)
+    assert status == 2 and "is not a single maximized objective" in err
+    assert "--study-name" in err
+    study = optuna.load_study(study_name="mnist-weight-decay", storage=url)
+    assert study.trials == [] and study.user_attrs == {}  # untouched
+
+
+def test_run_refuses_to_resume_with_other_settings(tiny_config: StudyConfig, capsys) -> None:
+    assert run_cli(run.main, ["--trials", "1", *flags(tiny_config)], capsys)[0] == 0
+    argv = ["--trials", "3", *flags(tiny_config.replace(epochs=3))]
+    status, _, err = run_cli(run.main, argv, capsys)
+    assert status == 2
+    assert "was created with --epochs 2, got 3" in err and "--study-name" in err
+    assert len(load(tiny_config).trials) == 1
+
+
+def test_run_masks_the_storage_password(capsys) -> None:
+    url = "postgresql+nosuchdriver://alice:s3cret@127.0.0.1:1/db"
+    status, out, err = run_cli(run.main, ["--storage", url], capsys)
+    assert status == 2
+    assert "s3cret" not in out + err and "alice:***@127.0.0.1" in err
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_real_mnist(tmp_path: Path, mnist_dir: Path) -> None:
+    """The real commands in real processes, on full MNIST: a tiny study, then its export."""
+    url = f"sqlite:///{tmp_path / 'e2e.db'}"
+
+    def command(module: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", module, *argv],
+            cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+
+    study = command(
+        "search.run", "--trials", "2", "--epochs", "1", "--storage", url,
+        "--data-dir", str(mnist_dir), "--max-train-acc", "0.99",
+    )  # fmt: skip
+    assert study.returncode == 0, study.stderr
+    assert "best feasible trial #" in study.stdout
+    out = tmp_path / "best.csv"
+    exported = command("search.export", "--storage", url, "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    row = pd.read_csv(out).iloc[0]
+    trial = optuna.load_study(study_name="mnist-weight-decay", storage=url).best_trial
+    assert row["trial"] == trial.number and row["val_accuracy"] == trial.value
+    # One epoch on 50,000 images: far better than chance, short of the seed's final figures.
+    assert 0.85 < row["val_accuracy"] < 0.99 and row["epochs"] == 1
+    bad = command("search.run", "--trials", "-3")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -1,0 +1,129 @@
+"""search.export: the best feasible configuration and every trial, as CSV read back by pandas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from helpers import run_cli
+from optuna.trial import TrialState
+
+from search import export
+from search.config import StudyConfig
+from search.data import Splits
+from search.export import BEST_COLUMNS
+from search.objective import CONSTRAINT, Objective
+from search.study import create_study, make_storage, run_trials
+
+
+def run_study(config: StudyConfig, splits: Splits, weight_decays: list[float]) -> optuna.Study:
+    study = create_study(make_storage(config.storage_url), config, {})
+    for weight_decay in weight_decays:
+        study.enqueue_trial({"weight_decay": weight_decay})
+    run_trials(study, Objective(config, splits), config.replace(trials=len(weight_decays)))
+    return study
+
+
+@pytest.fixture
+def study(tiny_config: StudyConfig, tiny_splits: Splits) -> optuna.Study:
+    """Three trials: one pruned as infeasible at epoch 2, two complete and feasible."""
+    config = tiny_config.replace(epochs=3, max_train_acc=0.83)
+    return run_study(config, tiny_splits, [1e-6, 1e-1, 1e-1])
+
+
+def test_export_best_writes_the_best_feasible_trial(
+    study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "best.csv"
+    argv = ["--storage", tiny_config.storage_url, "--out", str(out)]
+    status, stdout, _ = run_cli(export.main, argv, capsys)
+    assert status == 0 and f"wrote 1 row to {out}" in stdout
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == BEST_COLUMNS and len(frame) == 1
+    row = frame.iloc[0]
+    best = study.best_trial
+    assert row["study"] == "mnist-weight-decay" and row["trial"] == best.number
+    assert row["weight_decay"] == pytest.approx(best.params["weight_decay"], rel=1e-12)
+    assert row["val_accuracy"] == best.value and bool(row["feasible"]) is True
+    assert row["train_accuracy"] == best.user_attrs["train_accuracy"] <= 0.83
+    assert (row["lr"], row["batch_size"], row["epochs"]) == (1e-3, 64, 3)
+    assert row["validation"] == "holdout"
+
+
+def test_export_all_has_state_constraint_feasibility_and_timing(
+    study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "all.csv"
+    argv = ["--storage", tiny_config.storage_url, "--out", str(out), "--all"]
+    assert run_cli(export.main, argv, capsys)[0] == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 3
+    assert list(frame["state"]) == ["PRUNED", "COMPLETE", "COMPLETE"]
+    assert list(frame["feasible"]) == [False, True, True]
+    assert frame.loc[0, "pruned_reason"].startswith("infeasible: train accuracy")
+    constraints = [t.constraints[CONSTRAINT] for t in study.trials]
+    assert frame["constraint"].tolist() == pytest.approx(constraints)
+    assert frame["constraint"].tolist() == pytest.approx(frame["train_accuracy"] - 0.83)
+    assert (frame["duration_s"] > 0).all()
+    assert pd.to_datetime(frame["datetime_start"]).notna().all()
+    assert frame["epochs_run"].tolist() == [2, 3, 3]
+
+
+def test_export_with_no_feasible_trial_writes_nothing(
+    tiny_config: StudyConfig, tiny_splits: Splits, tmp_path: Path, capsys
+) -> None:
+    run_study(tiny_config.replace(max_train_acc=0.05), tiny_splits, [1e-3])
+    out = tmp_path / "best.csv"
+    status, _, err = run_cli(
+        export.main, ["--storage", tiny_config.storage_url, "--out", str(out)], capsys
+    )
+    assert status == 1 and "no feasible complete trial" in err and "--all" in err
+    assert not out.exists()
+
+
+def test_export_of_a_missing_study_creates_no_database(tmp_path: Path, capsys) -> None:
+    url = f"sqlite:///{tmp_path / 'nothing.db'}"
+    status, _, err = run_cli(export.main, ["--storage", url], capsys)
+    assert status == 2 and "no study database" in err
+    assert not (tmp_path / "nothing.db").exists()
+
+
+def test_export_names_the_studies_a_storage_holds(
+    study: optuna.Study, tiny_config: StudyConfig, capsys
+) -> None:
+    argv = ["--storage", tiny_config.storage_url, "--study-name", "typo"]
+    status, _, err = run_cli(export.main, argv, capsys)
+    assert status == 2 and "no study named 'typo'" in err and "mnist-weight-decay" in err
+
+
+def test_export_to_a_missing_directory_is_one_line(
+    study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "nope" / "best.csv"
+    status, _, err = run_cli(
+        export.main, ["--storage", tiny_config.storage_url, "--out", str(out)], capsys
+    )
+    assert status == 1 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_neutralises_spreadsheet_formulas(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'evil.db'}"
+    study = optuna.create_study(storage=url, study_name="=HYPERLINK(1)", direction="maximize")
+    trial = optuna.trial.create_trial(
+        params={"weight_decay": 1e-3},
+        distributions={
+            "weight_decay": optuna.distributions.FloatDistribution(1e-6, 1e-1, log=True)
+        },
+        value=0.9,
+        user_attrs={"pruned_reason": "@SUM(A1)", "val_accuracy": -0.5},
+        state=TrialState.COMPLETE,
+    )
+    study.add_trial(trial)
+    out = tmp_path / "all.csv"
+    export.write_csv(export.all_frame(study), out)
+    frame = pd.read_csv(out)
+    assert frame.loc[0, "study"] == "'=HYPERLINK(1)"
+    assert frame.loc[0, "pruned_reason"] == "'@SUM(A1)"
+    assert frame.loc[0, "val_accuracy"] == -0.5  # numbers are left alone
