@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from search.config import DEFAULTS
 from search.errors import UserError
+from search.signals import graceful_stop
 
 USAGE_ERROR = 2
 
@@ -85,14 +86,17 @@ def add_data_dir_flag(parser: argparse.ArgumentParser) -> None:
 def run_command(main: Callable[[list[str] | None], int]) -> NoReturn:
     """Run a command's ``main`` and exit with its status.
 
-    Known user-facing errors become their one line on stderr; Ctrl-C ends with 130.
+    Known user-facing errors become their one line on stderr. Ctrl-C and SIGTERM stop the
+    command outside any database call (``search.signals``) and end it with 130 and 143.
     """
     try:
-        status = main(None)
+        with graceful_stop():
+            status = main(None)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         status = error.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        status = 130
+    except KeyboardInterrupt as error:
+        name = f" by {error}" if str(error) else ""
+        print(f"interrupted{name}: run the same command again to resume", file=sys.stderr)
+        status = getattr(error, "exit_code", 130)
     sys.exit(status)

@@ -15,11 +15,17 @@ from typing import Any, Literal
 Validation = Literal["holdout", "test"]
 SamplerName = Literal["tpe", "random", "gp"]
 PrunerName = Literal["median", "hyperband", "none"]
+TaskName = Literal["mnist", "synthetic"]
+OptimizerName = Literal["adam", "adamw", "sgd"]
+SearchSpace = Literal["weight_decay", "full"]
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "gp")
 PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
 VALIDATIONS: tuple[str, ...] = ("holdout", "test")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+TASKS: tuple[str, ...] = ("mnist", "synthetic")
+OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
+SEARCH_SPACES: tuple[str, ...] = ("weight_decay", "full")
 
 STUDIES_DIR = Path("studies")
 
@@ -41,6 +47,7 @@ class StudyConfig:
 
     study_name: str = "mnist-weight-decay"
     storage: str | None = None  # None: sqlite:///studies/<study_name>.db
+    artifacts: Path | None = None  # trials' weights; None: artifacts/ beside a SQLite study
     trials: int = 50
     timeout: float | None = None
 
@@ -52,16 +59,28 @@ class StudyConfig:
     epochs: int = SEED_EPOCHS
     batch_size: int = SEED_BATCH_SIZE
     lr: float = SEED_LR
+    # Adam with decay on every parameter is what the seed does and what PyTorch does by default;
+    # search_space "full" lets the study choose these two instead of fixing them.
+    optimizer: OptimizerName = "adam"
+    decay_biases: bool = True
+    search_space: SearchSpace = "weight_decay"
 
     sampler: SamplerName = "tpe"
     pruner: PrunerName = "median"
     seed: int = 0
 
+    task: TaskName = "mnist"  # synthetic: the seed pipeline's 1,000-row table (search.synthetic)
     validation: Validation = "holdout"
     data_dir: Path = Path("data")
     subset: int | None = None  # first N training images only: quick runs and tests
     device: str = "auto"
     parallel_trials: int | None = None  # trials trained side by side; None: chosen by device
+
+    # Many workers on one study (search.workers). Not recorded(): how a study is run doesn't
+    # change its results.
+    workers: int = 1  # processes on this machine, each running trials of the study
+    heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
+    grace_period: int = 30  # seconds without one before a trial counts as dead (at most 60)
 
     @property
     def storage_url(self) -> str:
@@ -79,9 +98,13 @@ class StudyConfig:
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "lr": self.lr,
+            "optimizer": self.optimizer,
+            "decay_biases": self.decay_biases,
+            "search_space": self.search_space,
             "wd_low": self.wd_low,
             "wd_high": self.wd_high,
             "max_train_acc": self.max_train_acc,
+            "task": self.task,
             "validation": self.validation,
             "subset": self.subset,
             "seed": self.seed,

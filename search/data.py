@@ -40,7 +40,7 @@ import torch
 import torchvision
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from search.config import DEFAULTS, HOLDOUT_SEED, HOLDOUT_SIZE, VALIDATIONS
+from search.config import DEFAULTS, HOLDOUT_SEED, HOLDOUT_SIZE, VALIDATIONS, StudyConfig
 from search.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,9 @@ class DataError(UserError):
 class Splits:
     """The tensors a study trains and validates on, and the md5 of the files they came from."""
 
-    train_x: torch.Tensor  # (N, 784) float32 in [0, 1]
+    train_x: torch.Tensor  # (N, 784) float32 in [0, 1]; (N, 10) standardised for "synthetic"
     train_y: torch.Tensor  # (N,) int64
-    val_x: torch.Tensor  # (M, 784) float32 in [0, 1]
+    val_x: torch.Tensor  # (M, 784) float32 in [0, 1]; (M, 10) for "synthetic"
     val_y: torch.Tensor  # (M,) int64
     validation: str  # "holdout" or "test"
     checksums: dict[str, str]  # file name -> md5, for the files actually read
@@ -428,6 +428,19 @@ def load_test(
     ensure_mnist(data_dir, TEST_FILES)
     images, labels = _read(data_dir, TEST_IMAGES, TEST_LABELS)
     return _inputs(images, device), labels.to(device)
+
+
+def load_task(config: StudyConfig, device: torch.device | str = "cpu") -> Splits:
+    """The splits of ``config.task``: MNIST from ``config.data_dir``, or the synthetic table.
+
+    The synthetic task has no test set: it always validates on its own 200 held-out rows.
+    """
+    if config.task == "synthetic":
+        # Imported here, not at the top: search.synthetic builds on this module's Splits.
+        from search.synthetic import load_synthetic
+
+        return load_synthetic(config.subset, device)
+    return load_splits(config.data_dir, config.validation, config.subset, device)
 
 
 def build_parser() -> argparse.ArgumentParser:

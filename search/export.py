@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from search.cli import Parser, add_study_flags, run_command
 from search.config import STUDIES_DIR
 from search.errors import UserError
+from search.evaluate import stored_test_result
 from search.objective import CONSTRAINT
 from search.study import FINISHED, best_feasible_trial, load_existing_study
 
@@ -38,6 +39,9 @@ BEST_COLUMNS = [
     "validation",
     "seed",
 ]
+
+# Appended to the best CSV once `python -m search.evaluate` has scored the best trial.
+TEST_COLUMNS = ["test_accuracy", "test_loss"]
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -86,7 +90,12 @@ def best_frame(study: optuna.Study) -> pd.DataFrame:
             "(use --all to export every trial)"
         )
     row = trial_row(study, best)
-    return pd.DataFrame([row])[BEST_COLUMNS]
+    columns = list(BEST_COLUMNS)
+    tested = stored_test_result(study)
+    if tested is not None:  # after `python -m search.evaluate`: beside the validation figure
+        row |= {column: tested[column] for column in TEST_COLUMNS}
+        columns += TEST_COLUMNS
+    return pd.DataFrame([row])[columns]
 
 
 def all_frame(study: optuna.Study) -> pd.DataFrame:

@@ -11,8 +11,11 @@ import time
 from typing import Any
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 
-from search.config import StudyConfig
+from search.artifacts import save_model
+from search.config import OPTIMIZERS, StudyConfig
+from search.dashboard import save_history_note
 from search.data import Splits
 from search.train import DivergedError, EpochMetrics, init_model, train, trial_seed
 
@@ -23,6 +26,19 @@ CONSTRAINT = "train_accuracy"  # the key of the trial's one constraint
 
 def suggest_weight_decay(trial: optuna.Trial, config: StudyConfig) -> float:
     return trial.suggest_float("weight_decay", config.wd_low, config.wd_high, log=True)
+
+
+def suggest_optimizer(trial: optuna.Trial, config: StudyConfig) -> tuple[str, bool]:
+    """The trial's optimizer and whether its biases decay: ``(optimizer, decay_biases)``.
+
+    Suggested as categorical parameters when ``config.search_space`` is "full", so the
+    sampler learns which combination goes with which weight decay; otherwise the config's.
+    """
+    if config.search_space != "full":
+        return config.optimizer, config.decay_biases
+    optimizer = trial.suggest_categorical("optimizer", OPTIMIZERS)
+    decay_biases = trial.suggest_categorical("decay_biases", (True, False))
+    return str(optimizer), bool(decay_biases)
 
 
 def constraint_value(train_accuracy: float, config: StudyConfig) -> float:
@@ -68,6 +84,8 @@ def record_outcome(
         attrs["pruned_reason"] = pruned_reason
     for key, attr in attrs.items():
         trial.set_user_attr(key, attr)
+    rows = [m.as_dict() for m in history]
+    save_history_note(trial, rows, value, config.max_train_acc, pruned_reason)
 
 
 def begin_trial(trial: optuna.Trial, config: StudyConfig) -> tuple[float, int]:
@@ -118,20 +136,39 @@ def record_divergence(trial: optuna.Trial, error: DivergedError) -> str:
 
 
 class Objective:
-    """The study's objective for ``study.optimize``; holds the data, loaded once for all trials."""
+    """The study's objective for ``study.optimize``; holds the data, loaded once for all trials.
 
-    def __init__(self, config: StudyConfig, data: Splits) -> None:
+    With an ``artifact_store``, each complete trial uploads its trained weights there.
+    """
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        data: Splits,
+        artifact_store: FileSystemArtifactStore | None = None,
+    ) -> None:
         self.config = config
         self.data = data
+        self.artifact_store = artifact_store
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = self.config
         started = time.perf_counter()
         weight_decay, seed = begin_trial(trial, config)
-        model = init_model(seed, self.data.train_x.device)
+        optimizer, decay_biases = suggest_optimizer(trial, config)
+        model = init_model(seed, self.data.train_x.device, config.task)
         history: list[EpochMetrics] = []
+        epochs = train(
+            model,
+            self.data,
+            weight_decay,
+            config,
+            seed,
+            optimizer=optimizer,
+            decay_biases=decay_biases,
+        )
         try:
-            for metrics in train(model, self.data, weight_decay, config, seed):
+            for metrics in epochs:
                 history.append(metrics)
                 reason = end_epoch(trial, history, config, started)
                 if reason is not None:
@@ -139,4 +176,6 @@ class Objective:
         except DivergedError as error:
             raise optuna.TrialPruned(record_divergence(trial, error)) from None
         record_outcome(trial, history, config, started)
+        if self.artifact_store is not None:
+            save_model(trial, model.state_dict(), self.artifact_store)
         return history[-1].val_accuracy

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
+from typing import Any
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from search.artifacts import add_artifacts_flag, artifact_store
 from search.cli import (
     Parser,
     add_data_dir_flag,
@@ -29,25 +32,31 @@ from search.cli import (
 from search.config import (
     DEFAULTS,
     DEVICES,
+    OPTIMIZERS,
     PRUNERS,
     SAMPLERS,
+    SEARCH_SPACES,
     STUDIES_DIR,
+    TASKS,
     VALIDATIONS,
     StudyConfig,
 )
-from search.data import Splits, load_splits
+from search.data import Splits, load_task
 from search.objective import Objective
+from search.signals import STOP_SIGNALS, Interrupted
 from search.study import (
     best_feasible_trial,
     create_study,
     find_study,
     finished_trials,
-    make_storage,
     masked,
+    open_storage,
     record_best_feasible,
     run_trials,
+    storage_errors,
 )
 from search.train import resolve_device, use_one_cpu_thread
+from search.workers import add_worker_flags, check_worker_flags, exit_status, run_workers
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +132,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         default=d.lr,
         metavar="X",
-        help="Adam learning rate (default: %(default)s)",
+        help="learning rate of the optimizer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=d.optimizer,
+        help="adam: weight decay is an L2 term added to the gradient (the seed's); adamw: "
+        "decoupled decay, param -= lr * wd * param; sgd: SGD with momentum 0.9 at the same "
+        "--lr, which at 1e-3 learns far slower than Adam (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--decay-biases",
+        action=argparse.BooleanOptionalAction,
+        default=d.decay_biases,
+        help="apply weight decay to biases and normalisation parameters too, as PyTorch does "
+        "by default; --no-decay-biases decays only weight matrices (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--search-space",
+        choices=SEARCH_SPACES,
+        default=d.search_space,
+        help="weight_decay: search the weight decay alone; full: the study also chooses "
+        "--optimizer and --decay-biases, and those flags are ignored (default: %(default)s)",
     )
     parser.add_argument(
         "--sampler",
@@ -144,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="study seed: sampler, initial weights and batch orders (default: %(default)s)",
     )
     parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default=d.task,
+        help="mnist: the seed's MNIST MLP; synthetic: the seed pipeline's 1,000-row table "
+        "of 10 features and a binary label, 800 rows train and 200 validate "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--validation",
         choices=VALIDATIONS,
         default=d.validation,
@@ -151,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "set, as the seed experiment does (default: %(default)s)",
     )
     add_data_dir_flag(parser)
+    add_artifacts_flag(parser)
     parser.add_argument(
         "--subset",
         type=positive_int,
@@ -165,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.device,
         help="auto: CUDA when present, else CPU (default: %(default)s)",
     )
+    add_worker_flags(parser)
     return parser
 
 
@@ -176,8 +217,16 @@ def parse_config(argv: list[str] | None) -> StudyConfig:
             f"--wd-low must be below --wd-high, got {args.wd_low} and {args.wd_high}: "
             "give a non-empty range"
         )
+    if args.task == "synthetic" and args.validation == "test":
+        parser.error(
+            "--validation test: the synthetic task has no test set, it validates on its own "
+            "200 held-out rows; drop --validation"
+        )
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device cpu")
+    worker_error = check_worker_flags(args)
+    if worker_error is not None:
+        parser.error(worker_error)
     return StudyConfig(**vars(args))
 
 
@@ -191,10 +240,16 @@ def study_attrs(data: Splits) -> dict[str, object]:
     }
 
 
+def other_params(trial: FrozenTrial) -> str:
+    """The trial's parameters beside weight decay (``--search-space full``), or ''."""
+    return "".join(f"  {k}={v}" for k, v in trial.params.items() if k != "weight_decay")
+
+
 def describe(trial: FrozenTrial) -> str:
     """One progress line for a finished trial."""
     attrs = trial.user_attrs
     line = f"trial {trial.number:3d}  weight_decay={trial.params.get('weight_decay', 0):.2e}"
+    line += other_params(trial)
     if "val_accuracy" in attrs:
         line += f"  val_acc={attrs['val_accuracy']:.4f}  train_acc={attrs['train_accuracy']:.4f}"
         line += f"  epochs={attrs['epochs_run']}  {attrs['duration_s']:.1f}s"
@@ -203,6 +258,16 @@ def describe(trial: FrozenTrial) -> str:
     if trial.state == TrialState.PRUNED:
         return line + f"  pruned ({attrs.get('pruned_reason', 'pruned')})"
     return line + f"  {trial.state.name.lower()}"
+
+
+def study_flags(config: StudyConfig) -> str:
+    """The flags that point another command at this study, for the lines printed after a run."""
+    flags = f"--study-name {config.study_name}"
+    if config.storage is not None:
+        flags += f" --storage {masked(config.storage)}"
+    if config.artifacts is not None:
+        flags += f" --artifacts {config.artifacts}"
+    return flags
 
 
 def print_summary(study: optuna.Study, config: StudyConfig) -> None:
@@ -218,19 +283,27 @@ def print_summary(study: optuna.Study, config: StudyConfig) -> None:
         return
     attrs = best.user_attrs
     print(
-        f"best feasible trial #{best.number}: weight_decay={best.params['weight_decay']:.4g}  "
+        f"best feasible trial #{best.number}: weight_decay={best.params['weight_decay']:.4g}"
+        f"{other_params(best)}  "
         f"val_accuracy={attrs['val_accuracy']:.4f}  train_accuracy={attrs['train_accuracy']:.4f}"
     )
-    print(f"inspect: optuna-dashboard {masked(config.storage_url)}")
+    print(f"inspect: python -m search.dashboard {study_flags(config)}")
+    print(f"test:    python -m search.evaluate {study_flags(config)}")
     print(f"export:  python -m search.export --study-name {study.study_name}")
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
+    with storage_errors(config.storage_url):
+        return run_study(config)
+
+
+def run_study(config: StudyConfig) -> int:
+    """Open or create the study, run its trials here or in ``--workers`` processes, summarise."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines replace its own
     if config.storage is None:
         STUDIES_DIR.mkdir(exist_ok=True)
-    storage = make_storage(config.storage_url)
+    storage = open_storage(config)
     study = find_study(storage, config)
     if study is not None and len(finished_trials(study)) >= config.trials:
         print(f"study {config.study_name!r} already holds {config.trials} finished trials")
@@ -238,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     device = resolve_device(config.device)
     use_one_cpu_thread(device)
-    data = load_splits(config.data_dir, config.validation, config.subset, device)
+    data = load_task(config, device)
     if config.validation == "test":
         print(
             "note: validating on the official test set (--validation test), as the seed "
@@ -253,15 +326,61 @@ def main(argv: list[str] | None = None) -> int:
         f"{config.trials} trials finished, training on {device}"
     )
     started = time.perf_counter()
-    run_trials(
-        study,
-        Objective(config, data),
-        config,
-        callbacks=[lambda study, trial: print(describe(trial), flush=True)],
-    )
+    status = 0
+    if config.workers > 1:
+        del data  # each worker loads its own
+        storage.engine.dispose()  # and opens its own connections; this process waits
+        statuses = run_workers(config, worker)
+        status = exit_status(statuses, len(finished_trials(study)) >= config.trials, config)
+    else:
+        run_here(study, config, data)
     record_best_feasible(study)
     print(f"wall time {time.perf_counter() - started:.1f}s")
     print_summary(study, config)
+    return status
+
+
+def run_here(study: optuna.Study, config: StudyConfig, data: Splits, label: str = "") -> None:
+    """This process's trials, until the study's budget (shared with any other worker) is met."""
+    run_trials(
+        study,
+        Objective(config, data, artifact_store(config.storage_url, config.artifacts, create=True)),
+        config,
+        callbacks=[lambda study, trial: print(label + describe(trial), flush=True)],
+    )
+
+
+def worker(config: StudyConfig, index: int, pending: Any, ignored: frozenset[int]) -> None:
+    """One of the ``--workers`` processes (``search.workers.run_workers`` starts it)."""
+    for signum in set(STOP_SIGNALS) - ignored:  # started deaf to them; listen from here on
+        signal.signal(signum, signal.default_int_handler)
+    run_command(lambda argv: work(config, index, pending.value))
+
+
+def work(config: StudyConfig, index: int, pending: int) -> int:
+    """A worker's life: the study its parent created, trials until the budget is met.
+
+    Stopped by a signal, it exits with the signal's status quietly: the parent says it once.
+    """
+    try:
+        if pending:
+            raise Interrupted(pending)  # the stop came while this worker was starting
+        return work_until_done(config, index)
+    except Interrupted as stop:
+        return stop.exit_code
+
+
+def work_until_done(config: StudyConfig, index: int) -> int:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with storage_errors(config.storage_url):
+        study = find_study(open_storage(config), config)
+        assert study is not None, "the parent process creates the study"
+        # Seeded alike, every worker's sampler would propose the same first trials. Optuna
+        # reseeds the threads of study.optimize(n_jobs=...) the same way.
+        study.sampler.reseed_rng()
+        device = resolve_device(config.device)
+        use_one_cpu_thread(device)
+        run_here(study, config, load_task(config, device), label=f"[worker {index}] ")
     return 0
 
 

@@ -7,18 +7,24 @@ and a resumed study must agree with them, or its trials would not be comparable.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
 import sqlalchemy.exc
-from optuna.storages import RDBStorage
-from optuna.study import MaxTrialsCallback, StudyDirection
+from optuna.exceptions import ExperimentalWarning, StorageInternalError
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
+from search.budget import WAIT_POLL_S, BudgetGate, ClaimLock, connect_only
 from search.config import StudyConfig
 from search.errors import UserError
 
@@ -36,11 +42,25 @@ MEDIAN_WARMUP_EPOCHS = 3
 # SQLite waits this long for a lock instead of failing at once with "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 60
 
+# A PostgreSQL host that doesn't answer fails the command after this long, not the OS's minutes.
+CONNECT_TIMEOUT_S = 10
+# Connections one process's storage may hold: the trial loop and the heartbeat thread use one
+# each, the overflow is headroom for a moment of overlap (README, "Many workers").
+POOL_SIZE = 2
+POOL_OVERFLOW = 2
+# A trial whose heartbeat went stale is tried again with its parameters at most this often:
+# parameters that kill their worker every time (out of memory, say) must not loop forever.
+STALE_TRIAL_MAX_RETRY = 3
+
 
 class StudyError(UserError):
     """The storage or the study can't be used as asked: one line saying why and what to do."""
 
     exit_code = 2  # a bad --storage or --study-name is a usage error
+
+
+class StorageError(UserError):
+    """The study's database failed while a command used it (stopped, unreachable, read-only)."""
 
 
 def masked(url: str) -> str:
@@ -74,21 +94,209 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {config.pruner!r}")
 
 
-def make_storage(url: str) -> RDBStorage:
-    """An RDB storage for ``url``, or a StudyError naming the (masked) URL and the problem."""
-    engine_kwargs: dict[str, Any] = {}
+def make_storage(
+    url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None
+) -> RDBStorage:
+    """An RDB storage for ``url``, or a StudyError naming the (masked) URL and the problem.
+
+    SQLite gets a busy timeout on every connection and write-ahead logging, so a few local
+    workers, and optuna-dashboard reading the file, never fail with "database is locked";
+    PostgreSQL gets a connect timeout and a small pool per process. With
+    ``heartbeat_interval``, a running trial records a heartbeat that often, and one whose
+    heartbeat is older than ``grace_period`` seconds (its worker died) is failed by the next
+    worker or run and its parameters are tried again.
+    """
     if url.startswith("sqlite"):
-        database = sqlalchemy.engine.make_url(url).database
+        parsed = sqlalchemy.engine.make_url(url)
+        database = None if parsed.query.get("uri") else parsed.database  # file:...?mode=ro
         if database and database != ":memory:" and not Path(database).parent.is_dir():
             raise StudyError(
-                f"--storage {url}: directory {Path(database).parent} does not exist; "
+                f"--storage {masked(url)}: directory {Path(database).parent} does not exist; "
                 "create it or point --storage elsewhere"
             )
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
-        raise StudyError(f"--storage {masked(url)}: {first_line(error)}") from None
+        engine_kwargs = engine_options(url)
+        refuse_foreign_database(url, engine_kwargs)
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            heartbeat: dict[str, Any] = {}
+            if heartbeat_interval is not None:
+                heartbeat = {
+                    "heartbeat_interval": heartbeat_interval,
+                    "grace_period": grace_period,
+                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
+                        max_retry=STALE_TRIAL_MAX_RETRY
+                    ),
+                }
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, RuntimeError) as error:
+        raise StudyError(
+            f"--storage {masked(url)}: {describe_storage_error(error, url)}"
+        ) from None
+    if url.startswith("sqlite"):
+        use_write_ahead_log(storage.engine)
+    return storage
+
+
+def open_storage(config: StudyConfig) -> RDBStorage:
+    """The storage a worker runs trials on: ``make_storage`` with the config's heartbeat."""
+    return make_storage(
+        config.storage_url,
+        heartbeat_interval=config.heartbeat_interval,
+        grace_period=config.grace_period,
+    )
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for ``url``'s database (see ``make_storage``)."""
+    parsed = sqlalchemy.engine.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    options: dict[str, Any] = {
+        "pool_size": POOL_SIZE,
+        "max_overflow": POOL_OVERFLOW,
+        # A connection the server dropped (a restart) is replaced, not used and failed.
+        "pool_pre_ping": True,
+    }
+    if backend == "postgresql":
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "wd-search"}
+        options["connect_args"] = {k: v for k, v in connect_args.items() if k not in parsed.query}
+    return options
+
+
+def refuse_foreign_database(url: str, engine_kwargs: dict[str, Any]) -> None:
+    """Refuse a database that holds tables but no Optuna study, before writing anything to it.
+
+    Optuna adds its tables to whatever database it is pointed at; a mistyped --storage would
+    fill someone else's database with them.
+    """
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and (
+        parsed.database in (None, "", ":memory:") or not Path(parsed.database).exists()
+    ):
+        return
+    options = connect_only(engine_kwargs)
+    engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.NullPool, **options)
+    try:
+        tables = sorted(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if tables and "version_info" not in tables:
+        shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
+        raise StudyError(
+            f"--storage {masked(url)}: this database holds other tables ({shown}) and no "
+            "Optuna study; point --storage at a new database or a study's own"
+        )
+
+
+def use_write_ahead_log(engine: sqlalchemy.Engine) -> None:
+    """Switch a SQLite file to write-ahead logging, where readers and the writer don't block.
+
+    In SQLite's default mode a reader (optuna-dashboard polling the study) holds the file
+    against the workers' writes. The mode is stored in the file, so once is enough; a file
+    only read (a read-only copy) stays as it is.
+    """
+    try:
+        with engine.connect() as connection:
+            # The pragma answers with the mode now in force: read, or it may not take effect.
+            mode = connection.exec_driver_sql("PRAGMA journal_mode=WAL").scalar()
+    except sqlalchemy.exc.OperationalError as error:
+        mode = first_line(error)
+    if mode != "wal":
+        logger.debug("SQLite's journal mode stays as it was: %s", mode)
+    engine.dispose()  # connections opened before the switch report the old mode; start afresh
+
+
+def describe_storage_error(error: BaseException, url: str) -> str:
+    """One line for a storage failure: the database's own words, what it means, what to do."""
+    cause = storage_cause(error) or error
+    origin = getattr(cause, "orig", None)
+    text = first_line(origin if isinstance(origin, BaseException) else cause)
+    text = text.removeprefix("(sqlite3.OperationalError) ").removeprefix(
+        "(sqlite3.DatabaseError) "
+    )
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        parsed = None
+    if parsed is not None and parsed.password:
+        text = text.replace(str(parsed.password), "***")
+    database = parsed.database if parsed is not None else None
+    lowered = text.lower()
+    if "readonly" in lowered or "read-only" in lowered:
+        return f"{text}: the database is read-only here; point --storage at a writable location"
+    if "file is not a database" in lowered:
+        return f"{database} is not a SQLite database; point --storage at a study's .db file"
+    if "unable to open database file" in lowered:
+        return f"can't open or create {database}: check that its directory is writable"
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return (
+            f"{text}: check the user and password (kept out of the URL, in ~/.pgpass or "
+            "PGPASSWORD, they stay out of shell histories and process lists)"
+        )
+    if f'database "{database}" does not exist' in text:
+        return f"{text}: create it first (README: Many workers)"
+    if any(words in lowered for words in UNREACHABLE):
+        return (
+            f"{text}: the database can't be reached; check that it is running and reachable, "
+            "then run the same command again (finished trials are kept)"
+        )
+    return text
+
+
+# What drivers say when the server is down, going down, or not answering (psycopg, psycopg2).
+UNREACHABLE = (
+    "connection failed", "could not connect", "connection refused", "timeout expired",
+    "could not translate host name", "failed to resolve host", "server closed the connection",
+    "shutting down",
+    "terminating connection", "connection already closed", "connection is closed",
+    "consuming input failed", "no route to host",
+)  # fmt: skip
+
+
+def storage_cause(error: BaseException) -> BaseException | None:
+    """The database error behind ``error``, if any: Optuna wraps it, or raises another
+    exception while handling it."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.SQLAlchemyError):
+            return seen
+        if isinstance(seen, StorageInternalError) and seen.__cause__ is not None:
+            return seen.__cause__
+        context = None if seen.__suppress_context__ else seen.__context__
+        seen = seen.__cause__ or context
+    return None
+
+
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Turn a database failure inside the block into one line naming the (masked) storage.
+
+    Every trial is committed as it finishes, so what such a failure loses is the trial in
+    flight only; the message says how to carry on. Optuna's heartbeat thread meets the same
+    failure first, and would print its own traceback: it is kept to a debug log line, and
+    the main thread reports the failure when it next touches the database.
+    """
+    thread_hook = threading.excepthook
+
+    def quiet_storage_failures(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and storage_cause(args.exc_value) is not None:
+            logger.debug("%s: %s", args.thread, first_line(args.exc_value))
+        else:
+            thread_hook(args)
+
+    threading.excepthook = quiet_storage_failures
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error, UserError) or storage_cause(error) is None:
+            raise
+        raise StorageError(
+            f"--storage {masked(url)}: {describe_storage_error(error, url)}"
+        ) from None
+    finally:
+        threading.excepthook = thread_hook
 
 
 def first_line(error: BaseException) -> str:
@@ -163,6 +371,9 @@ def create_study(
     )
     if "config" not in study.user_attrs:
         study.set_user_attr("config", config.recorded())
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and still there
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["val_accuracy"])  # the dashboard's axis, not "Objective 0"
         for key, value in study_attrs.items():
             study.set_user_attr(key, value)
     return study
@@ -228,21 +439,52 @@ def run_trials(
     """Run trials until the study holds ``config.trials`` finished ones; returns how many ran.
 
     The budget is the study's, not this process's: a re-run resumes and runs only what is
-    missing, and MaxTrialsCallback stops this process once other workers have filled it.
+    missing, and workers on one study (``--workers``, or the same command on other machines)
+    share it exactly (``search.budget``). A worker with nothing left to start waits for the
+    others' running trials and takes over from one that fails or whose worker dies.
     """
-    remaining = config.trials - len(finished_trials(study))
-    if remaining <= 0:
-        return 0
-    before = len(study.trials)
-    study.optimize(
-        objective,
-        n_trials=remaining,
-        timeout=config.timeout,
-        callbacks=[
-            MaxTrialsCallback(config.trials, states=FINISHED),
-            lambda study, trial: record_best_feasible(study),
-            *(callbacks or []),
-        ],
-        catch=(),
-    )
-    return len(study.trials) - before
+    logging.getLogger("optuna.study._optimize").addFilter(FAILED_TRIAL_LOGS)
+    lock = ClaimLock(config.storage_url, config.study_name, engine_options(config.storage_url))
+    gate = BudgetGate(study, config.trials, lock, stuck_after=2 * config.grace_period)
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    ran = 0
+
+    def count(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal ran
+        ran += 1
+
+    with gate:
+        while not gate.met():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            if not gate.claim():
+                time.sleep(WAIT_POLL_S)  # the others' running trials hold the rest
+                continue
+            study.optimize(
+                gate.admit(objective),
+                timeout=left,
+                callbacks=[
+                    lambda study, trial: record_best_feasible(study),
+                    count,
+                    *(callbacks or []),
+                    gate.claim_next,  # last: it leaves the lock held for Optuna's next ask
+                ],
+                catch=(),
+            )
+    return ran
+
+
+class FailedTrialLogs(logging.Filter):
+    """Drops Optuna's "Trial N failed" warnings from ``study.optimize``.
+
+    With ``catch=()`` the error that failed the trial ends the run and is reported anyway: a
+    stop or a lost database as one line, anything else as its traceback. Optuna's warning
+    would only repeat it, with a second traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Trial ") and " failed " in record.getMessage())
+
+
+FAILED_TRIAL_LOGS = FailedTrialLogs()

@@ -52,6 +52,25 @@ def test_export_best_writes_the_best_feasible_trial(
     assert row["validation"] == "holdout"
 
 
+def test_export_best_adds_the_test_set_figure_of_the_best_trial_only(
+    study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "best.csv"
+    argv = ["--storage", tiny_config.storage_url, "--out", str(out)]
+    best = study.best_trial.number
+    # As `python -m search.evaluate` stores it, but first for a trial that is not the best:
+    # a stale figure (the study found a better trial since) is left out.
+    result = {"trial": best + 1, "test_loss": 0.25, "test_accuracy": 0.9312}
+    study.set_user_attr("test_evaluation", result)
+    assert run_cli(export.main, argv, capsys)[0] == 0
+    assert list(pd.read_csv(out).columns) == BEST_COLUMNS
+    study.set_user_attr("test_evaluation", result | {"trial": best})
+    assert run_cli(export.main, argv, capsys)[0] == 0
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == [*BEST_COLUMNS, "test_accuracy", "test_loss"]
+    assert (frame.loc[0, "test_accuracy"], frame.loc[0, "test_loss"]) == (0.9312, 0.25)
+
+
 def test_export_all_has_state_constraint_feasibility_and_timing(
     study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
 ) -> None:

@@ -1,0 +1,153 @@
+"""Each complete trial's model weights, kept as an Optuna artifact beside the study.
+
+The weights go through Optuna's artifacts API into a ``FileSystemArtifactStore``, so
+optuna-dashboard lists them on the trial's page (and offers the download) as long as it is
+started with the same store; ``python -m search.dashboard`` is. The trial records the artifact
+id in its ``model_artifact_id`` user attribute, which is how ``load_model`` finds it again.
+
+Only complete trials keep their weights: a pruned trial stopped because it was bad or
+infeasible, so its half-trained weights would only take disk space.
+
+Where the store is: for a SQLite study ``sqlite:///studies/x.db`` it is ``studies/artifacts/``,
+the folder beside the database, so a study and its models travel together. Other storages
+(PostgreSQL) have no folder of their own: the store is ``--artifacts DIR``, by default
+``studies/artifacts``; every worker and the dashboard must be given the same one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+import torch
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+
+from models import SimpleNN
+from search.config import STUDIES_DIR
+from search.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+MODEL_ATTR = "model_artifact_id"  # the trial user attribute that names its weights' artifact
+ARTIFACTS_DIR_NAME = "artifacts"
+
+
+class ArtifactError(UserError):
+    """A trial's weights can't be found: one line saying which trial, where we looked, and why."""
+
+
+def artifact_dir(storage_url: str, directory: Path | None = None) -> Path:
+    """The folder of a study's artifacts: ``directory`` if given, else beside a SQLite file.
+
+    Args:
+        storage_url: the study's SQLAlchemy URL.
+        directory: the ``--artifacts`` flag; None derives the folder from the URL.
+    """
+    if directory is not None:
+        return Path(directory)
+    if storage_url.startswith("sqlite"):
+        database = sqlalchemy.engine.make_url(storage_url).database
+        if database and database != ":memory:":
+            return Path(database).parent / ARTIFACTS_DIR_NAME
+    return STUDIES_DIR / ARTIFACTS_DIR_NAME
+
+
+def artifact_store(
+    storage_url: str, directory: Path | None = None, *, create: bool = False
+) -> FileSystemArtifactStore:
+    """The artifact store of the study at ``storage_url`` (see ``artifact_dir``).
+
+    Args:
+        create: make the folder if it is missing; writers (the study) do, readers don't.
+    """
+    folder = artifact_dir(storage_url, directory)
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ArtifactError(
+                f"--artifacts {folder}: can't create the folder ({error.strerror}); "
+                "point --artifacts elsewhere"
+            ) from None
+    return FileSystemArtifactStore(folder)
+
+
+def add_artifacts_flag(parser: argparse.ArgumentParser) -> None:
+    """``--artifacts DIR``, for every command that writes or reads trials' weights."""
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of the trials' model weights (default: artifacts/ beside a SQLite "
+        f"study, else {STUDIES_DIR / ARTIFACTS_DIR_NAME})",
+    )
+
+
+def save_model(
+    trial: optuna.Trial,
+    state_dict: dict[str, torch.Tensor],
+    store: FileSystemArtifactStore,
+) -> str:
+    """Upload a trial's weights as an artifact of the trial; returns the artifact id.
+
+    The tensors are saved from the CPU, so the file loads on any device. The id is also
+    recorded in the trial's ``model_artifact_id`` user attribute.
+    """
+    cpu = {name: tensor.detach().cpu() for name, tensor in state_dict.items()}
+    with tempfile.TemporaryDirectory(prefix="wd-search-model-") as folder:
+        # The file name is what the dashboard lists and what a download is called.
+        path = Path(folder) / f"trial-{trial.number}-model.pt"
+        torch.save(cpu, path)
+        artifact_id = upload_artifact(
+            artifact_store=store, file_path=str(path), study_or_trial=trial
+        )
+    trial.set_user_attr(MODEL_ATTR, artifact_id)
+    return artifact_id
+
+
+def load_state_dict(
+    study: optuna.Study, trial_number: int, store: FileSystemArtifactStore
+) -> dict[str, torch.Tensor]:
+    """The weights trial ``trial_number`` stored, as CPU tensors."""
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= trial_number < len(trials):
+        raise ArtifactError(
+            f"study {study.study_name!r} has no trial {trial_number} "
+            f"(it has trials 0 to {len(trials) - 1})"
+        )
+    trial = trials[trial_number]
+    artifact_id = trial.user_attrs.get(MODEL_ATTR)
+    if artifact_id is None:
+        raise ArtifactError(
+            f"trial {trial_number} has no stored model: only complete trials keep their "
+            f"weights (this one is {trial.state.name})"
+        )
+    with tempfile.TemporaryDirectory(prefix="wd-search-model-") as folder:
+        path = Path(folder) / "model.pt"
+        try:
+            download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+        except ArtifactNotFound:
+            raise ArtifactError(
+                f"trial {trial_number}'s model (artifact {artifact_id}) is missing from the "
+                "artifact store: pass the --artifacts folder the study was run with"
+            ) from None
+        # weights_only: a tensor file, never arbitrary pickled code.
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_model(
+    study: optuna.Study,
+    trial_number: int,
+    store: FileSystemArtifactStore,
+    device: torch.device | str = "cpu",
+) -> SimpleNN:
+    """Trial ``trial_number``'s trained ``SimpleNN``, from the weights it stored, on ``device``."""
+    model = SimpleNN()
+    model.load_state_dict(load_state_dict(study, trial_number, store))
+    return model.to(device)

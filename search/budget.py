@@ -1,0 +1,200 @@
+"""The study's trial budget, shared by every worker on it and decided in the database.
+
+A worker starts a trial only while the study's finished (COMPLETE, PRUNED) and running trials
+number fewer than ``--trials``; failed trials don't count, so they are replaced. Counting and
+``study.ask()`` are two steps, and two workers that finish a trial at the same moment would both
+see one place left and both take it. A lock makes them one step: a PostgreSQL advisory lock,
+which the server drops the moment the worker's connection ends however it ends, or, for a
+SQLite file (shared by processes on one machine only), ``flock`` on a file beside it. So the
+study ends with exactly its budget of finished trials, whatever the number of workers.
+
+A worker with no place left waits for the others' running trials instead of leaving: if one
+fails, or its worker dies and its heartbeat goes stale, the waiting worker takes its place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.exceptions import ExperimentalWarning
+from optuna.trial import FrozenTrial, TrialState
+
+logger = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # search.study.FINISHED, the budget's unit
+CLAIMING = (*FINISHED, TrialState.RUNNING)
+
+# The lock is held for a count and an insert, milliseconds: poll it rather than block, so that
+# Ctrl-C is never stuck behind a database wait.
+LOCK_POLL_S = 0.02
+# A worker with no place left looks at the study this often while it waits for the others.
+WAIT_POLL_S = 1.0
+
+
+class ClaimLock:
+    """Makes "count the claimed trials, then ask for one" one step across every worker."""
+
+    def __init__(self, url: str, study_name: str, engine_kwargs: dict[str, Any]) -> None:
+        self.url = sqlalchemy.engine.make_url(url)
+        # 63 bits of a hash: PostgreSQL's advisory locks take one bigint key per study.
+        digest = hashlib.sha256(f"wd-search budget {study_name}".encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big", signed=True)
+        self.engine: sqlalchemy.Engine | None = None
+        self.connection: sqlalchemy.Connection | None = None
+        self.path: Path | None = None
+        self.fd: int | None = None
+        backend = self.url.get_backend_name()
+        if backend == "postgresql":
+            # NullPool: the lock's connection exists only while the lock is held.
+            self.engine = sqlalchemy.create_engine(
+                self.url, poolclass=sqlalchemy.NullPool, **connect_only(engine_kwargs)
+            )
+        elif backend == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            self.path = Path(f"{self.url.database}.lock")
+        # Other backends go without: workers racing for the last place may overshoot by one
+        # trial each.
+
+    @property
+    def held(self) -> bool:
+        return self.connection is not None or self.fd is not None
+
+    def acquire(self) -> None:
+        if self.held:
+            return
+        if self.engine is not None:
+            connection = self.engine.connect()
+            try:
+                query = sqlalchemy.text("SELECT pg_try_advisory_lock(:key)")
+                while not connection.execute(query, {"key": self.key}).scalar():
+                    time.sleep(LOCK_POLL_S)
+            except BaseException:
+                connection.close()
+                raise
+            self.connection = connection
+        elif self.path is not None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        time.sleep(LOCK_POLL_S)
+            except BaseException:
+                os.close(fd)
+                raise
+            self.fd = fd
+
+    def release(self) -> None:
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            try:
+                connection.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self.key}
+                )
+            finally:
+                connection.close()  # with NullPool this ends the session, and any lock in it
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)  # closing the only descriptor drops the flock
+
+
+def connect_only(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The engine options that still apply to an engine without a pool: ``connect_args``."""
+    return {k: v for k, v in engine_kwargs.items() if k == "connect_args"}
+
+
+class BudgetGate:
+    """Decides, under the claim lock, whether this worker may start one more trial.
+
+    Used around ``study.optimize``: ``claim()`` before it and as its last callback (the lock
+    stays held until Optuna's next ``ask`` has created the trial), ``admit(objective)`` as the
+    objective (it lets go of the lock once the trial exists). ``with gate:`` lets go of it
+    whatever happens in between.
+    """
+
+    def __init__(self, study: optuna.Study, budget: int, lock: ClaimLock, stuck_after: float):
+        self.study = study
+        self.budget = budget
+        self.lock = lock
+        self.stuck_after = stuck_after
+        # number -> (what it looked like, since when): how long a running trial has sat still.
+        self.seen: dict[int, tuple[tuple[Any, ...], float]] = {}
+
+    def __enter__(self) -> BudgetGate:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.lock.release()
+
+    def claim(self) -> bool:
+        """True, with the lock held, when the budget has a place for one more trial."""
+        self.lock.acquire()
+        try:
+            fail_stale_trials(self.study)
+            room = len(self.claimed()) < self.budget
+        except BaseException:
+            self.lock.release()
+            raise
+        if not room:
+            self.lock.release()
+        return room
+
+    def claim_next(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """``study.optimize`` callback: stop unless the budget has a place for another trial."""
+        if not self.claim():
+            study.stop()
+
+    def admit(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+        def admitted(trial: optuna.Trial) -> float:
+            self.lock.release()  # the trial exists now and counts as claimed
+            return objective(trial)
+
+        return admitted
+
+    def met(self) -> bool:
+        return len(self.study.get_trials(deepcopy=False, states=FINISHED)) >= self.budget
+
+    def claimed(self) -> list[FrozenTrial]:
+        """Finished and running trials, less running ones that have sat still too long.
+
+        A trial left RUNNING by a process that never recorded a heartbeat (an older version,
+        or a worker killed in the milliseconds between creating its trial and its first beat)
+        is never failed by Optuna; without this it would hold a place forever and every
+        worker would wait on it.
+        """
+        now = time.monotonic()
+        claimed = []
+        for trial in self.study.get_trials(deepcopy=False, states=CLAIMING):
+            if trial.state == TrialState.RUNNING:
+                look = (trial.datetime_start, len(trial.intermediate_values))
+                if self.seen.get(trial.number, (None,))[0] != look:
+                    self.seen[trial.number] = (look, now)
+                if now - self.seen[trial.number][1] > self.stuck_after:
+                    continue
+            claimed.append(trial)
+        return claimed
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's own check: running trials whose heartbeat is older than the grace period fail,
+    and the storage's ``RetryHeartbeatStaleTrialCallback`` queues their parameters again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)

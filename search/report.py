@@ -1,0 +1,531 @@
+"""``python -m search.report``: the study as PNG figures and an ``index.html`` that shows them.
+
+    python -m search.report --study-name mnist-weight-decay   # -> studies/<name>-report/
+
+For those who want pictures without a server. Every number comes from what the trials stored
+(``history``, ``train_accuracy``, ``val_accuracy``, ``feasible``, the constraint), nothing is
+retrained.
+
+The figures are drawn here rather than by ``optuna.visualization.matplotlib``: its
+optimization history leaves out pruned trials (with constraint pruning, most infeasible trials
+end pruned, so they would vanish) and gives infeasible points no legend entry, and its
+intermediate-values plot has one legend entry per trial, unreadable past a dozen trials.
+Figures are built on ``matplotlib.figure.Figure``, not pyplot: no global state, no display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import PercentFormatter
+from optuna.trial import FrozenTrial, TrialState
+
+from search.cli import Parser, add_study_flags, run_command
+from search.config import STUDIES_DIR, StudyConfig
+from search.errors import UserError
+from search.evaluate import stored_test_result
+from search.study import FINISHED, best_feasible_trial, load_existing_study, masked
+
+FIGSIZE = (9.0, 5.5)  # inches; at DPI, 1350 x 825 pixels: legible on a laptop screen
+DPI = 150
+
+# One look per kind of trial, the same in every figure.
+FEASIBLE = "tab:blue"
+INFEASIBLE = "tab:red"
+PRUNED = "tab:gray"
+VALIDATION = "tab:blue"
+TRAINING = "tab:orange"
+LIMIT = "tab:red"
+FEASIBLE_REGION = "tab:green"
+
+
+class ReportError(UserError):
+    """Nothing to draw, or nowhere to write it: one line for the user."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the figures need of one finished trial, read from its attributes."""
+
+    number: int
+    weight_decay: float
+    complete: bool  # False: pruned
+    feasible: bool  # as of its last epoch
+    val_accuracy: float
+    train_accuracy: float
+    history: list[dict[str, Any]]
+
+    @property
+    def kind(self) -> str:
+        if self.complete:
+            return "complete, feasible" if self.feasible else "complete, infeasible"
+        return "pruned by the pruner" if self.feasible else "pruned: over the limit"
+
+
+def records(study: optuna.Study) -> list[TrialRecord]:
+    """The finished trials that trained at least one epoch (a diverged one may not have)."""
+    out = []
+    for trial in study.get_trials(deepcopy=False, states=FINISHED):
+        attrs = trial.user_attrs
+        if "val_accuracy" not in attrs or not attrs.get("history"):
+            continue
+        out.append(
+            TrialRecord(
+                number=trial.number,
+                weight_decay=trial.params["weight_decay"],
+                complete=trial.state == TrialState.COMPLETE,
+                feasible=bool(attrs.get("feasible")),
+                val_accuracy=attrs["val_accuracy"],
+                train_accuracy=attrs["train_accuracy"],
+                history=attrs["history"],
+            )
+        )
+    return out
+
+
+# marker, face colour ("none": hollow), edge colour: filled for complete, hollow for pruned.
+STYLES: dict[str, tuple[str, str, str]] = {
+    "complete, feasible": ("o", FEASIBLE, FEASIBLE),
+    "complete, infeasible": ("X", INFEASIBLE, INFEASIBLE),
+    "pruned: over the limit": ("o", "none", INFEASIBLE),
+    "pruned by the pruner": ("o", "none", PRUNED),
+}
+
+
+def new_figure(title: str, ncols: int = 1) -> tuple[Figure, Any]:
+    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    axes = figure.subplots(1, ncols)
+    figure.suptitle(title, fontsize=13, fontweight="bold")
+    return figure, axes
+
+
+def legend_below(figure: Figure, ax: Any, ncols: int) -> None:
+    """The legend under the axes, where it can't hide a point, whatever the data."""
+    figure.legend(
+        *ax.get_legend_handles_labels(), loc="outside lower center", ncols=ncols, fontsize=9
+    )
+
+
+def percent_axis(axis: Any) -> None:
+    axis.set_major_formatter(PercentFormatter(xmax=1))
+
+
+def plot_history(trials: list[TrialRecord], best: FrozenTrial | None) -> Figure:
+    """Final validation accuracy per trial, by kind, with the best feasible value so far."""
+    figure, ax = new_figure("Optimization history: final validation accuracy of each trial")
+    for kind, (marker, face, edge) in STYLES.items():
+        chosen = [t for t in trials if t.kind == kind]
+        if chosen:
+            ax.scatter(
+                [t.number for t in chosen],
+                [t.val_accuracy for t in chosen],
+                marker=marker,
+                facecolors=face,
+                edgecolors=edge,
+                s=45,
+                label=f"{kind} ({len(chosen)})"
+                + ("" if kind.startswith("complete") else ": when it stopped"),
+                zorder=3,
+            )
+    steps, best_so_far, current = [], [], -math.inf
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.complete and trial.feasible:
+            current = max(current, trial.val_accuracy)
+        if current > -math.inf:
+            steps.append(trial.number)
+            best_so_far.append(current)
+    if steps:
+        ax.step(
+            steps,
+            best_so_far,
+            where="post",
+            color=FEASIBLE,
+            alpha=0.6,
+            label="best feasible so far",
+        )
+    if best is not None:
+        ax.scatter(
+            [best.number],
+            [best.user_attrs["val_accuracy"]],
+            marker="*",
+            color="black",
+            s=160,
+            zorder=4,
+            label=f"best feasible: #{best.number} ({best.user_attrs['val_accuracy']:.2%})",
+        )
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("final validation accuracy (%)")
+    percent_axis(ax.yaxis)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.margins(y=0.08)
+    legend_below(figure, ax, ncols=3)
+    return figure
+
+
+def plot_weight_decay(trials: list[TrialRecord], limit: float, best: FrozenTrial | None) -> Figure:
+    """Final validation and training accuracy against weight decay; the feasible region shaded."""
+    figure, ax = new_figure("Weight decay against final accuracy")
+    for complete in (True, False):
+        chosen = [t for t in trials if t.complete == complete]
+        if not chosen:
+            continue
+        how = "complete" if complete else "pruned, when it stopped"
+        x = [t.weight_decay for t in chosen]
+        for values, colour, marker, name in (
+            ([t.val_accuracy for t in chosen], VALIDATION, "o", "validation"),
+            ([t.train_accuracy for t in chosen], TRAINING, "^", "training"),
+        ):
+            ax.scatter(
+                x,
+                values,
+                marker=marker,
+                facecolors=colour if complete else "none",
+                edgecolors=colour,
+                s=45,
+                label=f"{name} ({how})",
+                zorder=3,
+            )
+    ax.axhline(
+        limit,
+        color=LIMIT,
+        linestyle="--",
+        linewidth=1.5,
+        label=f"training-accuracy limit ({limit:.0%})",
+    )
+    # Room above the limit too, so the infeasible side of the line is visible.
+    values = [t.val_accuracy for t in trials] + [t.train_accuracy for t in trials]
+    low, high = min(*values, limit), max(*values, limit)
+    pad = 0.12 * (high - low or 0.01)
+    ax.set_ylim(low - pad, high + pad)
+    ax.axhspan(
+        low - pad,
+        limit,
+        color=FEASIBLE_REGION,
+        alpha=0.1,
+        label="feasible: training ≤ limit",
+    )
+    ax.text(
+        0.99,
+        limit,
+        "infeasible above the line ",
+        transform=ax.get_yaxis_transform(),
+        ha="right",
+        va="bottom",
+        color=LIMIT,
+        fontsize=9,
+    )
+    if best is not None:
+        ax.axvline(
+            best.params["weight_decay"],
+            color="black",
+            linestyle=":",
+            linewidth=1,
+            label=f"best feasible trial #{best.number}",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("weight decay (log scale)")
+    ax.set_ylabel("final accuracy (%)")
+    percent_axis(ax.yaxis)
+    ax.grid(alpha=0.3)
+    legend_below(figure, ax, ncols=3)
+    return figure
+
+
+def plot_learning_curves(trials: list[TrialRecord], epochs: int | None) -> Figure:
+    """Validation accuracy per epoch for every trial, coloured by weight decay."""
+    figure, ax = new_figure("Learning curves: validation accuracy per epoch, every trial")
+    decays = [t.weight_decay for t in trials]
+    norm = LogNorm(vmin=min(decays), vmax=max(decays) * (1.0001 if len(set(decays)) == 1 else 1))
+    cmap = colormaps["viridis"]
+    for trial in trials:
+        epoch = [row["epoch"] for row in trial.history]
+        accuracy = [row["val_accuracy"] for row in trial.history]
+        colour = cmap(norm(trial.weight_decay))
+        ax.plot(epoch, accuracy, color=colour, linewidth=1.3, alpha=0.85)
+        end = "o" if trial.complete else "X"
+        ax.plot(epoch[-1], accuracy[-1], marker=end, color=colour, markersize=6, linestyle="")
+    colorbar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01)
+    colorbar.set_label("weight decay (log scale)")
+    ax.legend(
+        handles=[
+            Line2D([], [], color="gray", marker="o", label="complete trial: all epochs"),
+            Line2D([], [], color="gray", marker="X", label="pruned trial: × where it stopped"),
+        ],
+        loc="lower right",
+        fontsize=9,
+    )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    percent_axis(ax.yaxis)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if epochs:
+        ax.set_xlim(0.8, epochs + 0.2)
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def plot_best_trial(best: FrozenTrial, limit: float, tested: dict[str, Any] | None) -> Figure:
+    """The best feasible trial's loss and accuracy per epoch, training and validation."""
+    history = best.user_attrs["history"]
+    figure, (loss_ax, acc_ax) = new_figure(
+        f"Best feasible trial #{best.number} (weight decay {best.params['weight_decay']:.3g})",
+        ncols=2,
+    )
+    epoch = [row["epoch"] for row in history]
+    for ax, metric, unit in ((loss_ax, "loss", "cross-entropy, nats"), (acc_ax, "accuracy", "%")):
+        ax.plot(
+            epoch,
+            [r[f"train_{metric}"] for r in history],
+            "^-",
+            color=TRAINING,
+            label=f"training {metric} (running, over the epoch)",
+        )
+        ax.plot(
+            epoch,
+            [r[f"val_{metric}"] for r in history],
+            "o-",
+            color=VALIDATION,
+            label=f"validation {metric}",
+        )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{metric} ({unit})")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    loss_ax.set_title("Loss")
+    acc_ax.set_title("Accuracy")
+    acc_ax.axhline(
+        limit,
+        color=LIMIT,
+        linestyle="--",
+        linewidth=1.5,
+        label=f"training-accuracy limit ({limit:.0%})",
+    )
+    if tested is not None:
+        acc_ax.plot(
+            epoch[-1],
+            tested["test_accuracy"],
+            "*",
+            color="black",
+            markersize=12,
+            linestyle="",
+            label=f"test accuracy ({tested['test_accuracy']:.2%})",
+        )
+        loss_ax.plot(
+            epoch[-1],
+            tested["test_loss"],
+            "*",
+            color="black",
+            markersize=12,
+            linestyle="",
+            label=f"test loss ({tested['test_loss']:.3f})",
+        )
+    percent_axis(acc_ax.yaxis)
+    loss_ax.legend(fontsize=8, loc="upper right")
+    acc_ax.legend(fontsize=8, loc="lower right")
+    return figure
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """One figure of the report: its file name, its caption, and the figure itself."""
+
+    name: str
+    caption: str
+    figure: Figure
+
+
+def figures(study: optuna.Study) -> list[ReportFigure]:
+    """Every figure of the report; the best trial's only when a trial is feasible."""
+    trials = records(study)
+    if not trials:
+        raise ReportError(f"study {study.study_name!r} has no finished trial yet: run it first")
+    config = study.user_attrs.get("config", {})
+    limit = config.get("max_train_acc", StudyConfig().max_train_acc)
+    best = best_feasible_trial(study)
+    out = [
+        ReportFigure(
+            "optimization_history.png",
+            "Final validation accuracy of every finished trial, in the order they ran. Filled "
+            "markers finished all epochs; hollow ones were pruned, shown at the epoch they "
+            "stopped. Red: training accuracy over the limit (infeasible). The line is the best "
+            "feasible validation accuracy so far.",
+            plot_history(trials, best),
+        ),
+        ReportFigure(
+            "weight_decay.png",
+            "Final validation (circles) and training (triangles) accuracy against weight "
+            f"decay. A trial is feasible when its training accuracy ends at or under the "
+            f"limit ({limit:.0%}): in the shaded band. Hollow markers: pruned trials.",
+            plot_weight_decay(trials, limit, best),
+        ),
+        ReportFigure(
+            "learning_curves.png",
+            "Validation accuracy after each epoch, one line per trial, coloured by weight "
+            "decay. Pruned trials end early, at the ×.",
+            plot_learning_curves(trials, config.get("epochs")),
+        ),
+    ]
+    if best is not None:
+        out.append(
+            ReportFigure(
+                "best_trial.png",
+                f"The best feasible trial, #{best.number}, epoch by epoch. Training figures are "
+                "running averages over each epoch (each batch scored before its update), so "
+                "they lag behind the weights at the epoch's end."
+                + (" The star is its test-set figure." if stored_test_result(study) else ""),
+                plot_best_trial(best, limit, stored_test_result(study)),
+            )
+        )
+    return out
+
+
+def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
+    """The report's table: what the study is and what it found."""
+    config = study.user_attrs.get("config", {})
+    trials = records(study)
+    counts: dict[str, int] = {kind: 0 for kind in STYLES}
+    for trial in trials:
+        counts[trial.kind] += 1
+    rows = [
+        ("study", f"{study.study_name} in {masked(url)}"),
+        (
+            "trials finished",
+            f"{len(trials)}: " + "; ".join(f"{n} {kind}" for kind, n in counts.items() if n),
+        ),
+        (
+            "recipe",
+            f"{config.get('epochs')} epochs, batch size {config.get('batch_size')}, "
+            f"learning rate {config.get('lr')}, seed {config.get('seed')}, weight decay "
+            f"searched in [{config.get('wd_low')}, {config.get('wd_high')}]"
+            + (
+                f", first {config['subset']:,} training images only"
+                if config.get("subset")
+                else ""
+            ),
+        ),
+        ("constraint", f"final training accuracy ≤ {config.get('max_train_acc')}"),
+        ("validation", str(config.get("validation"))),
+    ]
+    best = best_feasible_trial(study)
+    if best is None:
+        rows.append(("best feasible trial", "none: no trial met the constraint"))
+        return rows
+    attrs = best.user_attrs
+    rows.append(
+        (
+            "best feasible trial",
+            f"#{best.number}: weight decay {best.params['weight_decay']:.4g}, validation "
+            f"accuracy {attrs['val_accuracy']:.4f}, training accuracy "
+            f"{attrs['train_accuracy']:.4f}",
+        )
+    )
+    tested = stored_test_result(study)
+    if tested is None:
+        rows.append(("test set", "not evaluated yet: python -m search.evaluate"))
+    else:
+        caveat = (
+            " (selected on this same test set: not unbiased)" if tested["selected_on_test"] else ""
+        )
+        rows.append(
+            (
+                "test set",
+                f"accuracy {tested['test_accuracy']:.4f}, loss {tested['test_loss']:.4f} on "
+                f"{tested['test_images']:,} images{caveat}",
+            )
+        )
+    return rows
+
+
+def index_html(study: optuna.Study, url: str, shown: list[ReportFigure]) -> str:
+    esc = html.escape
+    rows = "\n".join(
+        f"<tr><th>{esc(key)}</th><td>{esc(value)}</td></tr>"
+        for key, value in summary_rows(study, url)
+    )
+    blocks = "\n".join(
+        f'<figure><img src="{esc(f.name)}" alt="{esc(f.name)}">'
+        f"<figcaption>{esc(f.caption)}</figcaption></figure>"
+        for f in shown
+    )
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Study {esc(study.study_name)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1400px; margin: 2em auto; padding: 0 1em; }}
+table {{ border-collapse: collapse; margin-bottom: 2em; }}
+th, td {{ text-align: left; padding: 0.3em 1em 0.3em 0; vertical-align: top; }}
+figure {{ margin: 0 0 3em 0; }}
+img {{ max-width: 100%; border: 1px solid #ddd; }}
+figcaption {{ color: #333; max-width: 70em; }}
+</style>
+</head>
+<body>
+<h1>Study {esc(study.study_name)}</h1>
+<table>
+{rows}
+</table>
+{blocks}
+</body>
+</html>
+"""
+
+
+def write_report(study: optuna.Study, url: str, out: Path) -> list[Path]:
+    """Write the figures and ``index.html`` into ``out`` (created if missing); returns paths."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ReportError(f"--out {out}: can't create it ({error.strerror})") from None
+    shown = figures(study)
+    written = []
+    for f in shown:
+        f.figure.savefig(out / f.name)
+        written.append(out / f.name)
+    (out / "index.html").write_text(index_html(study, url, shown), encoding="utf-8")
+    written.append(out / "index.html")
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="python -m search.report",
+        description="Draw the study as PNG figures with an index.html that shows them.",
+    )
+    add_study_flags(parser)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder to write into (default: studies/<study-name>-report)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    study = load_existing_study(args.study_name, args.storage)
+    url = args.storage or StudyConfig(study_name=args.study_name).storage_url
+    out = args.out or STUDIES_DIR / f"{args.study_name}-report"
+    written = write_report(study, url, out)
+    print(f"wrote {len(written) - 1} figures and index.html to {out}")
+    print(f"open {out / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_command(main)

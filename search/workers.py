@@ -1,0 +1,195 @@
+"""``--workers N``: N processes on this machine running one study, coordinated by its database.
+
+Each worker is what the same command is on another machine: its own storage and connections,
+one PyTorch thread, trials taken from the study's one budget (``search.budget``), heartbeats
+for its running trial (``search.study.make_storage``). Nothing else coordinates them, so local
+workers and workers on other machines (one PostgreSQL ``--storage``) mix freely.
+
+This process creates the study, starts the workers, forwards Ctrl-C and SIGTERM to them, waits
+for them all, and prints the summary. The flags of this module live here so that the CLI, the
+README and the tests read one set of rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from search.cli import positive_int
+from search.config import DEFAULTS, StudyConfig
+from search.signals import STOP_SIGNALS, Interrupted
+
+# Optuna's heartbeat grace period: the issue's bound, and long enough that a trial is judged
+# dead within a minute of its worker's death.
+MAX_GRACE_PERIOD_S = 60
+
+# SQLite lets one writer at a time in; with write-ahead logging and a 60 s busy timeout a few
+# workers writing a handful of rows per epoch wait milliseconds for each other. This cap is a
+# conservative line, not a measured limit: beyond it, or across machines (SQLite's locks don't
+# hold over network filesystems), PostgreSQL is the storage to use.
+SQLITE_MAX_WORKERS = 8
+
+
+def grace_period(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_GRACE_PERIOD_S:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_GRACE_PERIOD_S} seconds, got {text!r}: a dead worker's trial "
+            "would hold its place in the budget for longer"
+        )
+    return value
+
+
+def add_worker_flags(parser: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--heartbeat-interval`` and ``--grace-period``."""
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=DEFAULTS.workers,
+        metavar="N",
+        help="processes on this machine running trials of the study, sharing its --trials "
+        "budget; the same command on other machines with the same PostgreSQL --storage "
+        "joins them (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=positive_int,
+        default=DEFAULTS.heartbeat_interval,
+        metavar="S",
+        help="a running trial records a heartbeat in the study every S seconds "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=grace_period,
+        default=DEFAULTS.grace_period,
+        metavar="S",
+        help="a running trial whose last heartbeat is older than S seconds (its worker died) "
+        "is marked failed and its parameters are tried again by the next worker or run; "
+        f"at most {MAX_GRACE_PERIOD_S} (default: %(default)s)",
+    )
+
+
+def check_worker_flags(args: argparse.Namespace) -> str | None:
+    """The one-line error for worker flags that don't go together, or None."""
+    if args.grace_period <= args.heartbeat_interval:
+        return (
+            f"--grace-period must exceed --heartbeat-interval, got {args.grace_period} and "
+            f"{args.heartbeat_interval}: a live trial would look dead between two heartbeats"
+        )
+    url = args.storage or StudyConfig(study_name=args.study_name).storage_url
+    if not url.startswith("sqlite") or args.workers == 1:
+        return None
+    if ":memory:" in url or url.rstrip("/") == "sqlite:":
+        return (
+            f"--workers {args.workers}: an in-memory SQLite database can't be shared between "
+            "processes; give --storage a file or a PostgreSQL URL"
+        )
+    if args.workers > SQLITE_MAX_WORKERS:
+        return (
+            f"--workers {args.workers}: one SQLite file carries at most {SQLITE_MAX_WORKERS} "
+            "workers; use a PostgreSQL --storage for more (README: Many workers)"
+        )
+    return None
+
+
+Target = Callable[[StudyConfig, int, Any, frozenset[int]], None]
+
+
+def run_workers(config: StudyConfig, target: Target) -> list[int]:
+    """Run ``target(config, index, pending, ignored)`` in ``config.workers`` processes.
+
+    The workers start with SIGINT and SIGTERM ignored; ``target`` listens to those not in
+    ``ignored`` (ignored here too) and then checks ``pending.value``, a stop signal that came
+    before it listened (``search.run.worker`` does both).
+
+    Returns:
+        each worker's exit status: 0, a command's status (1, 2, 130, 143), or ``-N`` for a
+        worker killed by signal N.
+
+    Raises:
+        Interrupted: this process got SIGINT or SIGTERM; the workers have stopped.
+    """
+    # spawn, not fork: a forked copy of a process that has loaded PyTorch and opened database
+    # connections shares both with its parent.
+    context = multiprocessing.get_context("spawn")
+    pending = context.Value("i", 0, lock=False)
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    ignored = frozenset(s for s, handler in previous.items() if handler is signal.SIG_IGN)
+    processes = [
+        context.Process(
+            target=target, args=(config, index, pending, ignored), name=f"worker {index}"
+        )
+        for index in range(1, config.workers + 1)
+    ]
+    received: list[int] = []
+    done: set[int] = set()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if not received:
+            received.append(signum)
+            pending.value = signum
+            print(f"stopping the workers ({signal.Signals(signum).name})...", file=sys.stderr)
+        for index, process in enumerate(processes):
+            if index not in done and process.pid is not None:
+                try:
+                    os.kill(process.pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    try:
+        # Started with the stop signals ignored, a setting they inherit: a Ctrl-C while one is
+        # still importing PyTorch would end it with a traceback. Each worker listens once it
+        # is ready, and reads ``pending`` for a stop that came before.
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        for process in processes:
+            process.start()
+        for signum in STOP_SIGNALS:
+            if signum not in ignored:
+                signal.signal(signum, forward)
+        for index, process in enumerate(processes):
+            process.join()
+            done.add(index)
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        for process in processes:  # only if this process itself failed: leave no orphans
+            if process.pid is not None and process.exitcode is None:
+                process.terminate()
+                process.join()
+    if received:
+        raise Interrupted(received[0])
+    return [process.exitcode if process.exitcode is not None else 1 for process in processes]
+
+
+def exit_status(statuses: list[int], budget_met: bool, config: StudyConfig) -> int:
+    """The command's status after its workers ended; says on stderr which of them failed.
+
+    A worker that died leaves its trial to the others: once the budget is met the study is
+    whole, and the command succeeds.
+    """
+    for index, status in enumerate(statuses, start=1):
+        if status < 0:
+            print(
+                f"worker {index} was killed by {signal.Signals(-status).name}: its running trial "
+                f"is marked failed and tried again once its heartbeat is {config.grace_period} s "
+                "old, by a worker still running or by the same command run again",
+                file=sys.stderr,
+            )
+        elif status != 0:
+            print(
+                f"worker {index} stopped with status {status} (see its error above)",
+                file=sys.stderr,
+            )
+    if budget_met:
+        return 0
+    failed = [128 - status if status < 0 else status for status in statuses if status != 0]
+    return failed[0] if failed else 0

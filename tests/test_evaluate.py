@@ -1,0 +1,251 @@
+"""search.evaluate and search.artifacts: stored weights, the test-set figure, and replays."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from helpers import run_cli
+from optuna.trial import TrialState
+from optuna_dashboard import get_note
+
+from search import evaluate, export, report, run
+from search.artifacts import ArtifactError, artifact_dir, load_model
+from search.config import StudyConfig
+from search.data import load_splits, load_test
+from search.evaluate import TEST_ATTR, first_mismatch
+from search.study import create_study, make_storage
+from search.train import evaluate as score
+
+pytestmark = pytest.mark.slow  # real, tiny studies and the real test set
+
+
+def run_study(
+    config: StudyConfig, max_train_acc: float = 0.83, validation: str = "holdout"
+) -> optuna.Study:
+    """Three trials through the real CLI: #0 pruned as infeasible at epoch 2, #1 complete and
+    feasible, #2 complete but over the limit at its last epoch.
+
+    The study is created first, as ``search.run`` would, so that its trials can be enqueued;
+    the CLI then resumes it. The limit (83%) sits between what 2,000 images reach with weak
+    and with strong decay.
+    """
+    config = config.replace(
+        epochs=3, max_train_acc=max_train_acc, validation=validation, sampler="random"
+    )
+    splits = load_splits(config.data_dir, validation, config.subset)
+    study = create_study(make_storage(config.storage_url), config, run.study_attrs(splits))
+    for weight_decay in (1e-6, 1e-1, 5e-2):
+        study.enqueue_trial({"weight_decay": weight_decay})
+    argv = [
+        "--storage", config.storage_url,
+        "--trials", "3",
+        "--epochs", "3",
+        "--subset", str(config.subset),
+        "--max-train-acc", str(max_train_acc),
+        "--validation", validation,
+        "--sampler", "random",
+        "--data-dir", str(config.data_dir),
+        "--device", "cpu",
+    ]  # fmt: skip
+    assert run.main(argv) == 0
+    return optuna.load_study(study_name=config.study_name, storage=config.storage_url)
+
+
+def flags(config: StudyConfig) -> list[str]:
+    return ["--storage", config.storage_url, "--data-dir", str(config.data_dir), "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """A folder with the study's database and its artifacts, run once per module."""
+    folder = tmp_path_factory.mktemp("finished")
+    study = run_study(
+        StudyConfig(
+            storage=f"sqlite:///{folder / 'study.db'}",
+            data_dir=mnist_dir,
+            subset=2000,
+            device="cpu",
+        )
+    )
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
+    return folder
+
+
+@pytest.fixture
+def study(finished: Path, tiny_config: StudyConfig, tmp_path: Path) -> optuna.Study:
+    """A copy of the finished study at ``tiny_config``'s storage, for each test to change."""
+    # The whole folder: SQLite may keep recent writes in a -wal file beside the database.
+    shutil.copytree(finished, tmp_path, dirs_exist_ok=True)
+    return optuna.load_study(study_name=tiny_config.study_name, storage=tiny_config.storage_url)
+
+
+@pytest.mark.parametrize(
+    ("url", "directory", "expected"),
+    [
+        ("sqlite:///studies/x.db", None, Path("studies/artifacts")),
+        ("sqlite:////tmp/a/b.db", None, Path("/tmp/a/artifacts")),
+        ("postgresql://u:p@host/db", None, Path("studies/artifacts")),
+        ("postgresql://u:p@host/db", Path("/shared/models"), Path("/shared/models")),
+        ("sqlite:///:memory:", None, Path("studies/artifacts")),
+    ],
+)
+def test_artifact_dir_is_beside_a_sqlite_study(
+    url: str, directory: Path | None, expected: Path
+) -> None:
+    assert artifact_dir(url, directory) == expected
+
+
+def test_complete_trials_store_their_weights_and_pruned_ones_do_not(
+    study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path
+) -> None:
+    store_dir = tmp_path / "artifacts"
+    stored = sorted(p.name for p in store_dir.iterdir())
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert stored == sorted(t.user_attrs["model_artifact_id"] for t in complete)
+    metas = optuna.artifacts.get_all_artifact_meta(complete[0], storage=study._storage)
+    assert [m.filename for m in metas] == ["trial-1-model.pt"]
+    with pytest.raises(ArtifactError, match="only complete trials keep their weights"):
+        load_model(study, 0, optuna.artifacts.FileSystemArtifactStore(store_dir))
+
+
+def test_evaluate_scores_the_best_trial_on_the_test_set(
+    study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
+) -> None:
+    status, out, err = run_cli(evaluate.main, flags(tiny_config), capsys)
+    assert status == 0 and err == ""
+    best = study.best_trial
+    result = study.user_attrs[TEST_ATTR]
+    assert result["trial"] == best.number and result["test_images"] == 10_000
+    assert result["selected_on_test"] is False
+    # The same figure, computed here from the stored weights and the test files.
+    store = optuna.artifacts.FileSystemArtifactStore(tmp_path / "artifacts")
+    x, y = load_test(tiny_config.data_dir)
+    loss, accuracy = score(load_model(study, best.number, store), x, y)
+    assert (result["test_loss"], result["test_accuracy"]) == (loss, accuracy)
+    assert 0.5 < accuracy < 1
+    assert f"best feasible trial #{best.number}" in out
+    assert f"test_accuracy={accuracy:.4f}" in out and f"test_loss={loss:.4f}" in out
+    # The dashboard's study note and the best-configuration CSV carry it too.
+    assert f"accuracy = {accuracy:.4f}" in get_note(study)
+    out_csv = tmp_path / "best.csv"
+    argv = ["--storage", tiny_config.storage_url, "--out", str(out_csv)]
+    assert run_cli(export.main, argv, capsys)[0] == 0
+    row = pd.read_csv(out_csv).iloc[0]
+    assert row["test_accuracy"] == accuracy and row["test_loss"] == pytest.approx(loss)
+    assert row["val_accuracy"] == best.value
+    # And the report's summary table.
+    argv = ["--storage", tiny_config.storage_url, "--out", str(tmp_path / "report")]
+    assert run_cli(report.main, argv, capsys)[0] == 0
+    index = (tmp_path / "report" / "index.html").read_text()
+    assert f"accuracy {accuracy:.4f}" in index
+
+
+def test_evaluate_says_when_the_study_validated_on_the_test_set(
+    tiny_config: StudyConfig, capsys
+) -> None:
+    study = run_study(tiny_config, validation="test")
+    status, _, err = run_cli(evaluate.main, flags(tiny_config), capsys)
+    assert status == 0 and "validated on the official test set" in err
+    assert study.user_attrs[TEST_ATTR]["selected_on_test"] is True
+    assert "no unbiased estimate" in get_note(study)
+
+
+def test_holdout_search_never_reads_the_test_set(study: optuna.Study) -> None:
+    assert set(study.user_attrs["data_checksums"]) == {
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+    }
+
+
+def test_evaluate_without_a_feasible_trial_is_one_line(tiny_config: StudyConfig, capsys) -> None:
+    run_study(tiny_config, max_train_acc=0.05)
+    capsys.readouterr()  # the run's own output
+    status, out, err = run_cli(evaluate.main, flags(tiny_config), capsys)
+    assert status == 1 and out == ""
+    assert "no feasible complete trial" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_with_the_wrong_artifacts_folder_is_one_line(
+    study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
+) -> None:
+    argv = [*flags(tiny_config), "--artifacts", str(tmp_path / "elsewhere")]
+    status, _, err = run_cli(evaluate.main, argv, capsys)
+    assert status == 1 and "missing from the artifact store" in err and "--artifacts" in err
+    assert TEST_ATTR not in study.user_attrs
+
+
+def test_evaluate_tests_no_trial_but_the_best(tiny_config: StudyConfig, capsys) -> None:
+    status, _, err = run_cli(evaluate.main, [*flags(tiny_config), "--trial", "1"], capsys)
+    assert status == 2 and "--trial needs --replay" in err
+
+
+@pytest.mark.parametrize(
+    ("trial", "weights"), [(0, ""), (1, ", and so do its final weights"), (None, "weights")]
+)
+def test_replay_reproduces_every_recorded_metric(
+    study: optuna.Study, tiny_config: StudyConfig, trial: int | None, weights: str, capsys
+) -> None:
+    argv = [*flags(tiny_config), "--replay"] + ([] if trial is None else ["--trial", str(trial)])
+    status, out, err = run_cli(evaluate.main, argv, capsys)
+    number = study.best_trial.number if trial is None else trial
+    epochs = len(study.trials[number].user_attrs["history"])
+    assert status == 0, out + err
+    assert f"trial {number}: reproduced on cpu: the metrics of all {epochs} epochs" in out
+    assert weights in out
+
+
+def test_replay_names_the_first_metric_that_differs(
+    study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
+) -> None:
+    # Change one recorded number in the database, as a different machine's run would.
+    history = study.trials[1].user_attrs["history"]
+    history[1]["val_loss"] += 1e-9
+    with sqlite3.connect(tmp_path / "study.db") as db:
+        db.execute(
+            "UPDATE trial_user_attributes SET value_json = ? WHERE key = 'history' AND "
+            "trial_id = (SELECT trial_id FROM trials WHERE number = 1)",
+            (json.dumps(history),),
+        )
+    status, out, _ = run_cli(
+        evaluate.main, [*flags(tiny_config), "--replay", "--trial", "1"], capsys
+    )
+    assert status == 1
+    assert out.startswith("trial 1: NOT reproduced on cpu: epoch 2 val_loss: recorded")
+
+
+def test_replay_of_a_trial_that_does_not_exist_is_one_line(
+    study: optuna.Study, tiny_config: StudyConfig, capsys
+) -> None:
+    status, _, err = run_cli(
+        evaluate.main, [*flags(tiny_config), "--replay", "--trial", "9"], capsys
+    )
+    assert status == 1 and "--trial 9: study 'mnist-weight-decay' has trials 0 to 2" in err
+
+
+def test_first_mismatch_ignores_wall_time_only() -> None:
+    row = {"epoch": 1, "train_loss": 0.5, "val_accuracy": 0.9, "seconds": 1.0}
+    assert first_mismatch([row], [row | {"seconds": 2.0}]) is None
+    assert first_mismatch([row], [row | {"val_accuracy": 0.91}]) == (
+        "epoch 1 val_accuracy: recorded 0.9, replayed 0.91"
+    )
+    assert "stopped after epoch 0" in first_mismatch([row], [])
+
+
+def test_load_model_gives_the_weights_the_trial_ended_with(
+    study: optuna.Study, tmp_path: Path
+) -> None:
+    store = optuna.artifacts.FileSystemArtifactStore(tmp_path / "artifacts")
+    model = load_model(study, 1, store)
+    saved = torch.load(
+        tmp_path / "artifacts" / study.trials[1].user_attrs["model_artifact_id"], weights_only=True
+    )
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    assert model(torch.zeros(2, 784)).shape == (2, 10)

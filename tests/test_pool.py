@@ -1,0 +1,239 @@
+"""The trial pool: a pooled trial is the same trial as alone, and the pool drives a study."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from search.config import StudyConfig
+from search.data import Splits
+from search.objective import Objective, suggest_weight_decay
+from search.pool import TrialPool, default_parallel_trials, run_pool
+from search.study import FINISHED, create_study, make_storage, run_trials
+from search.train import DivergedError, EpochMetrics, init_model, train, trial_seed
+
+WEIGHT_DECAYS = [1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1]
+
+
+def reference(
+    splits: Splits, config: StudyConfig, seed: int, weight_decay: float
+) -> list[EpochMetrics]:
+    """The same trial trained alone by the single-trial loop."""
+    return list(train(init_model(seed), splits, weight_decay, config, seed))
+
+
+def assert_same_metrics(pooled: list[EpochMetrics], alone: list[EpochMetrics]) -> None:
+    assert [m.epoch for m in pooled] == [m.epoch for m in alone]
+    for p, a in zip(pooled, alone, strict=True):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert getattr(p, key) == pytest.approx(getattr(a, key), rel=1e-5, abs=1e-6), (
+                f"{key} of epoch {p.epoch}"
+            )
+
+
+def train_pool(pool: TrialPool, epochs: int) -> dict[int, list[EpochMetrics]]:
+    histories: dict[int, list[EpochMetrics]] = {}
+    for _ in range(epochs):
+        for key, metrics in pool.train_epoch().items():
+            assert isinstance(metrics, EpochMetrics)
+            histories.setdefault(key, []).append(metrics)
+    return histories
+
+
+def test_pool_of_8_matches_each_trial_trained_alone(tiny_splits: Splits) -> None:
+    config = StudyConfig(epochs=2)
+    pool = TrialPool(tiny_splits, config, capacity=8)
+    for number, weight_decay in enumerate(WEIGHT_DECAYS):
+        pool.add(number, trial_seed(config.seed, number), weight_decay)
+    histories = train_pool(pool, config.epochs)
+    # 2,000 images in batches of 64 end in a partial batch of 16: handled as the reference does.
+    assert len(tiny_splits.train_x) % config.batch_size != 0
+    for number, weight_decay in enumerate(WEIGHT_DECAYS):
+        alone = reference(tiny_splits, config, trial_seed(config.seed, number), weight_decay)
+        assert_same_metrics(histories[number], alone)
+
+
+def test_pool_refilled_slot_starts_its_own_bias_correction(tiny_splits: Splits) -> None:
+    config = StudyConfig(epochs=3)
+    pool = TrialPool(tiny_splits, config, capacity=4)
+    for number in range(4):
+        pool.add(number, trial_seed(0, number), WEIGHT_DECAYS[number])
+    first = train_pool(pool, 1)
+    # Trial 1 leaves after one epoch; trial 9 joins while the others start their epoch 2.
+    pool.remove(1)
+    pool.add(9, trial_seed(0, 9), 1e-3)
+    later = train_pool(pool, 2)
+    steps_per_epoch = -(-len(tiny_splits.train_x) // config.batch_size)
+    steps = dict(zip(pool.keys(), pool.steps[: len(pool)].tolist(), strict=True))
+    assert steps == {0: 3 * steps_per_epoch, 9: 2 * steps_per_epoch, 2: 3 * steps_per_epoch,
+                     3: 3 * steps_per_epoch}  # fmt: skip
+    assert [m.epoch for m in later[9]] == [1, 2]
+    assert_same_metrics(
+        later[9], reference(tiny_splits, config.replace(epochs=2), trial_seed(0, 9), 1e-3)
+    )
+    # The members after the freed slot moved up a slot and kept their state.
+    for number in (0, 2, 3):
+        alone = reference(tiny_splits, config, trial_seed(0, number), WEIGHT_DECAYS[number])
+        assert_same_metrics(first[number] + later[number], alone)
+
+
+def test_pool_weight_decay_is_per_slot(tiny_splits: Splits) -> None:
+    config = StudyConfig(epochs=2)
+    pool = TrialPool(tiny_splits, config, capacity=2)
+    seed = trial_seed(0, 0)
+    pool.add(0, seed, 1e-6)
+    pool.add(1, seed, 1e-1)  # same initial weights and batches, only the decay differs
+    histories = train_pool(pool, config.epochs)
+    weak, strong = pool.params[0][0].norm().item(), pool.params[0][1].norm().item()
+    assert strong < 0.5 * weak
+    assert histories[1][-1].train_accuracy < histories[0][-1].train_accuracy - 0.03
+
+
+def test_pool_diverged_slot_leaves_the_others_alone(tiny_splits: Splits) -> None:
+    config = StudyConfig(epochs=1)
+    pool = TrialPool(tiny_splits, config, capacity=2)
+    pool.add(0, trial_seed(0, 0), 1e-4)
+    pool.add(1, trial_seed(0, 1), 1e-4)
+    pool.params[0][0, 0, 0] = float("nan")  # slot 0's fc1 weight: its loss goes NaN
+    results = pool.train_epoch()
+    assert isinstance(results[0], DivergedError)
+    assert str(results[0]) == "training loss is nan in epoch 1"
+    assert isinstance(results[1], EpochMetrics)
+    assert_same_metrics([results[1]], reference(tiny_splits, config, trial_seed(0, 1), 1e-4))
+
+
+def test_pool_rejects_full_pool_and_duplicate_key(tiny_splits: Splits) -> None:
+    pool = TrialPool(tiny_splits, StudyConfig(), capacity=1)
+    pool.add(0, 0, 1e-4)
+    with pytest.raises(ValueError, match="already in the pool"):
+        pool.add(0, 0, 1e-4)
+    with pytest.raises(ValueError, match=r"pool is full \(1 slots\)"):
+        pool.add(1, 1, 1e-4)
+
+
+def test_default_parallel_trials_is_larger_on_a_gpu() -> None:
+    cpu = default_parallel_trials(torch.device("cpu"))
+    assert 1 < cpu < default_parallel_trials(torch.device("cuda"))
+
+
+def enqueued_study(config: StudyConfig, weight_decays: list[float], storage: str) -> optuna.Study:
+    study = create_study(make_storage(storage), config, {})
+    for weight_decay in weight_decays:
+        study.enqueue_trial({"weight_decay": weight_decay})
+    return study
+
+
+def without_time(trial: FrozenTrial) -> list[dict]:
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in trial.user_attrs["history"]]
+
+
+def test_run_pool_fills_the_budget_and_calls_callbacks(
+    tiny_config: StudyConfig, tiny_splits: Splits
+) -> None:
+    config = tiny_config.replace(trials=5, max_train_acc=1.0)
+    study = create_study(make_storage(config.storage_url), config, {})
+    told: list[int] = []
+    ran = run_pool(study, config, tiny_splits, k=3, callbacks=[lambda s, t: told.append(t.number)])
+    assert ran == 5 and sorted(told) == [0, 1, 2, 3, 4]
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
+    assert study.user_attrs["best_feasible_trial"]["number"] == study.best_trial.number
+    # The budget is the study's: a re-run has nothing left to do.
+    assert run_pool(study, config, tiny_splits, k=3) == 0
+
+
+def test_run_pool_prunes_an_infeasible_trial_like_the_single_path(
+    tiny_config: StudyConfig, tiny_splits: Splits
+) -> None:
+    config = tiny_config.replace(trials=1, epochs=3, max_train_acc=0.1)
+    study = enqueued_study(config, [1e-5], config.storage_url)
+    run_pool(study, config, tiny_splits, k=2)
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["pruned_reason"].startswith("infeasible: train accuracy")
+    assert trial.user_attrs["epochs_run"] == 1 and trial.user_attrs["feasible"] is False
+
+
+def test_run_pool_prunes_a_diverged_trial_like_the_single_path(
+    tiny_config: StudyConfig, tiny_splits: Splits, tmp_path: Path
+) -> None:
+    x = tiny_splits.train_x.clone()
+    x[0, 0] = float("nan")  # every trial meets this image in its first epoch
+    broken = Splits(x, tiny_splits.train_y, tiny_splits.val_x, tiny_splits.val_y, "holdout", {})
+    config = tiny_config.replace(trials=2)
+    pooled = create_study(make_storage(config.storage_url), config, {})
+    run_pool(pooled, config, broken, k=2)
+    single = create_study(make_storage(f"sqlite:///{tmp_path / 'single.db'}"), config, {})
+    run_trials(single, Objective(config, broken), config)
+    for p, s in zip(pooled.trials, single.trials, strict=True):
+        assert p.state == s.state == TrialState.PRUNED
+        reason = "diverged: training loss is nan in epoch 1"
+        assert p.user_attrs["pruned_reason"] == s.user_attrs["pruned_reason"] == reason
+
+
+def test_run_pool_trials_equal_run_trials_trials(
+    tiny_config: StudyConfig, tiny_splits: Splits, tmp_path: Path
+) -> None:
+    """Pool independence end to end: trial n is the same trial however the study ran."""
+    config = tiny_config.replace(trials=4, epochs=3, max_train_acc=0.83)
+    weight_decays = [1e-6, 1e-3, 3e-2, 1e-1]
+    pooled = enqueued_study(config, weight_decays, config.storage_url)
+    run_pool(pooled, config, tiny_splits, k=3)
+    single = enqueued_study(config, weight_decays, f"sqlite:///{tmp_path / 'single.db'}")
+    run_trials(single, Objective(config, tiny_splits), config)
+    assert {t.state for t in pooled.trials} == {TrialState.COMPLETE, TrialState.PRUNED}
+    for p, s in zip(pooled.trials, single.trials, strict=True):
+        assert (p.number, p.state, p.params) == (s.number, s.state, s.params)
+        assert p.user_attrs.get("pruned_reason") == s.user_attrs.get("pruned_reason")
+        for ph, sh in zip(without_time(p), without_time(s), strict=True):
+            assert ph == pytest.approx(sh, rel=1e-5, abs=1e-6)
+
+
+def test_run_pool_fails_running_trials_on_interrupt(
+    tiny_config: StudyConfig, tiny_splits: Splits
+) -> None:
+    config = tiny_config.replace(trials=4, max_train_acc=1.0)
+    study = enqueued_study(config, [1e-5, 1e-4, 1e-3], config.storage_url)
+
+    def interrupt(study: optuna.Study, trial: FrozenTrial) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pool(study, config, tiny_splits, k=3, callbacks=[interrupt])
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+
+
+def test_run_pool_keeps_heartbeats_and_retries_stale_trials(
+    tiny_config: StudyConfig, tiny_splits: Splits
+) -> None:
+    """A crashed worker's trial is failed and retried; the pool's own trials stay alive."""
+    storage = RDBStorage(
+        tiny_config.storage_url,
+        heartbeat_interval=1,
+        grace_period=1,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
+    )
+    config = tiny_config.replace(trials=3, max_train_acc=1.0)
+    study = create_study(storage, config, {})
+    crashed = study.ask()  # a worker that beat once and died
+    suggest_weight_decay(crashed, config)
+    storage.record_heartbeat(crashed._trial_id)
+
+    def pause(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.number == 1:
+            # Longer than the grace period: without the pool's own beats, trial 2 (still
+            # running) would look as stale as the crashed one (SQLite keeps whole seconds).
+            time.sleep(2.1)
+
+    run_pool(study, config, tiny_splits, k=2, callbacks=[pause])
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+    retry = trials[3]
+    assert retry.system_attrs["failed_trial"] == 0 and retry.params == trials[0].params
+    assert len(study.get_trials(states=FINISHED)) == config.trials

@@ -1,0 +1,138 @@
+"""search.report: the figures say what they claim, and index.html shows them all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image
+import optuna
+import pytest
+from helpers import run_cli
+from optuna.trial import TrialState
+
+from search import report
+from search.config import StudyConfig
+from search.data import Splits
+from search.objective import Objective
+from search.report import DPI, FIGSIZE, figures
+from search.study import create_study, make_storage, run_trials
+
+LIMIT = 0.83  # between what 2,000 images reach in 3 epochs with weak and with strong decay
+
+
+def run_study(config: StudyConfig, splits: Splits, weight_decays: list[float]) -> optuna.Study:
+    study = create_study(make_storage(config.storage_url), config, {})
+    for weight_decay in weight_decays:
+        study.enqueue_trial({"weight_decay": weight_decay})
+    run_trials(study, Objective(config, splits), config.replace(trials=len(weight_decays)))
+    return study
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> str:
+    """A study with one trial of each kind: #0 pruned as infeasible at epoch 2, #1 complete
+    and feasible, #2 complete but over the limit at its last epoch. Built once per module:
+    these tests only read it."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('report') / 'study.db'}"
+    config = StudyConfig(storage=url, epochs=3, subset=2000, max_train_acc=LIMIT, device="cpu")
+    study = run_study(config, tiny_splits, [1e-6, 1e-1, 5e-2])
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
+    return url
+
+
+@pytest.fixture
+def study(url: str) -> optuna.Study:
+    return optuna.load_study(study_name=StudyConfig().study_name, storage=url)
+
+
+def legend_labels(figure) -> list[str]:
+    return [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+
+
+def test_report_writes_readable_pngs_and_an_index(
+    study: optuna.Study, url: str, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "report"
+    argv = ["--storage", url, "--out", str(out)]
+    status, stdout, _ = run_cli(report.main, argv, capsys)
+    assert status == 0 and f"wrote 4 figures and index.html to {out}" in stdout
+    names = ["optimization_history.png", "weight_decay.png", "learning_curves.png"]
+    names.append("best_trial.png")
+    index = (out / "index.html").read_text()
+    for name in names:
+        height, width, _ = matplotlib.image.imread(out / name).shape
+        assert (width, height) == (FIGSIZE[0] * DPI, FIGSIZE[1] * DPI)
+        assert f'<img src="{name}"' in index
+    best = study.best_trial
+    assert "<h1>Study mnist-weight-decay</h1>" in index
+    assert f"#{best.number}: weight decay {best.params['weight_decay']:.4g}" in index
+    kinds = "1 complete, feasible; 1 complete, infeasible; 1 pruned: over the limit"
+    assert f"<td>3: {kinds}</td>" in index
+    assert "not evaluated yet: python -m search.evaluate" in index
+
+
+def test_report_history_tells_feasible_infeasible_and_pruned_apart(study: optuna.Study) -> None:
+    history = figures(study)[0].figure
+    (ax,) = history.axes
+    assert ax.get_xlabel() == "trial number" and "validation accuracy (%)" in ax.get_ylabel()
+    labels = legend_labels(history)
+    assert "complete, feasible (1)" in labels and "complete, infeasible (1)" in labels
+    assert "pruned: over the limit (1): when it stopped" in labels
+    assert f"best feasible: #{study.best_trial.number} " in " ".join(labels)
+    assert "best feasible so far" in labels
+
+
+def test_report_weight_decay_has_log_axis_limit_and_feasible_band(study: optuna.Study) -> None:
+    figure = figures(study)[1].figure
+    (ax,) = figure.axes
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "weight decay (log scale)"
+    labels = legend_labels(figure)
+    assert f"training-accuracy limit ({LIMIT:.0%})" in labels
+    assert "feasible: training ≤ limit" in labels
+    assert "validation (pruned, when it stopped)" in labels
+    (band,) = ax.patches  # the shaded feasible region ends at the limit
+    assert band.get_extents().y1 == pytest.approx(ax.transData.transform((1, LIMIT))[1])
+
+
+def test_report_learning_curves_end_pruned_trials_early(study: optuna.Study) -> None:
+    figure = figures(study)[2].figure
+    ax = figure.axes[0]
+    curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
+    assert [list(line.get_xdata()) for line in curves] == [[1, 2], [1, 2, 3], [1, 2, 3]]
+    for line, trial in zip(curves, study.trials, strict=True):
+        recorded = [row["val_accuracy"] for row in trial.user_attrs["history"]]
+        assert list(line.get_ydata()) == recorded
+    assert figure.axes[1].get_ylabel() == "weight decay (log scale)"  # the colour bar
+
+
+def test_report_best_trial_shows_loss_and_accuracy_per_epoch(study: optuna.Study) -> None:
+    figure = figures(study)[3].figure
+    loss_ax, accuracy_ax = figure.axes
+    best = study.best_trial
+    assert figure.get_suptitle().startswith(f"Best feasible trial #{best.number}")
+    assert loss_ax.get_ylabel() == "loss (cross-entropy, nats)"
+    assert accuracy_ax.get_ylabel() == "accuracy (%)"
+    validation = accuracy_ax.get_lines()[1]
+    assert list(validation.get_ydata()) == [r["val_accuracy"] for r in best.user_attrs["history"]]
+
+
+def test_report_without_a_feasible_trial_has_no_best_trial_figure(
+    tiny_config: StudyConfig, tiny_splits: Splits, tmp_path: Path
+) -> None:
+    study = run_study(tiny_config.replace(max_train_acc=0.05), tiny_splits, [1e-3])
+    written = report.write_report(study, tiny_config.storage_url, tmp_path / "r")
+    assert [p.name for p in written] == [
+        "optimization_history.png",
+        "weight_decay.png",
+        "learning_curves.png",
+        "index.html",
+    ]
+    assert "none: no trial met the constraint" in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_report_of_a_missing_study_is_one_line(tmp_path: Path, capsys) -> None:
+    url = f"sqlite:///{tmp_path / 'nothing.db'}"
+    status, _, err = run_cli(report.main, ["--storage", url], capsys)
+    assert status == 2 and "no study database" in err
+    assert not (tmp_path / "nothing.db").exists()
