@@ -7,6 +7,7 @@ traceback, and never a study changed on the way.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,24 +37,27 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def number(text: str, accept: Callable[[float], bool], rule: str) -> float:
+    """A float flag value that ``accept`` allows, or argparse's error stating ``rule``."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    if not accept(value):  # NaN fails every rule
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return number(text, lambda v: 0 < v < math.inf, "a positive number")
+
+
+def non_negative_float(text: str) -> float:
+    return number(text, lambda v: 0 <= v < math.inf, "a number of 0 or more")
 
 
 def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text!r}")
-    return value
+    return number(text, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
 
 
 def add_study_flags(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,13 @@ from torchvision import datasets, transforms
 
 from models import SimpleNN, TabularNN
 from search import synthetic
-from search.cli import Parser, add_data_dir_flag, positive_int, run_command
+from search.cli import (
+    Parser,
+    add_data_dir_flag,
+    non_negative_float,
+    positive_int,
+    run_command,
+)
 from search.config import DEFAULTS, OPTIMIZERS, SEED_BATCH_SIZE, SEED_EPOCHS, SEED_LR
 from search.data import ensure_mnist
 from search.train import EpochMetrics, init_model, train, use_one_cpu_thread
@@ -81,16 +87,6 @@ def weight_decay_list(text: str) -> tuple[float, ...]:
             f"must be comma-separated weight decays of 0 or more, e.g. 0,1e-3, got {text!r}"
         )
     return values
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

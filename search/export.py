@@ -31,6 +31,9 @@ BEST_COLUMNS = [
     "lr",
     "batch_size",
     "epochs",
+    "optimizer",
+    "decay_biases",
+    "task",
     "val_accuracy",
     "train_accuracy",
     "val_loss",
@@ -61,7 +64,12 @@ def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         "study": study.study_name,
         "trial": trial.number,
         "state": trial.state.name,
+        # A study with the full search space chose these per trial; otherwise the study fixed
+        # them (studies from before these options existed used Adam on every parameter).
+        "optimizer": config.get("optimizer", "adam"),
+        "decay_biases": config.get("decay_biases", True),
         **trial.params,
+        "task": config.get("task", "mnist"),
         "lr": config.get("lr"),
         "batch_size": config.get("batch_size"),
         "epochs": config.get("epochs"),

@@ -22,15 +22,16 @@ from dataclasses import dataclass, field
 
 import optuna
 import torch
-import torch.nn.functional as F
-from optuna.exceptions import ExperimentalWarning
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from search.artifacts import save_model
+from search.budget import WAIT_POLL_S, BudgetGate, ClaimLock
 from search.config import StudyConfig
 from search.data import Splits
 from search.objective import begin_trial, end_epoch, record_divergence, record_outcome
-from search.study import FINISHED, record_best_feasible
+from search.study import engine_options, record_best_feasible
 from search.train import EVAL_CHUNK, DivergedError, EpochMetrics, batch_order, init_model
 
 logger = logging.getLogger(__name__)
@@ -39,9 +40,11 @@ logger = logging.getLogger(__name__)
 # (26 MB of weights and Adam moments), and fewer slots leave the GPU idle between kernels.
 CUDA_PARALLEL_TRIALS = 64
 
-# On the CPU: measured with `python -m search.bench` on 2 cores, where 16 is within a few
-# percent of the best rate (16 and 32 are close), and fewer slots drain faster at the end of a
-# study, when the pool runs with whatever trials are left.
+# On the CPU, measured on 2 cores: `python -m search.bench` puts 16 and 32 slots within a few
+# percent of each other (15-18x the seed's loop over several runs; 8 slots 14-16x), and the
+# default 50-trial study took 92 s at 8, 64-83 s at 16 and 66 s at 32. 16 is the smaller of
+# the fast ones: the sampler sees results sooner (with 32, 32 of the 50 trials are proposed
+# before any has finished).
 CPU_PARALLEL_TRIALS = 16
 
 # Validation is scored for all slots at once, one (rows, K*128) hidden activation per chunk;
@@ -60,6 +63,27 @@ def default_parallel_trials(device: torch.device) -> int:
     return CUDA_PARALLEL_TRIALS if device.type == "cuda" else CPU_PARALLEL_TRIALS
 
 
+def check_recipe(config: StudyConfig) -> None:
+    """Refuse a study the pool can't train: it stacks the seed's recipe and nothing else.
+
+    Raises:
+        ValueError: naming what differs and the way out, one trial at a time.
+    """
+    recipe = {
+        "task": ("mnist", config.task),
+        "optimizer": ("adam", config.optimizer),
+        "decay_biases": (True, config.decay_biases),
+        "search_space": ("weight_decay", config.search_space),
+    }
+    differs = [f"{key} {got!r}" for key, (want, got) in recipe.items() if got != want]
+    if differs:
+        raise ValueError(
+            "the trial pool trains the seed's recipe only (MNIST's SimpleNN, Adam with L2 "
+            f"decay on every parameter, weight decay searched alone), got {', '.join(differs)}: "
+            "train one trial at a time (--parallel-trials 1)"
+        )
+
+
 @dataclass
 class Member:
     """One trial in a slot of the pool: what its batches and its optimizer depend on."""
@@ -67,33 +91,51 @@ class Member:
     key: int  # the caller's name for it, e.g. the trial number
     seed: int  # trial seed: initial weights and batch orders
     weight_decay: float
+    slot: int  # its index along the stacked dimension, fixed while it is in the pool
     epoch: int = 0  # epochs finished so far
 
 
 class TrialPool:
     """Up to ``capacity`` trials of ``SimpleNN`` trained side by side, one epoch at a time.
 
-    Slot k holds fc1 ``W1[k] (128, 784)``, ``b1[k] (128,)`` and fc2 ``W2[k] (10, 128)``,
+    Slot k holds fc1 ``W1[k] (784, 128)``, ``b1[k] (128,)`` and fc2 ``W2[k] (128, 10)``,
     ``b2[k] (10,)``, its Adam moments and its own step count, so a trial that joins later starts
-    its own bias correction at step 1. Members are added and removed only between epochs, and
-    all of them take the same number of steps per epoch (the training set is shared), so every
-    member is always at the start of one of its own epochs when the pool is between epochs.
+    its own bias correction at step 1. The weights are stored transposed from ``nn.Linear``'s
+    (out, in), so the forward multiplies contiguous matrices, ``x @ W1``: a fifth faster than
+    through a transposed view on the CPU. Adam is elementwise, so the layout changes nothing.
 
-    The occupied slots are always the first ``len(self)``, so the batched kernels never compute
-    empty slots, and they stay in the order the members joined: members that joined together
-    have taken the same steps and share one bias correction, so the optimizer updates each such
-    run of slots in one call (one call per slot would cost a parallel region per tensor).
+    Members are added and removed only between epochs, and all of them take the same number of
+    steps per epoch (the training set is shared), so every member is always at the start of one
+    of its own epochs when the pool is between epochs.
+
+    A member's results are a function of its seed, its weight decay and the capacity alone,
+    bit for bit: not of its slot, nor of which other slots are occupied, nor of who joins or
+    leaves (``search.evaluate --replay`` relies on it, and ``tests/test_pool.py`` checks it).
+    Float sums round differently with their shapes and with where a kernel's vectorised main
+    loop ends and its scalar tail begins, so:
+
+    - the batched kernels always compute all ``capacity`` slots, with the same shapes whether
+      a slot is occupied or not (an empty slot trains zero weights on dummy batches and its
+      results are dropped), and members never move between slots;
+    - every op on the stacked tensors is either per row (matmuls per slot, softmax per sample,
+      sums per slot) or exactly rounded wherever a slot lies (relu, masks, scaling by 1/B);
+    - the weight decay and Adam, elementwise passes whose scalar tail would otherwise fall on
+      whichever slot ends the stacked tensor, take each slot's tensors as separate list
+      entries, so every slot's pass starts at its own element 0. That is also what gives each
+      slot its own step count in the one fused Adam call;
+    - validation is chunked by the capacity, not by how many slots are occupied.
     """
 
     def __init__(self, data: Splits, config: StudyConfig, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"a pool needs at least one slot, got {capacity}")
+        check_recipe(config)
         self.data = data
         self.config = config
         self.capacity = capacity
         self.device = data.train_x.device
-        self.members: list[Member] = []
-        shapes = [(HIDDEN, INPUTS), (HIDDEN,), (CLASSES, HIDDEN), (CLASSES,)]
+        self.slots: list[Member | None] = [None] * capacity
+        shapes = [(INPUTS, HIDDEN), (HIDDEN,), (HIDDEN, CLASSES), (CLASSES,)]
 
         def zeros(*shape: int) -> torch.Tensor:
             return torch.zeros(*shape, device=self.device)
@@ -108,76 +150,89 @@ class TrialPool:
         self._x = torch.empty(capacity * config.batch_size, INPUTS, device=self.device)
         self._bind()
 
+    @property
+    def members(self) -> list[Member]:
+        """The members in slot order."""
+        return [m for m in self.slots if m is not None]
+
     def __len__(self) -> int:
         return len(self.members)
 
     def keys(self) -> list[int]:
+        """The members' keys in slot order."""
         return [m.key for m in self.members]
 
+    def slot(self, key: int) -> int:
+        """The slot a member sits in."""
+        for member in self.members:
+            if member.key == key:
+                return member.slot
+        raise KeyError(f"key {key} is not in the pool")
+
     def add(self, key: int, seed: int, weight_decay: float) -> None:
-        """Put a new trial in a free slot: ``init_model(seed)``'s weights, fresh Adam state."""
+        """Put a new trial in the first free slot: ``init_model(seed)``'s weights, fresh Adam
+        state."""
         if key in self.keys():
             raise ValueError(f"key {key} is already in the pool")
-        if len(self.members) == self.capacity:
+        if None not in self.slots:
             raise ValueError(f"the pool is full ({self.capacity} slots); remove a member first")
-        slot = len(self.members)
+        slot = self.slots.index(None)
         model = init_model(seed, self.device)
-        source = [model.fc1.weight, model.fc1.bias, model.fc2.weight, model.fc2.bias]
+        source = [model.fc1.weight.t(), model.fc1.bias, model.fc2.weight.t(), model.fc2.bias]
         with torch.no_grad():
-            for param, grad, m, v, init in zip(
-                self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, source, strict=True
-            ):
+            for param, init in zip(self.params, source, strict=True):
                 param[slot].copy_(init)
-                grad[slot].zero_()
-                m[slot].zero_()
-                v[slot].zero_()
-        self.steps[slot] = 0.0
+        self._clear(slot, params=False)
         self.weight_decays[slot] = weight_decay
-        self.members.append(Member(key, seed, weight_decay))
+        self.slots[slot] = Member(key, seed, weight_decay, slot)
         self._bind()
 
     def remove(self, key: int) -> None:
-        """Take a trial out; the members after it move up one slot, state and all."""
-        slot = self.keys().index(key)
-        n = len(self.members)
-        with torch.no_grad():
-            for t in (*self.params, *self.grads, *self.exp_avgs, *self.exp_avg_sqs):
-                t[slot : n - 1] = t[slot + 1 : n].clone()  # clone: the ranges overlap
-            for t in (self.steps, self.weight_decays):
-                t[slot : n - 1] = t[slot + 1 : n].clone()
-        del self.members[slot]
+        """Take a trial out; its slot is emptied, and nobody else moves."""
+        slot = self.slot(key)
+        # Zero weights: an empty slot computes harmless finite numbers, even after a member
+        # whose weights went NaN.
+        self._clear(slot, params=True)
+        self.slots[slot] = None
         self._bind()
 
+    def _clear(self, slot: int, params: bool) -> None:
+        tensors = (*self.grads, *self.exp_avgs, *self.exp_avg_sqs)
+        with torch.no_grad():
+            for t in (*self.params, *tensors) if params else tensors:
+                t[slot].zero_()
+        self.steps[slot] = 0.0
+        self.weight_decays[slot] = 0.0
+
+    def state_dict(self, key: int) -> dict[str, torch.Tensor]:
+        """A member's weights as ``SimpleNN``'s state dict: they load into ``init_model()``."""
+        w1, b1, w2, b2 = (t[self.slot(key)] for t in self.params)
+        return {
+            "fc1.weight": w1.t().clone(),
+            "fc1.bias": b1.clone(),
+            "fc2.weight": w2.t().clone(),
+            "fc2.bias": b2.clone(),
+        }
+
     def _bind(self) -> None:
-        """Views of the occupied slots, rebuilt only when membership changes."""
-        n = len(self.members)
-        self._active = [t[:n] for t in self.params]
-        self._active_grads = [t[:n] for t in self.grads]
-        decay = self.weight_decays[:n]
-        self._decays = [
-            decay.view(n, 1, 1),
-            decay.view(n, 1),
-            decay.view(n, 1, 1),
-            decay.view(n, 1),
-        ]
-        # Runs of slots that joined in the same epoch (members are in joining order), each
-        # updated by one fused Adam call reading the run's step count.
-        runs: list[tuple[int, int]] = []
-        for slot, member in enumerate(self.members):
-            if runs and self.members[runs[-1][0]].epoch == member.epoch:
-                runs[-1] = (runs[-1][0], slot + 1)
-            else:
-                runs.append((slot, slot + 1))
-        self._adam_runs = [
-            (
-                [t[a:b] for t in self.params],
-                [t[a:b] for t in self.grads],
-                [t[a:b] for t in self.exp_avgs],
-                [t[a:b] for t in self.exp_avg_sqs],
-                [self.steps[a]] * len(self.params),
-            )
-            for a, b in runs
-        ]
+        """Per-slot views for the optimizer, rebuilt only when membership changes.
+
+        The lists hold the four tensors of each occupied slot in turn, with that slot's step
+        count and weight decay (0-dim views) beside each.
+        """
+        occupied = [m.slot for m in self.members]
+
+        def per_slot(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [t[slot] for slot in occupied for t in tensors]
+
+        self._slot_params = per_slot(self.params)
+        self._slot_grads = per_slot(self.grads)
+        self._slot_exp_avgs = per_slot(self.exp_avgs)
+        self._slot_exp_avg_sqs = per_slot(self.exp_avg_sqs)
+        self._slot_steps = [self.steps[slot] for slot in occupied for _ in self.params]
+        self._slot_decays = [self.weight_decays[slot] for slot in occupied for _ in self.params]
+        self._occupied = torch.zeros(self.capacity, device=self.device)  # 1.0 where occupied
+        self._occupied[occupied] = 1.0
 
     def train_epoch(
         self, on_step: Callable[[], None] | None = None
@@ -192,19 +247,22 @@ class TrialPool:
         Args:
             on_step: called after every optimizer step, e.g. to keep heartbeats going.
         """
-        if not self.members:
+        members = self.members
+        if not members:
             raise ValueError("the pool is empty: add a member before training an epoch")
         started = time.perf_counter()
-        n_slots = len(self.members)
         n = len(self.data.train_x)
         batch_size = self.config.batch_size
-        for member in self.members:
+        for member in members:
             member.epoch += 1
-        # Slot k's shuffle of its own epoch: (n_slots, n), the same order train() draws.
-        orders = torch.stack([batch_order(n, m.seed, m.epoch) for m in self.members])
+        # Slot k's shuffle of its own epoch: (capacity, n), the same order train() draws; an
+        # empty slot reads the samples in order, and what it learns is never used.
+        orders = torch.arange(n).expand(self.capacity, n).clone()
+        for member in members:
+            orders[member.slot] = batch_order(n, member.seed, member.epoch)
         orders = orders.to(self.device)
-        loss_sum = torch.zeros(n_slots, device=self.device)
-        correct = torch.zeros(n_slots, dtype=torch.long, device=self.device)
+        loss_sum = torch.zeros(self.capacity, device=self.device)
+        correct = torch.zeros(self.capacity, dtype=torch.long, device=self.device)
         for start in range(0, n, batch_size):
             index = orders[:, start : start + batch_size]  # (K, B); B is short at the end
             loss, hits = self._step(index)
@@ -218,7 +276,8 @@ class TrialPool:
         val_loss, val_accuracy = self.evaluate()
         seconds = time.perf_counter() - started
         results: dict[int, EpochMetrics | DivergedError] = {}
-        for slot, member in enumerate(self.members):
+        for member in members:
+            slot = member.slot
             if not math.isfinite(train_loss[slot]):
                 results[member.key] = DivergedError(
                     f"training loss is {train_loss[slot]} in epoch {member.epoch}"
@@ -236,82 +295,88 @@ class TrialPool:
 
     @torch.no_grad()
     def _step(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One Adam step of every slot on its batch ``index`` (K, B); the per-slot mean loss
-        (K,) and correct count (K,), both scored by the weights before the step.
+        """One Adam step of every occupied slot on its batch ``index`` (K, B); every slot's
+        mean loss (K,) and correct count (K,), both scored by the weights before the step.
 
         The backward of this two-layer network is written out, three batched matmuls into
         the gradient buffers the optimizer reads: autograd would allocate fresh gradients
         every step and copy them there, about a third more time per step on the CPU.
         """
         n_slots, b = index.shape
-        w1, b1, w2, b2 = self._active
-        g_w1, g_b1, g_w2, g_b2 = self._active_grads
+        w1, b1, w2, b2 = self.params
+        g_w1, g_b1, g_w2, g_b2 = self.grads
         x = torch.index_select(self.data.train_x, 0, index.reshape(-1), out=self._x[: n_slots * b])
         x = x.view(n_slots, b, INPUTS)  # (K, B, 784)
         y = self.data.train_y[index]  # (K, B)
 
-        pre = torch.baddbmm(b1.unsqueeze(1), x, w1.transpose(1, 2))  # (K, B, 128)
-        h = pre.relu_()
-        logits = torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2))  # (K, B, 10)
+        h = torch.baddbmm(b1.unsqueeze(1), x, w1).relu_()  # (K, B, 128)
+        logits = torch.baddbmm(b2.unsqueeze(1), h, w2)  # (K, B, 10)
         log_probs = logits.log_softmax(dim=-1)
         target = y.unsqueeze(-1)  # (K, B, 1)
         loss = -log_probs.gather(-1, target).squeeze(-1).mean(dim=1)  # (K,) F.cross_entropy
         hits = (logits.argmax(dim=-1) == y).sum(dim=1)  # (K,)
 
-        # d(mean cross-entropy)/d(logits) = (softmax - onehot(y)) / B, for each slot alone.
-        d_logits = log_probs.exp_()
-        d_logits.scatter_add_(-1, target, torch.full_like(target, -1, dtype=d_logits.dtype))
-        d_logits.div_(b)
-        torch.bmm(d_logits.transpose(1, 2), h, out=g_w2)  # (K, 10, 128)
+        # d(mean cross-entropy)/d(logits) = (softmax - onehot(y)) / B, for each slot alone,
+        # with the kernels autograd uses: nll_loss's gradient (-1/B at the target), then
+        # log_softmax's, which works one sample's row at a time (an exp over the whole stacked
+        # tensor would round its scalar tail, in one slot, differently from the rest).
+        d_log_probs = torch.zeros_like(log_probs)
+        d_log_probs.scatter_(-1, target, -1.0 / b)
+        d_logits = torch.ops.aten._log_softmax_backward_data(
+            d_log_probs, log_probs, -1, log_probs.dtype
+        )
+        torch.bmm(h.transpose(1, 2), d_logits, out=g_w2)  # (K, 128, 10)
         torch.sum(d_logits, dim=1, out=g_b2)  # (K, 10)
         # ReLU's gradient, with the kernel autograd uses for it (a bool mask multiply would
         # first convert the mask to floats, a pass as slow as a matmul here).
-        d_h = torch.ops.aten.threshold_backward(torch.bmm(d_logits, w2), h, 0)  # (K, B, 128)
-        torch.bmm(d_h.transpose(1, 2), x, out=g_w1)  # (K, 128, 784)
+        d_h = torch.bmm(d_logits, w2.transpose(1, 2))  # (K, B, 128)
+        d_h = torch.ops.aten.threshold_backward(d_h, h, 0)
+        torch.bmm(x.transpose(1, 2), d_h, out=g_w1)  # (K, 784, 128)
         torch.sum(d_h, dim=1, out=g_b1)  # (K, 128)
 
         # torch.optim.Adam(weight_decay=wd): the L2 term joins the gradient, then plain Adam.
         # The decay differs per slot, so it is added here and the fused kernel gets none; the
-        # kernel is the one make_optimizer uses, so the per-slot arithmetic is the reference's.
-        torch._foreach_addcmul_(self._active_grads, self._active, self._decays)
-        self.steps[:n_slots] += 1
-        for params, grads, exp_avgs, exp_avg_sqs, steps in self._adam_runs:
-            torch._fused_adam_(
-                params,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                [],
-                steps,
-                lr=self.config.lr,
-                beta1=BETA1,
-                beta2=BETA2,
-                weight_decay=0.0,
-                eps=EPS,
-                amsgrad=False,
-                maximize=False,
-            )
+        # kernel is the one make_optimizer uses. Both take each slot's tensors as separate
+        # entries (see the class docstring), and skip empty slots.
+        torch._foreach_addcmul_(self._slot_grads, self._slot_params, self._slot_decays)
+        self.steps += self._occupied
+        torch._fused_adam_(
+            self._slot_params,
+            self._slot_grads,
+            self._slot_exp_avgs,
+            self._slot_exp_avg_sqs,
+            [],
+            self._slot_steps,
+            lr=self.config.lr,
+            beta1=BETA1,
+            beta2=BETA2,
+            weight_decay=0.0,
+            eps=EPS,
+            amsgrad=False,
+            maximize=False,
+        )
         return loss, hits
 
     @torch.no_grad()
     def evaluate(self) -> tuple[list[float], list[float]]:
-        """Mean cross-entropy and accuracy of every slot on the shared validation set."""
-        n_slots = len(self.members)
-        w1, b1, w2, b2 = self._active
+        """Mean cross-entropy and accuracy of every slot (K,) on the shared validation set."""
+        k = self.capacity
+        w1, b1, w2, b2 = self.params
         x_all, y_all = self.data.val_x, self.data.val_y
         # The first layer of all slots is one matmul: (rows, 784) @ (784, K*128).
-        w1_all, b1_all = w1.reshape(n_slots * HIDDEN, INPUTS), b1.reshape(-1)
-        loss_sum = torch.zeros(n_slots, device=self.device)
-        correct = torch.zeros(n_slots, dtype=torch.long, device=self.device)
-        rows = max(1, min(EVAL_CHUNK, EVAL_BUDGET // n_slots))
+        w1_all, b1_all = w1.transpose(0, 1).reshape(INPUTS, k * HIDDEN), b1.reshape(-1)
+        loss_sum = torch.zeros(k, device=self.device)
+        correct = torch.zeros(k, dtype=torch.long, device=self.device)
+        rows = max(1, min(EVAL_CHUNK, EVAL_BUDGET // k))  # by capacity: the same sums always
         for start in range(0, len(x_all), rows):
             x, y = x_all[start : start + rows], y_all[start : start + rows]
-            h = torch.addmm(b1_all, x, w1_all.t()).relu_()  # (rows, K*128)
-            h = h.view(len(x), n_slots, HIDDEN).transpose(0, 1)  # (K, rows, 128)
-            logits = torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2))  # (K, rows, 10)
-            target = y.expand(n_slots, -1)  # (K, rows)
-            losses = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
-            loss_sum += losses.sum(dim=1)
+            h = torch.addmm(b1_all, x, w1_all).relu_()  # (rows, K*128)
+            h = h.view(len(x), k, HIDDEN).transpose(0, 1)  # (K, rows, 128)
+            logits = torch.baddbmm(b2.unsqueeze(1), h, w2)  # (K, rows, 10)
+            target = y.expand(k, -1)  # (K, rows)
+            # Per sample over its 10 classes, as F.cross_entropy does for one model.
+            log_probs = logits.log_softmax(dim=-1)
+            loss_sum -= log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(dim=1)
             correct += (logits.argmax(dim=-1) == target).sum(dim=1)
         m = len(x_all)
         return (loss_sum.double() / m).tolist(), (correct.double() / m).tolist()
@@ -330,7 +395,7 @@ class Heartbeat:
     """Keeps the heartbeats of the pool's running trials, as ``study.optimize``'s thread would.
 
     Optuna's heartbeat thread runs only inside ``study.optimize``; with ask-and-tell the pool
-    records them itself, between steps, at least every ``heartbeat_interval`` seconds.
+    records them itself, between steps, every half ``heartbeat_interval`` or so.
     """
 
     def __init__(self, study: optuna.Study, running: dict[int, Running]) -> None:
@@ -342,14 +407,6 @@ class Heartbeat:
         self.every = (interval or 0) / 2
         self.running = running
         self.due = 0.0
-
-    def fail_stale_trials(self, study: optuna.Study) -> None:
-        """Fail trials whose worker stopped beating; the storage's callback may retry them."""
-        if not self.enabled:
-            return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
 
     def beat(self, trial: optuna.Trial | None = None) -> None:
         """Record one trial's heartbeat now, or every running trial's when one is due."""
@@ -367,22 +424,13 @@ class Heartbeat:
         self.due = now + self.every
 
 
-def budget_left(study: optuna.Study, config: StudyConfig) -> bool:
-    """Whether the study's budget has room for another trial.
-
-    Running trials count, this worker's and others', so workers sharing one study never start
-    more than ``config.trials`` between them; a failed trial doesn't, it is retried.
-    """
-    states = (*FINISHED, TrialState.RUNNING)
-    return len(study.get_trials(deepcopy=False, states=states)) < config.trials
-
-
 def run_pool(
     study: optuna.Study,
     config: StudyConfig,
     data: Splits,
     k: int,
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
+    artifact_store: FileSystemArtifactStore | None = None,
 ) -> int:
     """Run trials ``k`` at a time until the study's budget is met; returns how many ran.
 
@@ -390,37 +438,59 @@ def run_pool(
     side, report each epoch through ``end_epoch`` (pruning and the constraint as in the single
     trial path) and are told when they finish or stop. A freed slot is refilled at once with
     one newly asked trial, so the sampler sees every told trial before it proposes the next.
-    No trial is started after ``config.timeout`` seconds; those running finish.
+
+    The budget is the study's, shared exactly with every other worker through
+    ``search.budget``'s claim: finished and running trials count, failed ones are replaced
+    (stale ones are failed first, and retried if the storage says so). With no place left and
+    nothing of its own running, the pool waits for the others' running trials as
+    ``run_trials`` does. No trial is started after ``config.timeout`` seconds.
 
     Args:
         callbacks: called with the study and each told trial, as ``study.optimize`` would.
+        artifact_store: where each complete trial's weights go, as ``Objective`` puts them.
 
     Raises:
+        ValueError: ``config`` asks for a recipe the pool doesn't train (see ``TrialPool``).
         KeyboardInterrupt, or whatever training raised, after every running trial is told
         FAIL (a re-run retries them).
     """
     pool = TrialPool(data, config, k)
     running: dict[int, Running] = {}
     heartbeat = Heartbeat(study, running)
+    lock = ClaimLock(config.storage_url, config.study_name, engine_options(config.storage_url))
+    gate = BudgetGate(study, config.trials, lock, stuck_after=2 * config.grace_period)
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     asked = 0
 
-    def refill() -> None:
+    def past_deadline() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
+    def refill() -> bool:
+        """Start one trial in a free slot if the budget has a place for it."""
         nonlocal asked
-        if deadline is not None and time.monotonic() >= deadline:
-            return
+        if len(pool) == k or past_deadline():
+            return False
         # Beat first: a long pause since the last step (evaluation, callbacks) must not make
-        # this worker's own trials look stale to the check below.
+        # this worker's own trials look stale to the claim's stale-trial check.
         heartbeat.beat()
-        heartbeat.fail_stale_trials(study)
-        if not budget_left(study, config):
-            return
-        trial = study.ask()
+        if not gate.claim():
+            return False
+        try:
+            with warnings.catch_warnings():
+                # Optuna warns that heartbeats need study.optimize; the pool keeps them itself.
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                trial = study.ask()
+        finally:
+            lock.release()  # the trial exists now and counts as claimed
         running[trial.number] = Running(trial, started=time.perf_counter())
         asked += 1
         heartbeat.beat(trial)
         weight_decay, seed = begin_trial(trial, config)
+        # Its metrics equal the single-trial path's up to float rounding, not bit for bit:
+        # a replay (search.evaluate --replay) says which path it compares against.
+        trial.set_user_attr("parallel_trials", k)
         pool.add(trial.number, seed, weight_decay)
+        return True
 
     def tell(number: int, value: float | None, state: TrialState) -> None:
         frozen = study.tell(running[number].trial, value, state=state)
@@ -430,36 +500,41 @@ def run_pool(
         for callback in callbacks or []:
             callback(study, frozen)
 
-    try:
-        while len(pool) < k:
-            before = len(pool)
-            refill()
-            if len(pool) == before:
-                break
-        while running:
-            results = pool.train_epoch(on_step=heartbeat.beat)
-            # In trial order, whatever the slots: each told trial reaches the sampler
-            # before the trial asked to replace it.
-            for number, result in sorted(results.items()):
-                entry = running[number]
-                if isinstance(result, DivergedError):
-                    record_divergence(entry.trial, result)
-                    tell(number, None, TrialState.PRUNED)
-                    refill()
+    with gate:
+        try:
+            while True:
+                while refill():
+                    pass
+                if not running:
+                    if gate.met() or past_deadline():
+                        break
+                    time.sleep(WAIT_POLL_S)  # the others' running trials hold the rest
                     continue
-                entry.history.append(result)
-                if end_epoch(entry.trial, entry.history, config, entry.started) is not None:
-                    tell(number, None, TrialState.PRUNED)
-                    refill()
-                elif result.epoch == config.epochs:
-                    record_outcome(entry.trial, entry.history, config, entry.started)
-                    tell(number, result.val_accuracy, TrialState.COMPLETE)
-                    refill()
-    except BaseException:
-        for entry in running.values():
-            try:
-                study.tell(entry.trial, state=TrialState.FAIL)
-            except Exception:  # the storage may be what failed; the original error matters
-                logger.exception("could not mark trial %d failed", entry.trial.number)
-        raise
+                results = pool.train_epoch(on_step=heartbeat.beat)
+                # In trial order, whatever the slots: each told trial reaches the sampler
+                # before the trial asked to replace it.
+                for number, result in sorted(results.items()):
+                    entry = running[number]
+                    if isinstance(result, DivergedError):
+                        record_divergence(entry.trial, result)
+                        tell(number, None, TrialState.PRUNED)
+                        refill()
+                        continue
+                    entry.history.append(result)
+                    if end_epoch(entry.trial, entry.history, config, entry.started) is not None:
+                        tell(number, None, TrialState.PRUNED)
+                        refill()
+                    elif result.epoch == config.epochs:
+                        record_outcome(entry.trial, entry.history, config, entry.started)
+                        if artifact_store is not None:
+                            save_model(entry.trial, pool.state_dict(number), artifact_store)
+                        tell(number, result.val_accuracy, TrialState.COMPLETE)
+                        refill()
+        except BaseException:
+            for entry in running.values():
+                try:
+                    study.tell(entry.trial, state=TrialState.FAIL)
+                except Exception:  # the storage may be what failed; the original error matters
+                    logger.exception("could not mark trial %d failed", entry.trial.number)
+            raise
     return asked

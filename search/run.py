@@ -43,6 +43,7 @@ from search.config import (
 )
 from search.data import Splits, load_task
 from search.objective import Objective
+from search.pool import check_recipe, default_parallel_trials, run_pool
 from search.signals import STOP_SIGNALS, Interrupted
 from search.study import (
     best_feasible_trial,
@@ -205,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.device,
         help="auto: CUDA when present, else CPU (default: %(default)s)",
     )
+    parser.add_argument(
+        "--parallel-trials",
+        type=positive_int,
+        default=d.parallel_trials,
+        metavar="K",
+        help="trials trained side by side as one stacked model; 1 trains one at a time "
+        "(default: 16 on a CPU, 64 on a GPU, 1 for recipes the pool doesn't train)",
+    )
     add_worker_flags(parser)
     return parser
 
@@ -224,6 +233,11 @@ def parse_config(argv: list[str] | None) -> StudyConfig:
         )
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device cpu")
+    if args.parallel_trials not in (None, 1):
+        try:
+            check_recipe(StudyConfig(**vars(args)))
+        except ValueError as error:
+            parser.error(f"--parallel-trials {args.parallel_trials}: {error}")
     worker_error = check_worker_flags(args)
     if worker_error is not None:
         parser.error(worker_error)
@@ -310,7 +324,6 @@ def run_study(config: StudyConfig) -> int:
         print_summary(study, config)
         return 0
     device = resolve_device(config.device)
-    use_one_cpu_thread(device)
     data = load_task(config, device)
     if config.validation == "test":
         print(
@@ -341,13 +354,29 @@ def run_study(config: StudyConfig) -> int:
 
 
 def run_here(study: optuna.Study, config: StudyConfig, data: Splits, label: str = "") -> None:
-    """This process's trials, until the study's budget (shared with any other worker) is met."""
-    run_trials(
-        study,
-        Objective(config, data, artifact_store(config.storage_url, config.artifacts, create=True)),
-        config,
-        callbacks=[lambda study, trial: print(label + describe(trial), flush=True)],
-    )
+    """This process's trials, until the study's budget (shared with any other worker) is met.
+
+    Trained side by side in the trial pool when the recipe allows, else one at a time.
+    """
+    store = artifact_store(config.storage_url, config.artifacts, create=True)
+    callbacks = [lambda study, trial: print(label + describe(trial), flush=True)]
+    k = parallel_trials(config, data.train_x.device)
+    if k > 1:
+        run_pool(study, config, data, k, callbacks=callbacks, artifact_store=store)
+    else:
+        use_one_cpu_thread(data.train_x.device)
+        run_trials(study, Objective(config, data, store), config, callbacks=callbacks)
+
+
+def parallel_trials(config: StudyConfig, device: torch.device) -> int:
+    """``--parallel-trials``, or the device's default where the pool can train the recipe."""
+    if config.parallel_trials is not None:
+        return config.parallel_trials
+    try:
+        check_recipe(config)
+    except ValueError:
+        return 1
+    return default_parallel_trials(device)
 
 
 def worker(config: StudyConfig, index: int, pending: Any, ignored: frozenset[int]) -> None:

@@ -6,9 +6,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import optuna
 import pytest
 
 from search.cli import run_command
+from search.config import StudyConfig
+from search.data import Splits
+from search.objective import Objective
+from search.study import create_study, make_storage, run_trials
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,3 +31,15 @@ def run_cli(
         sys.argv = old
     captured = capsys.readouterr()
     return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def enqueued_study(
+    config: StudyConfig, splits: Splits, weight_decays: list[float]
+) -> optuna.Study:
+    """Run one trial per listed weight decay, one at a time, in order (enqueued, so the sampler
+    can't pick others): a small study whose trials a test knows in advance."""
+    study = create_study(make_storage(config.storage_url), config, {})
+    for weight_decay in weight_decays:
+        study.enqueue_trial({"weight_decay": weight_decay})
+    run_trials(study, Objective(config, splits), config.replace(trials=len(weight_decays)))
+    return study

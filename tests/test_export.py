@@ -7,30 +7,21 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from helpers import run_cli
+from helpers import enqueued_study, run_cli
 from optuna.trial import TrialState
 
 from search import export
 from search.config import StudyConfig
 from search.data import Splits
 from search.export import BEST_COLUMNS
-from search.objective import CONSTRAINT, Objective
-from search.study import create_study, make_storage, run_trials
-
-
-def run_study(config: StudyConfig, splits: Splits, weight_decays: list[float]) -> optuna.Study:
-    study = create_study(make_storage(config.storage_url), config, {})
-    for weight_decay in weight_decays:
-        study.enqueue_trial({"weight_decay": weight_decay})
-    run_trials(study, Objective(config, splits), config.replace(trials=len(weight_decays)))
-    return study
+from search.objective import CONSTRAINT
 
 
 @pytest.fixture
 def study(tiny_config: StudyConfig, tiny_splits: Splits) -> optuna.Study:
     """Three trials: one pruned as infeasible at epoch 2, two complete and feasible."""
     config = tiny_config.replace(epochs=3, max_train_acc=0.83)
-    return run_study(config, tiny_splits, [1e-6, 1e-1, 1e-1])
+    return enqueued_study(config, tiny_splits, [1e-6, 1e-1, 1e-1])
 
 
 def test_export_best_writes_the_best_feasible_trial(
@@ -93,7 +84,7 @@ def test_export_all_has_state_constraint_feasibility_and_timing(
 def test_export_with_no_feasible_trial_writes_nothing(
     tiny_config: StudyConfig, tiny_splits: Splits, tmp_path: Path, capsys
 ) -> None:
-    run_study(tiny_config.replace(max_train_acc=0.05), tiny_splits, [1e-3])
+    enqueued_study(tiny_config.replace(max_train_acc=0.05), tiny_splits, [1e-3])
     out = tmp_path / "best.csv"
     status, _, err = run_cli(
         export.main, ["--storage", tiny_config.storage_url, "--out", str(out)], capsys

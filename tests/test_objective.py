@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 
-import optuna
 import pytest
+from helpers import enqueued_study
 from optuna.trial import TrialState
 
 from search.config import StudyConfig
 from search.data import Splits
-from search.objective import CONSTRAINT, Objective
-from search.study import create_study, make_storage, record_best_feasible, run_trials
+from search.objective import CONSTRAINT
+from search.study import record_best_feasible
 from search.train import init_model, train, trial_seed
 
 
@@ -56,19 +56,10 @@ def test_trial_seed_depends_on_study_seed_and_number_only() -> None:
     assert trial_seed(0, 3) != trial_seed(1, 3)
 
 
-def tiny_study(config: StudyConfig, splits: Splits, weight_decays: list[float]) -> optuna.Study:
-    """Run one trial per listed weight decay (enqueued, so the sampler can't pick others)."""
-    study = create_study(make_storage(config.storage_url), config, {})
-    for weight_decay in weight_decays:
-        study.enqueue_trial({"weight_decay": weight_decay})
-    run_trials(study, Objective(config, splits), config.replace(trials=len(weight_decays)))
-    return study
-
-
 def test_objective_stores_history_metrics_and_constraint(
     tiny_config: StudyConfig, tiny_splits: Splits
 ) -> None:
-    study = tiny_study(tiny_config.replace(max_train_acc=1.0), tiny_splits, [1e-4])
+    study = enqueued_study(tiny_config.replace(max_train_acc=1.0), tiny_splits, [1e-4])
     (trial,) = study.trials
     attrs = trial.user_attrs
     assert trial.state == TrialState.COMPLETE
@@ -93,7 +84,7 @@ def test_constraint_marks_infeasible_and_best_trial_is_feasible(
     # The weakly regularised trial validates better but trains above the limit set between them.
     assert weak["val_accuracy"] > strong["val_accuracy"]
     limit = (weak["train_accuracy"] + strong["train_accuracy"]) / 2
-    study = tiny_study(config.replace(max_train_acc=limit), tiny_splits, [1e-6, 1e-1])
+    study = enqueued_study(config.replace(max_train_acc=limit), tiny_splits, [1e-6, 1e-1])
     infeasible, feasible = study.trials
     assert infeasible.state == feasible.state == TrialState.COMPLETE
     assert infeasible.user_attrs["feasible"] is False and infeasible.constraints[CONSTRAINT] > 0
@@ -108,7 +99,7 @@ def test_no_feasible_trial_means_no_best_trial(
     tiny_config: StudyConfig, tiny_splits: Splits
 ) -> None:
     config = tiny_config.replace(max_train_acc=0.01, constraint_pruning=False)
-    study = tiny_study(config, tiny_splits, [1e-3])
+    study = enqueued_study(config, tiny_splits, [1e-3])
     assert study.trials[0].state == TrialState.COMPLETE
     assert study.trials[0].user_attrs["feasible"] is False
     with pytest.raises(ValueError, match="feasible"):
@@ -119,7 +110,7 @@ def test_constraint_pruning_stops_an_infeasible_trial_early(
     tiny_config: StudyConfig, tiny_splits: Splits
 ) -> None:
     config = tiny_config.replace(epochs=4, max_train_acc=0.5)
-    study = tiny_study(config, tiny_splits, [1e-6])
+    study = enqueued_study(config, tiny_splits, [1e-6])
     (trial,) = study.trials
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs["epochs_run"] < 4
@@ -131,7 +122,7 @@ def test_no_constraint_pruning_trains_every_epoch(
     tiny_config: StudyConfig, tiny_splits: Splits
 ) -> None:
     config = tiny_config.replace(epochs=3, max_train_acc=0.5, constraint_pruning=False)
-    (trial,) = tiny_study(config, tiny_splits, [1e-6]).trials
+    (trial,) = enqueued_study(config, tiny_splits, [1e-6]).trials
     assert trial.state == TrialState.COMPLETE and trial.user_attrs["epochs_run"] == 3
     assert trial.user_attrs["feasible"] is False
 
@@ -141,7 +132,7 @@ def test_median_pruner_prunes_a_clearly_worse_trial(
 ) -> None:
     # Five good trials complete (the pruner's startup), then one whose huge decay cripples it.
     config = tiny_config.replace(epochs=6, max_train_acc=1.0, wd_high=10.0)
-    study = tiny_study(config, tiny_splits, [1e-5] * 5 + [10.0])
+    study = enqueued_study(config, tiny_splits, [1e-5] * 5 + [10.0])
     *good, bad = study.trials
     assert all(t.state == TrialState.COMPLETE for t in good)
     assert bad.state == TrialState.PRUNED

@@ -7,25 +7,15 @@ from pathlib import Path
 import matplotlib.image
 import optuna
 import pytest
-from helpers import run_cli
+from helpers import enqueued_study, run_cli
 from optuna.trial import TrialState
 
 from search import report
 from search.config import StudyConfig
 from search.data import Splits
-from search.objective import Objective
 from search.report import DPI, FIGSIZE, figures
-from search.study import create_study, make_storage, run_trials
 
 LIMIT = 0.83  # between what 2,000 images reach in 3 epochs with weak and with strong decay
-
-
-def run_study(config: StudyConfig, splits: Splits, weight_decays: list[float]) -> optuna.Study:
-    study = create_study(make_storage(config.storage_url), config, {})
-    for weight_decay in weight_decays:
-        study.enqueue_trial({"weight_decay": weight_decay})
-    run_trials(study, Objective(config, splits), config.replace(trials=len(weight_decays)))
-    return study
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +25,7 @@ def url(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> str:
     these tests only read it."""
     url = f"sqlite:///{tmp_path_factory.mktemp('report') / 'study.db'}"
     config = StudyConfig(storage=url, epochs=3, subset=2000, max_train_acc=LIMIT, device="cpu")
-    study = run_study(config, tiny_splits, [1e-6, 1e-1, 5e-2])
+    study = enqueued_study(config, tiny_splits, [1e-6, 1e-1, 5e-2])
     states = [t.state for t in study.trials]
     assert states == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
     return url
@@ -120,7 +110,7 @@ def test_report_best_trial_shows_loss_and_accuracy_per_epoch(study: optuna.Study
 def test_report_without_a_feasible_trial_has_no_best_trial_figure(
     tiny_config: StudyConfig, tiny_splits: Splits, tmp_path: Path
 ) -> None:
-    study = run_study(tiny_config.replace(max_train_acc=0.05), tiny_splits, [1e-3])
+    study = enqueued_study(tiny_config.replace(max_train_acc=0.05), tiny_splits, [1e-3])
     written = report.write_report(study, tiny_config.storage_url, tmp_path / "r")
     assert [p.name for p in written] == [
         "optimization_history.png",
