@@ -47,7 +47,7 @@ class ClaimLock:
 
     def __init__(self, url: str, study_name: str, engine_kwargs: dict[str, Any]) -> None:
         self.url = sqlalchemy.engine.make_url(url)
-        # 63 bits of a hash: PostgreSQL's advisory locks take one bigint key per study.
+        # 64 bits of a hash: PostgreSQL's advisory locks take one bigint key per study.
         digest = hashlib.sha256(f"wd-search budget {study_name}".encode()).digest()
         self.key = int.from_bytes(digest[:8], "big", signed=True)
         self.engine: sqlalchemy.Engine | None = None
@@ -61,7 +61,10 @@ class ClaimLock:
                 self.url, poolclass=sqlalchemy.NullPool, **connect_only(engine_kwargs)
             )
         elif backend == "sqlite" and self.url.database not in (None, "", ":memory:"):
-            self.path = Path(f"{self.url.database}.lock")
+            database = str(self.url.database)
+            if self.url.query.get("uri"):  # sqlite:///file:PATH?mode=ro&uri=true
+                database = database.removeprefix("file:")
+            self.path = Path(f"{database}.lock")
         # Other backends go without: workers racing for the last place may overshoot by one
         # trial each.
 
@@ -83,7 +86,12 @@ class ClaimLock:
                 raise
             self.connection = connection
         elif self.path is not None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:  # a read-only folder: its database can't take trials either
+                logger.debug("no budget lock at %s: %s", self.path, error)
+                self.path = None
+                return
             try:
                 while True:
                     try:
