@@ -1,6 +1,6 @@
 """``python -m search.bench``: how fast each way of training trials is, side by side.
 
-    python -m search.bench --steps 300
+    python -m search.bench --steps 100   # a quick look; the default takes about a minute
 
 Measures, in one run on one machine and on the same trials, trial-epochs per second of
 (a) the seed's loop (torchvision ``DataLoader`` with a per-sample ``ToTensor``, one model,
@@ -46,6 +46,8 @@ FLOPS_PER_TRIAL_EPOCH = FLOPS_PER_IMAGE * SEED_TRAIN_IMAGES
 CPU_KS = (1, 8, 16, 32)
 CUDA_KS = (*CPU_KS, CUDA_PARALLEL_TRIALS)
 WARMUP_STEPS = 20
+# Every path times steps within one pass over the 60,000 images, after its warm-up steps.
+MAX_STEPS = STEPS_PER_TRIAL_EPOCH - WARMUP_STEPS - 1  # 917: the last batch is a partial one
 ROUNDS = 3  # each path is timed this many times, interleaved; the best round counts
 GEMM_SIZE = {"cpu": 2048, "cuda": 8192}
 
@@ -71,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--steps",
         type=positive_int,
-        default=300,
+        default=MAX_STEPS,
         metavar="N",
-        help="optimizer steps timed per path and round, after a warm-up (default: %(default)s)",
+        help="optimizer steps timed per path and round, after a warm-up; at most "
+        f"{MAX_STEPS}, what one pass over the images leaves (default: %(default)s)",
     )
     parser.add_argument(
         "--out",
@@ -249,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device cpu")
+    if args.steps > MAX_STEPS:
+        parser.error(
+            f"--steps must be at most {MAX_STEPS} (one pass over the images), got {args.steps}"
+        )
     device = resolve_device(args.device)
     ks = args.ks or (CUDA_KS if device.type == "cuda" else CPU_KS)
     # All 60,000 training images train, as in the seed; validation isn't timed.

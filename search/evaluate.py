@@ -14,13 +14,16 @@ score.
 ``--replay`` is the reproducibility promise, checkable by anyone: a trial's result depends only
 on its parameters and the study seed, so retraining it from those on the same device must give
 every recorded per-epoch metric exactly (and, for a complete trial, the very weights it stored).
+It retrains through the path that trained the trial: the trial pool's batched arithmetic rounds
+differently from the single-trial loop's (the two agree to float tolerance only), so a pooled
+trial is retrained alone in a pool of the capacity it ran in, which gives its numbers bit for
+bit whatever its companions were (``search.pool.TrialPool``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,7 @@ from search.cli import Parser, add_data_dir_flag, add_study_flags, run_command
 from search.config import DEVICES, StudyConfig
 from search.data import load_splits, load_test
 from search.errors import UserError
+from search.pool import TrialPool
 from search.study import (
     best_feasible_note,
     best_feasible_trial,
@@ -61,9 +65,6 @@ from search.train import (
 
 TEST_ATTR = "test_evaluation"  # the study user attribute that holds the test-set result
 IGNORED_METRICS = ("seconds",)  # wall time differs run to run; everything else must not
-# How close a replayed metric must come to the recorded one: see `same`.
-REPLAY_RTOL = 1e-4
-REPLAY_ATOL = 1e-6
 
 
 class EvaluateError(UserError):
@@ -148,49 +149,59 @@ def replay_config(study: optuna.Study, trial: FrozenTrial, data_dir: Path) -> St
     return config.replace(**params)
 
 
-def replay(
-    trial: FrozenTrial, config: StudyConfig, device: torch.device
-) -> tuple[list[dict[str, Any]], torch.nn.Module, str | None]:
-    """Retrain ``trial`` for as many epochs as it recorded.
+@dataclasses.dataclass
+class Replay:
+    """What retraining a trial gave: its per-epoch metrics, final weights and path."""
 
-    Returns:
-        The replayed per-epoch metrics, the model as it ended, and the divergence message
-        if training stopped on a non-finite loss.
+    metrics: list[dict[str, Any]]
+    weights: dict[str, torch.Tensor]
+    diverged: str | None  # the message, if training stopped on a non-finite loss
+    path: str  # how it was retrained, for the reader: e.g. "a pool of 16 slots"
+
+
+def replay(trial: FrozenTrial, config: StudyConfig, device: torch.device) -> Replay:
+    """Retrain ``trial`` for as many epochs as it recorded, through the path that trained it.
+
+    A trial the pool trained (user attribute ``parallel_trials`` K > 1) is retrained alone in
+    a pool of K slots: its numbers depend on the capacity but not on its companions or slot
+    (see ``TrialPool``), so this gives them bit for bit. Any other trial goes through
+    ``search.train.train``, as ``search.objective`` trained it.
     """
     recorded = trial.user_attrs.get("history") or []
     seed = trial_seed(config.seed, trial.number)
+    weight_decay = trial.params["weight_decay"]
     data = load_splits(config.data_dir, config.validation, config.subset, device)
-    model = init_model(seed, device)
+    capacity = int(trial.user_attrs.get("parallel_trials", 1))
     replayed: list[dict[str, Any]] = []
+    if capacity > 1:
+        pool = TrialPool(data, config, capacity)
+        pool.add(trial.number, seed, weight_decay)
+        path = f"a pool of {capacity} slots, as it trained"
+        while len(replayed) < len(recorded):  # a pruned trial stopped early
+            result = pool.train_epoch()[trial.number]
+            if isinstance(result, DivergedError):
+                return Replay(replayed, pool.state_dict(trial.number), str(result), path)
+            replayed.append(result.as_dict())
+        return Replay(replayed, pool.state_dict(trial.number), None, path)
+    model = init_model(seed, device)
+    path = "the single-trial loop, as it trained"
     try:
-        for metrics in train(model, data, trial.params["weight_decay"], config, seed):
+        for metrics in train(model, data, weight_decay, config, seed):
             replayed.append(metrics.as_dict())
             if len(replayed) == len(recorded):
                 break  # a pruned trial stopped here
     except DivergedError as error:
-        return replayed, model, str(error)
-    return replayed, model, None
-
-
-def same(recorded: float, replayed: float | None) -> bool:
-    """Equal up to float rounding.
-
-    A trial trained in the pool sums its batches in another order than the single-trial path
-    that replays it, so its losses differ in the last digits (relative 1e-7 after 10 epochs,
-    measured); a real difference of setup, data or code moves them by far more than this.
-    """
-    return replayed is not None and math.isclose(
-        recorded, replayed, rel_tol=REPLAY_RTOL, abs_tol=REPLAY_ATOL
-    )
+        return Replay(replayed, model.state_dict(), str(error), path)
+    return Replay(replayed, model.state_dict(), None, path)
 
 
 def first_mismatch(recorded: list[dict[str, Any]], replayed: list[dict[str, Any]]) -> str | None:
-    """The first per-epoch metric that differs, as a sentence; None when all match."""
+    """The first per-epoch metric that differs, as a sentence; None when all are equal."""
     for want, got in zip(recorded, replayed, strict=False):  # lengths checked below
         for key, value in want.items():
             if key in IGNORED_METRICS:
                 continue
-            if not same(value, got.get(key)):
+            if got.get(key) != value:
                 return (
                     f"epoch {want['epoch']} {key}: recorded {value!r}, replayed {got.get(key)!r}"
                 )
@@ -200,16 +211,17 @@ def first_mismatch(recorded: list[dict[str, Any]], replayed: list[dict[str, Any]
 
 
 def weights_mismatch(
-    study: optuna.Study, trial: FrozenTrial, model: torch.nn.Module, store: FileSystemArtifactStore
+    study: optuna.Study,
+    trial: FrozenTrial,
+    weights: dict[str, torch.Tensor],
+    store: FileSystemArtifactStore,
 ) -> str | None:
     """Whether the replayed weights equal the stored ones; None if equal or nothing stored."""
     if MODEL_ATTR not in trial.user_attrs:
         return None
     stored = load_state_dict(study, trial.number, store)
-    for name, tensor in model.state_dict().items():
-        if not torch.allclose(
-            tensor.detach().cpu(), stored[name], rtol=REPLAY_RTOL, atol=REPLAY_ATOL
-        ):
+    for name, tensor in weights.items():
+        if not torch.equal(tensor.detach().cpu(), stored[name]):
             return f"the final weights differ from the stored model ({name} first)"
     return None
 
@@ -220,12 +232,13 @@ def replay_trial(
     store: FileSystemArtifactStore,
     data_dir: Path,
     device: torch.device,
-) -> str | None:
+) -> tuple[str | None, str | None]:
     """Replay trial ``number`` and compare it with what the study recorded.
 
     Returns:
-        None when every per-epoch metric (and the stored weights, if any) match; otherwise the
-        first difference, as a sentence.
+        None when every per-epoch metric (and the stored weights, if any) match, otherwise the
+        first difference, as a sentence; and the path it was replayed through (see ``replay``),
+        None if it was not retrained.
     """
     trials = study.get_trials(deepcopy=False)
     if not 0 <= number < len(trials):
@@ -244,21 +257,22 @@ def replay_trial(
     config = replay_config(study, trial, data_dir)
     seed = trial_seed(config.seed, number)
     if trial.user_attrs.get("seed", seed) != seed:
-        return (
+        mismatch = (
             f"trial {number} recorded seed {trial.user_attrs['seed']}, but study seed "
             f"{config.seed} gives it {seed}"
         )
-    replayed, model, diverged = replay(trial, config, device)
-    mismatch = first_mismatch(recorded, replayed)
-    if mismatch is None and diverged is not None:
+        return mismatch, None
+    result = replay(trial, config, device)
+    mismatch = first_mismatch(recorded, result.metrics)
+    if mismatch is None and result.diverged is not None:
         if not trial.user_attrs.get("pruned_reason", "").startswith("diverged"):
-            mismatch = f"the replay diverged ({diverged}), the trial did not"
+            mismatch = f"the replay diverged ({result.diverged}), the trial did not"
     if mismatch is None and trial.state == TrialState.COMPLETE:
         try:
-            mismatch = weights_mismatch(study, trial, model, store)
+            mismatch = weights_mismatch(study, trial, result.weights, store)
         except ArtifactError as error:
             print(f"note: weights not compared: {error}", file=sys.stderr)
-    return mismatch
+    return mismatch, result.path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,15 +366,16 @@ def replay_command(
                 f"study {study.study_name!r} has no feasible complete trial: pass --trial N"
             )
         number = best.number
-    mismatch = replay_trial(study, number, store, data_dir, device)
+    mismatch, path = replay_trial(study, number, store, data_dir, device)
+    through = "" if path is None else f" (replayed through {path})"
     if mismatch is not None:
-        print(f"trial {number}: NOT reproduced on {device}: {mismatch}")
+        print(f"trial {number}: NOT reproduced on {device}: {mismatch}{through}")
         return 1
     attrs = study.trials[number].user_attrs
     weights = ", and so do its final weights" if MODEL_ATTR in attrs else ""
     print(
         f"trial {number}: reproduced on {device}: the metrics of all {len(attrs['history'])} "
-        f"epochs equal the recorded ones{weights}"
+        f"epochs equal the recorded ones{weights}{through}"
     )
     return 0
 

@@ -5,10 +5,11 @@ trial at a time spends most of its time in Python and dispatch overhead. The poo
 weights of K trials along a leading dimension and runs one batched forward, backward and Adam
 step for all of them, each slot on its own batch of its own trial's shuffle.
 
-A trial's result does not depend on the pool: its initial weights and batch orders are
-functions of (study seed, trial number, its own epoch), as in ``search.train.train``; the
-per-slot arithmetic is the reference's, so a pooled trial matches the same trial trained
-alone to float tolerance (``tests/test_pool.py`` checks it).
+A trial's result does not depend on the rest of the pool: its initial weights and batch orders
+are functions of (study seed, trial number, its own epoch), as in ``search.train.train``, and
+its numbers are the same bit for bit whatever other slots hold (see ``TrialPool``), for a given
+capacity. The per-slot arithmetic is the reference's, summed in other orders, so a pooled trial
+matches the same trial trained alone to float tolerance (``tests/test_pool.py`` checks both).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from search.budget import WAIT_POLL_S, BudgetGate, ClaimLock
 from search.config import StudyConfig
 from search.data import Splits
 from search.objective import begin_trial, end_epoch, record_divergence, record_outcome
-from search.study import engine_options, record_best_feasible
+from search.study import engine_options, first_line, record_best_feasible
 from search.train import EVAL_CHUNK, DivergedError, EpochMetrics, batch_order, init_model
 
 logger = logging.getLogger(__name__)
@@ -111,18 +112,21 @@ class TrialPool:
     A member's results are a function of its seed, its weight decay and the capacity alone,
     bit for bit: not of its slot, nor of which other slots are occupied, nor of who joins or
     leaves (``search.evaluate --replay`` relies on it, and ``tests/test_pool.py`` checks it).
-    Float sums round differently with their shapes and with where a kernel's vectorised main
-    loop ends and its scalar tail begins, so:
+    Float sums round differently with their shapes and with how a kernel splits its work:
+    on two threads, a batched matmul of one slot splits that one matmul between the threads,
+    while one of several slots gives each thread whole slots (measured: with one member left,
+    its forward pass already differed in the last bits), and validation was chunked by the
+    number of occupied slots. So:
 
     - the batched kernels always compute all ``capacity`` slots, with the same shapes whether
       a slot is occupied or not (an empty slot trains zero weights on dummy batches and its
       results are dropped), and members never move between slots;
     - every op on the stacked tensors is either per row (matmuls per slot, softmax per sample,
       sums per slot) or exactly rounded wherever a slot lies (relu, masks, scaling by 1/B);
-    - the weight decay and Adam, elementwise passes whose scalar tail would otherwise fall on
-      whichever slot ends the stacked tensor, take each slot's tensors as separate list
-      entries, so every slot's pass starts at its own element 0. That is also what gives each
-      slot its own step count in the one fused Adam call;
+    - Adam takes each occupied slot's tensors as separate list entries with that slot's own
+      step count, all in one fused call: each slot's pass starts at its own element 0, so no
+      slot's elements fall in another's vectorised body or scalar tail (b2 has 10 elements a
+      slot, so slot offsets in the stacked tensor are not multiples of the vector width);
     - validation is chunked by the capacity, not by how many slots are occupied.
     """
 
@@ -218,7 +222,7 @@ class TrialPool:
         """Per-slot views for the optimizer, rebuilt only when membership changes.
 
         The lists hold the four tensors of each occupied slot in turn, with that slot's step
-        count and weight decay (0-dim views) beside each.
+        count (a 0-dim view) beside each.
         """
         occupied = [m.slot for m in self.members]
 
@@ -230,9 +234,15 @@ class TrialPool:
         self._slot_exp_avgs = per_slot(self.exp_avgs)
         self._slot_exp_avg_sqs = per_slot(self.exp_avg_sqs)
         self._slot_steps = [self.steps[slot] for slot in occupied for _ in self.params]
-        self._slot_decays = [self.weight_decays[slot] for slot in occupied for _ in self.params]
         self._occupied = torch.zeros(self.capacity, device=self.device)  # 1.0 where occupied
         self._occupied[occupied] = 1.0
+        k, decay = self.capacity, self.weight_decays  # 0 in an empty slot
+        self._decays = [
+            decay.view(k, 1, 1),
+            decay.view(k, 1),
+            decay.view(k, 1, 1),
+            decay.view(k, 1),
+        ]
 
     def train_epoch(
         self, on_step: Callable[[], None] | None = None
@@ -336,9 +346,10 @@ class TrialPool:
 
         # torch.optim.Adam(weight_decay=wd): the L2 term joins the gradient, then plain Adam.
         # The decay differs per slot, so it is added here and the fused kernel gets none; the
-        # kernel is the one make_optimizer uses. Both take each slot's tensors as separate
-        # entries (see the class docstring), and skip empty slots.
-        torch._foreach_addcmul_(self._slot_grads, self._slot_params, self._slot_decays)
+        # kernel is the one make_optimizer uses. The decay is a multiply-add per element, row
+        # by row of each slot (the decay broadcasts along a slot's elements); Adam takes each
+        # occupied slot's tensors as separate entries (see the class docstring).
+        torch._foreach_addcmul_(self.grads, self.params, self._decays)
         self.steps += self._occupied
         torch._fused_adam_(
             self._slot_params,
@@ -486,8 +497,9 @@ def run_pool(
         asked += 1
         heartbeat.beat(trial)
         weight_decay, seed = begin_trial(trial, config)
-        # Its metrics equal the single-trial path's up to float rounding, not bit for bit:
-        # a replay (search.evaluate --replay) says which path it compares against.
+        # Its metrics equal the single-trial path's up to float rounding, not bit for bit;
+        # they depend on k but not on the companions, so a replay (search.evaluate --replay)
+        # retrains it alone in a pool of k for the very same numbers.
         trial.set_user_attr("parallel_trials", k)
         pool.add(trial.number, seed, weight_decay)
         return True
@@ -534,7 +546,10 @@ def run_pool(
             for entry in running.values():
                 try:
                     study.tell(entry.trial, state=TrialState.FAIL)
-                except Exception:  # the storage may be what failed; the original error matters
-                    logger.exception("could not mark trial %d failed", entry.trial.number)
+                except Exception as error:  # the storage may be what failed; the original
+                    # error is the one to report, so this stays one line, not a traceback
+                    logger.warning(
+                        "could not mark trial %d failed: %s", entry.trial.number, first_line(error)
+                    )
             raise
     return asked

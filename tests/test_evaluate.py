@@ -27,14 +27,17 @@ pytestmark = pytest.mark.slow  # real, tiny studies and the real test set
 
 
 def run_study(
-    config: StudyConfig, max_train_acc: float = 0.83, validation: str = "holdout"
+    config: StudyConfig,
+    max_train_acc: float = 0.83,
+    validation: str = "holdout",
+    parallel_trials: int | None = None,
 ) -> optuna.Study:
     """Three trials through the real CLI: #0 pruned as infeasible at epoch 2, #1 complete and
     feasible, #2 complete but over the limit at its last epoch.
 
     The study is created first, as ``search.run`` would, so that its trials can be enqueued;
     the CLI then resumes it. The limit (83%) sits between what 2,000 images reach with weak
-    and with strong decay.
+    and with strong decay. ``parallel_trials`` None trains them as the CLI chooses (the pool).
     """
     config = config.replace(
         epochs=3, max_train_acc=max_train_acc, validation=validation, sampler="random"
@@ -54,6 +57,8 @@ def run_study(
         "--data-dir", str(config.data_dir),
         "--device", "cpu",
     ]  # fmt: skip
+    if parallel_trials is not None:
+        argv += ["--parallel-trials", str(parallel_trials)]
     assert run.main(argv) == 0
     return optuna.load_study(study_name=config.study_name, storage=config.storage_url)
 
@@ -200,6 +205,25 @@ def test_replay_reproduces_every_recorded_metric(
     assert status == 0, out + err
     assert f"trial {number}: reproduced on cpu: the metrics of all {epochs} epochs" in out
     assert weights in out
+    # Through the path that trained it: the pool, for the CLI's default on a CPU.
+    k = study.trials[number].user_attrs["parallel_trials"]
+    assert k > 1 and out.rstrip().endswith(
+        f"(replayed through a pool of {k} slots, as it trained)"
+    )
+
+
+def test_replay_of_a_single_path_trial_goes_through_the_single_loop(
+    tiny_config: StudyConfig, capsys
+) -> None:
+    study = run_study(tiny_config, parallel_trials=1)
+    capsys.readouterr()  # the run's own output
+    for number in (0, 1):  # pruned, complete
+        assert "parallel_trials" not in study.trials[number].user_attrs
+        argv = [*flags(tiny_config), "--replay", "--trial", str(number)]
+        status, out, err = run_cli(evaluate.main, argv, capsys)
+        assert status == 0, out + err
+        assert out.startswith(f"trial {number}: reproduced on cpu")
+        assert out.rstrip().endswith("(replayed through the single-trial loop, as it trained)")
 
 
 def test_replay_names_the_first_metric_that_differs(

@@ -11,12 +11,20 @@ import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from search.artifacts import artifact_store, load_state_dict
 from search.config import StudyConfig
 from search.data import Splits
 from search.objective import Objective, suggest_weight_decay
 from search.pool import TrialPool, default_parallel_trials, run_pool
 from search.study import FINISHED, create_study, make_storage, run_trials
-from search.train import DivergedError, EpochMetrics, init_model, train, trial_seed
+from search.train import (
+    DivergedError,
+    EpochMetrics,
+    evaluate,
+    init_model,
+    train,
+    trial_seed,
+)
 
 WEIGHT_DECAYS = [1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1]
 
@@ -55,8 +63,12 @@ def test_pool_of_8_matches_each_trial_trained_alone(tiny_splits: Splits) -> None
     # 2,000 images in batches of 64 end in a partial batch of 16: handled as the reference does.
     assert len(tiny_splits.train_x) % config.batch_size != 0
     for number, weight_decay in enumerate(WEIGHT_DECAYS):
-        alone = reference(tiny_splits, config, trial_seed(config.seed, number), weight_decay)
+        seed = trial_seed(config.seed, number)
+        model = init_model(seed)
+        alone = list(train(model, tiny_splits, weight_decay, config, seed))
         assert_same_metrics(histories[number], alone)
+        for name, tensor in model.state_dict().items():
+            torch.testing.assert_close(pool.state_dict(number)[name], tensor, rtol=1e-4, atol=1e-5)
 
 
 def test_pool_refilled_slot_starts_its_own_bias_correction(tiny_splits: Splits) -> None:
@@ -70,17 +82,60 @@ def test_pool_refilled_slot_starts_its_own_bias_correction(tiny_splits: Splits) 
     pool.add(9, trial_seed(0, 9), 1e-3)
     later = train_pool(pool, 2)
     steps_per_epoch = -(-len(tiny_splits.train_x) // config.batch_size)
-    steps = dict(zip(pool.keys(), pool.steps[: len(pool)].tolist(), strict=True))
+    # Trial 9 took the freed slot 1; nobody else moved.
+    assert pool.keys() == [0, 9, 2, 3] and pool.slot(9) == 1
+    steps = {key: pool.steps[pool.slot(key)].item() for key in pool.keys()}
     assert steps == {0: 3 * steps_per_epoch, 9: 2 * steps_per_epoch, 2: 3 * steps_per_epoch,
                      3: 3 * steps_per_epoch}  # fmt: skip
     assert [m.epoch for m in later[9]] == [1, 2]
     assert_same_metrics(
         later[9], reference(tiny_splits, config.replace(epochs=2), trial_seed(0, 9), 1e-3)
     )
-    # The members after the freed slot moved up a slot and kept their state.
+    # The others kept their slots and their state.
     for number in (0, 2, 3):
         alone = reference(tiny_splits, config, trial_seed(0, number), WEIGHT_DECAYS[number])
         assert_same_metrics(first[number] + later[number], alone)
+
+
+def pooled_trial_7(splits: Splits, config: StudyConfig, schedule: str) -> tuple[list, dict]:
+    """Trial 7 trained in a pool of 4 beside ``schedule``'s companions; its metrics without
+    wall time, and its final weights.
+
+    Schedules: ``alone``; ``last`` (joins after three others, so sits in the last slot);
+    ``churn`` (joins between two; after epoch 1 its left neighbour leaves and a newcomer takes
+    that slot, after epoch 2 its right neighbour leaves).
+    """
+    pool = TrialPool(splits, config, capacity=4)
+
+    def add(key: int) -> None:
+        pool.add(key, trial_seed(0, key), WEIGHT_DECAYS[key % len(WEIGHT_DECAYS)])
+
+    before, after = {"alone": ([], []), "last": ([0, 1, 2], []), "churn": ([0], [1])}[schedule]
+    for key in [*before, 7, *after]:
+        add(key)
+    history = []
+    for epoch in range(1, config.epochs + 1):
+        history.append(pool.train_epoch()[7])
+        if schedule == "churn" and epoch == 1:
+            pool.remove(0)
+            add(20)
+        if schedule == "churn" and epoch == 2:
+            pool.remove(1)
+    metrics = [{k: v for k, v in m.as_dict().items() if k != "seconds"} for m in history]
+    return metrics, pool.state_dict(7)
+
+
+@pytest.mark.parametrize("schedule", ["last", "churn"])
+def test_pool_trial_is_bit_identical_whatever_its_slot_and_companions(
+    tiny_splits: Splits, schedule: str
+) -> None:
+    """Same seed, decay and capacity: the very same numbers, so a replay can compare with ==."""
+    config = StudyConfig(epochs=3)
+    alone, alone_weights = pooled_trial_7(tiny_splits, config, "alone")
+    metrics, weights = pooled_trial_7(tiny_splits, config, schedule)
+    assert metrics == alone
+    for name, tensor in weights.items():
+        assert torch.equal(tensor, alone_weights[name]), name
 
 
 def test_pool_weight_decay_is_per_slot(tiny_splits: Splits) -> None:
@@ -106,6 +161,21 @@ def test_pool_diverged_slot_leaves_the_others_alone(tiny_splits: Splits) -> None
     assert str(results[0]) == "training loss is nan in epoch 1"
     assert isinstance(results[1], EpochMetrics)
     assert_same_metrics([results[1]], reference(tiny_splits, config, trial_seed(0, 1), 1e-4))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"optimizer": "adamw"},
+        {"decay_biases": False},
+        {"task": "synthetic"},
+        {"search_space": "full"},
+    ],
+)
+def test_pool_refuses_a_recipe_it_does_not_train(tiny_splits: Splits, change: dict) -> None:
+    (key,) = change
+    with pytest.raises(ValueError, match=rf"got {key} .*--parallel-trials 1"):
+        TrialPool(tiny_splits, StudyConfig().replace(**change), capacity=2)
 
 
 def test_pool_rejects_full_pool_and_duplicate_key(tiny_splits: Splits) -> None:
@@ -145,6 +215,34 @@ def test_run_pool_fills_the_budget_and_calls_callbacks(
     assert study.user_attrs["best_feasible_trial"]["number"] == study.best_trial.number
     # The budget is the study's: a re-run has nothing left to do.
     assert run_pool(study, config, tiny_splits, k=3) == 0
+
+
+def test_run_pool_counts_other_workers_running_trials(
+    tiny_config: StudyConfig, tiny_splits: Splits
+) -> None:
+    config = tiny_config.replace(trials=3, max_train_acc=1.0, grace_period=1)
+    study = create_study(make_storage(config.storage_url), config, {})
+    other = study.ask()  # another worker's trial, running (and, without heartbeats, never failed)
+    ran = run_pool(study, config, tiny_splits, k=4)
+    # Two places were free; the pool then waited on the other trial, and took its place only
+    # once it had sat still for twice the grace period (search.budget's rule for stuck trials).
+    assert ran == 3
+    assert study.trials[other.number].state == TrialState.RUNNING
+    assert len(study.get_trials(states=FINISHED)) == 3
+
+
+def test_run_pool_stores_each_complete_trials_weights(
+    tiny_config: StudyConfig, tiny_splits: Splits, tmp_path: Path
+) -> None:
+    config = tiny_config.replace(trials=2, max_train_acc=1.0)
+    study = create_study(make_storage(config.storage_url), config, {})
+    store = artifact_store(config.storage_url, tmp_path / "artifacts", create=True)
+    run_pool(study, config, tiny_splits, k=2, artifact_store=store)
+    for trial in study.trials:
+        model = init_model(0)
+        model.load_state_dict(load_state_dict(study, trial.number, store))
+        _, accuracy = evaluate(model, tiny_splits.val_x, tiny_splits.val_y)
+        assert accuracy == trial.user_attrs["val_accuracy"]
 
 
 def test_run_pool_prunes_an_infeasible_trial_like_the_single_path(
@@ -209,6 +307,7 @@ def test_run_pool_fails_running_trials_on_interrupt(
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_run_pool_keeps_heartbeats_and_retries_stale_trials(
     tiny_config: StudyConfig, tiny_splits: Splits
 ) -> None:
@@ -221,7 +320,8 @@ def test_run_pool_keeps_heartbeats_and_retries_stale_trials(
     )
     config = tiny_config.replace(trials=3, max_train_acc=1.0)
     study = create_study(storage, config, {})
-    crashed = study.ask()  # a worker that beat once and died
+    with pytest.warns(UserWarning, match="Heartbeat"):  # the pool silences this one itself
+        crashed = study.ask()  # a worker that beat once and died
     suggest_weight_decay(crashed, config)
     storage.record_heartbeat(crashed._trial_id)
 
