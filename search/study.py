@@ -27,6 +27,7 @@ from optuna_dashboard import save_note
 from search.budget import WAIT_POLL_S, BudgetGate, ClaimLock, connect_only
 from search.config import StudyConfig
 from search.errors import UserError
+from search.train import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +74,20 @@ def masked(url: str) -> str:
         return url
 
 
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """Samplers see feasibility through ``trial.set_constraint``; no ``constraints_func``."""
+def make_sampler(config: StudyConfig, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
+    """Samplers see feasibility through ``trial.set_constraint``; no ``constraints_func``.
+
+    A new study's sampler is seeded with the study seed. A resumed one is seeded with
+    (study seed, trials so far): seeded alike, it would propose again the very values the
+    interrupted run began with.
+    """
+    seed = config.seed if trials_so_far == 0 else derive_seed(config.seed, trials_so_far)
     if config.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=config.seed)
+        return optuna.samplers.TPESampler(seed=seed)
     if config.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=config.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if config.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=config.seed)
+        return optuna.samplers.GPSampler(seed=seed)
     raise ValueError(f"unknown sampler {config.sampler!r}")
 
 
@@ -341,10 +348,11 @@ def find_study(storage: RDBStorage, config: StudyConfig) -> optuna.Study | None:
     names = [s.study_name for s in storage.get_all_studies()]
     if config.study_name not in names:
         return None
+    trials_so_far = storage.get_n_trials(storage.get_study_id_from_name(config.study_name))
     study = optuna.load_study(
         study_name=config.study_name,
         storage=storage,
-        sampler=make_sampler(config),
+        sampler=make_sampler(config, trials_so_far),
         pruner=make_pruner(config),
     )
     if study.directions != [StudyDirection.MAXIMIZE]:

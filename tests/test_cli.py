@@ -49,6 +49,16 @@ def test_run_resumes_up_to_the_budget(tiny_config: StudyConfig, capsys) -> None:
     assert len(load(tiny_config).trials) == 4
 
 
+def test_run_resumed_does_not_repeat_the_first_runs_proposals(
+    tiny_config: StudyConfig, capsys
+) -> None:
+    argv = ["--sampler", "random", *flags(tiny_config)]
+    assert run_cli(run.main, ["--trials", "2", *argv], capsys)[0] == 0
+    assert run_cli(run.main, ["--trials", "4", *argv], capsys)[0] == 0
+    decays = [t.params["weight_decay"] for t in load(tiny_config).trials]
+    assert len(decays) == 4 and len(set(decays)) == 4
+
+
 def test_run_records_the_study_config(tiny_config: StudyConfig, capsys) -> None:
     argv = ["--trials", "1", "--validation", "test", "--seed", "3", *flags(tiny_config)]
     status, _, err = run_cli(run.main, argv, capsys)
