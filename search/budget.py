@@ -32,7 +32,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 logger = logging.getLogger(__name__)
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # search.study.FINISHED, the budget's unit
+# States that use up the budget: a failed trial is retried, so it doesn't count.
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMING = (*FINISHED, TrialState.RUNNING)
 
 # The lock is held for a count and an insert, milliseconds: poll it rather than block, so that

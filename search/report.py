@@ -313,24 +313,11 @@ def plot_best_trial(best: FrozenTrial, limit: float, tested: dict[str, Any] | No
         label=f"training-accuracy limit ({limit:.0%})",
     )
     if tested is not None:
-        acc_ax.plot(
-            epoch[-1],
-            tested["test_accuracy"],
-            "*",
-            color="black",
-            markersize=12,
-            linestyle="",
-            label=f"test accuracy ({tested['test_accuracy']:.2%})",
-        )
-        loss_ax.plot(
-            epoch[-1],
-            tested["test_loss"],
-            "*",
-            color="black",
-            markersize=12,
-            linestyle="",
-            label=f"test loss ({tested['test_loss']:.3f})",
-        )
+        for ax, key, label in (
+            (acc_ax, "test_accuracy", f"test accuracy ({tested['test_accuracy']:.2%})"),
+            (loss_ax, "test_loss", f"test loss ({tested['test_loss']:.3f})"),
+        ):
+            ax.plot(epoch[-1], tested[key], "*", color="black", markersize=12, label=label)
     percent_axis(acc_ax.yaxis)
     loss_ax.legend(fontsize=8, loc="upper right")
     acc_ax.legend(fontsize=8, loc="lower right")

@@ -21,18 +21,16 @@ import sqlalchemy.exc
 from optuna.exceptions import ExperimentalWarning, StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from optuna_dashboard import save_note
 
-from search.budget import WAIT_POLL_S, BudgetGate, ClaimLock, connect_only
+from search.budget import FINISHED, WAIT_POLL_S, BudgetGate, ClaimLock, connect_only
 from search.config import StudyConfig
 from search.errors import UserError
 from search.train import derive_seed
 
 logger = logging.getLogger(__name__)
 
-# States that use up the budget: a failed trial is retried, so it doesn't count.
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 # Median pruning: wait for this many complete trials before pruning anything, and never judge a
 # trial on its first epochs, where a strongly regularised trial that learns slowly but ends well
