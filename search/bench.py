@@ -4,7 +4,7 @@
 
 Measures, in one run on one machine and on the same trials, trial-epochs per second of
 (a) the seed's loop (torchvision ``DataLoader`` with a per-sample ``ToTensor``, one model,
-Adam with weight decay), (b) the project's single-trial path (``search.train.train`` on
+Adam with weight decay), (b) the project's single-trial path (``search.training.train.train`` on
 preloaded tensors) and (c) the trial pool at several K, and what the machine's matmul
 throughput allows at most. Prints a table and writes the same as JSON.
 
@@ -19,22 +19,13 @@ import argparse
 import json
 import math
 import platform
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
-
 from search.cli import Parser, add_data_dir_flag, positive_int, run_command
-from search.config import DEFAULTS, DEVICES, STUDIES_DIR, StudyConfig
-from search.data import Splits, load_splits
-from search.pool import CUDA_PARALLEL_TRIALS, TrialPool
-from search.train import init_model, resolve_device, train, trial_seed
+from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, DEVICES, STUDIES_DIR
 
 SEED_TRAIN_IMAGES = 60_000
 STEPS_PER_TRIAL_EPOCH = math.ceil(SEED_TRAIN_IMAGES / DEFAULTS.batch_size)  # 938
@@ -49,10 +40,6 @@ WARMUP_STEPS = 20
 # Every path times steps within one pass over the 60,000 images, after its warm-up steps.
 MAX_STEPS = STEPS_PER_TRIAL_EPOCH - WARMUP_STEPS - 1  # 917: the last batch is a partial one
 ROUNDS = 3  # each path is timed this many times, interleaved; the best round counts
-GEMM_SIZE = {"cpu": 2048, "cuda": 8192}
-
-# The weight decays of the benchmark's trials: log-spaced over the default search range.
-WEIGHT_DECAYS = np.geomspace(DEFAULTS.wd_low, DEFAULTS.wd_high, max(CUDA_KS)).tolist()
 
 
 @dataclass(frozen=True)
@@ -115,108 +102,6 @@ def pool_sizes(text: str) -> tuple[int, ...]:
     return ks
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def gemm_flops(device: torch.device) -> float:
-    """The best FLOP/s of a large float32 matmul on ``device``: what the hardware can do."""
-    size = GEMM_SIZE[device.type]
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    best = math.inf
-    for _ in range(6):
-        synchronize(device)
-        started = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(device)
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best
-
-
-def seed_loop(data_dir: Path, device: torch.device) -> Callable[[int], float]:
-    """The seed's training loop, as it is written; returns a timer of ``steps`` steps."""
-    dataset = datasets.MNIST(root=data_dir, train=True, transform=transforms.ToTensor())
-    loader = DataLoader(dataset, batch_size=DEFAULTS.batch_size, shuffle=True)
-    model = init_model(trial_seed(DEFAULTS.seed, 0), device)
-    criterion = torch.nn.CrossEntropyLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=DEFAULTS.lr, weight_decay=WEIGHT_DECAYS[0])
-
-    def run(steps: int) -> float:
-        batches = iter(loader)
-        model.train()
-        total_loss, correct = 0.0, 0
-        for step in range(WARMUP_STEPS + steps):
-            if step == WARMUP_STEPS:
-                synchronize(device)
-                started = time.perf_counter()
-            data, target = next(batches)
-            data, target = data.to(device), target.to(device)
-            optimizer.zero_grad()
-            output = model(data)
-            loss = criterion(output, target)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * data.size(0)  # the seed syncs on these every step
-            correct += output.argmax(dim=1).eq(target).sum().item()
-        synchronize(device)
-        return time.perf_counter() - started
-
-    return run
-
-
-def first_images(data: Splits, count: int) -> Splits:
-    """The first ``count`` training images; validation on 64 of them (it isn't timed)."""
-    x, y = data.train_x[:count], data.train_y[:count]
-    return Splits(x, y, x[:64], y[:64], data.validation, data.checksums)
-
-
-def single_path(data: Splits, config: StudyConfig) -> Callable[[int], float]:
-    """``search.train.train`` for one epoch of ``steps`` steps, as the objective runs it."""
-    seed = trial_seed(config.seed, 0)
-
-    def epoch(images: Splits) -> None:
-        for _ in train(
-            init_model(seed, images.train_x.device), images, WEIGHT_DECAYS[0], config, seed
-        ):
-            pass
-
-    def run(steps: int) -> float:
-        epoch(first_images(data, WARMUP_STEPS * config.batch_size))
-        images = first_images(data, steps * config.batch_size)
-        synchronize(data.train_x.device)
-        started = time.perf_counter()
-        epoch(images)
-        synchronize(data.train_x.device)
-        return time.perf_counter() - started
-
-    return run
-
-
-def pool_path(data: Splits, config: StudyConfig, k: int) -> Callable[[int], float]:
-    """One pool epoch of ``steps`` steps with trials 0..k-1 side by side."""
-
-    def fill(images: Splits) -> TrialPool:
-        pool = TrialPool(images, config, k)
-        for number in range(k):
-            pool.add(
-                number, trial_seed(config.seed, number), WEIGHT_DECAYS[number % len(WEIGHT_DECAYS)]
-            )
-        return pool
-
-    def run(steps: int) -> float:
-        fill(first_images(data, WARMUP_STEPS * config.batch_size)).train_epoch()
-        pool = fill(first_images(data, steps * config.batch_size))
-        synchronize(data.train_x.device)
-        started = time.perf_counter()
-        pool.train_epoch()
-        synchronize(data.train_x.device)
-        return time.perf_counter() - started
-
-    return run
-
-
 def measure(paths: dict[str, tuple[int, Callable[[int], float]]], steps: int) -> dict[str, float]:
     """Trial-epochs per second of each path: its best of ROUNDS interleaved rounds.
 
@@ -250,6 +135,12 @@ def table(results: list[Result], floor: float, flops: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import torch  # after parsing: --help and flag errors don't wait for PyTorch
+
+    from search.data.mnist import load_splits
+    from search.training.timing import gemm_flops, pool_path, seed_loop, single_path
+    from search.training.train import resolve_device
+
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device cpu")
     if args.steps > MAX_STEPS:
@@ -262,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     data = load_splits(args.data_dir, "test", device=device)
     config = DEFAULTS.replace(epochs=1)
     paths: dict[str, tuple[int, Callable[[int], float]]] = {
-        "(a) seed loop: DataLoader+ToTensor": (1, seed_loop(args.data_dir, device)),
-        "(b) single trial, preloaded": (1, single_path(data, config)),
+        "(a) seed loop: DataLoader+ToTensor": (1, seed_loop(args.data_dir, device, WARMUP_STEPS)),
+        "(b) single trial, preloaded": (1, single_path(data, config, WARMUP_STEPS)),
     }
     for k in ks:
-        paths[f"(c) pool K={k}"] = (k, pool_path(data, config, k))
+        paths[f"(c) pool K={k}"] = (k, pool_path(data, config, k, WARMUP_STEPS))
     print(
         f"timing {args.steps} steps per path, best of {ROUNDS} rounds, on {device} "
         f"({torch.get_num_threads()} threads)",

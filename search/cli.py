@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from search.config import DEFAULTS
+from search.config import DEFAULTS, StudyConfig
 from search.errors import UserError
 from search.signals import graceful_stop
 
@@ -75,6 +75,11 @@ def add_study_flags(parser: argparse.ArgumentParser) -> None:
         help="SQLAlchemy URL of the study's database, e.g. postgresql://user@host/db "
         "(default: sqlite:///studies/<study-name>.db)",
     )
+
+
+def storage_url(args: argparse.Namespace) -> str:
+    """The URL ``--storage`` and ``--study-name`` point at: ``--storage``, or the study's file."""
+    return StudyConfig(study_name=args.study_name, storage=args.storage).storage_url
 
 
 def add_data_dir_flag(parser: argparse.ArgumentParser) -> None:

@@ -20,17 +20,15 @@ import sys
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import optuna
 import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage
-from optuna_dashboard import save_note
 
-from search.artifacts import add_artifacts_flag, artifact_store
-from search.cli import Parser, add_study_flags, run_command
-from search.config import StudyConfig
+from search.cli import Parser, add_study_flags, run_command, storage_url
 from search.errors import UserError
-from search.study import load_existing_study, make_storage, masked
+from search.study.artifacts import add_artifacts_flag, artifact_store
+from search.study.storage import make_storage, masked
+from search.study.study import load_existing_study
 
 logger = logging.getLogger(__name__)
 
@@ -94,47 +92,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def history_note(
-    history: list[dict[str, Any]],
-    weight_decay: float,
-    constraint: float,
-    limit: float,
-    pruned_reason: str | None = None,
-) -> str:
-    """A trial's note for the dashboard: its outcome, its constraint and a per-epoch table.
-
-    The ``history`` user attribute holds the same numbers, but the dashboard shows it as one
-    long line of JSON; a table reads at a glance.
-    """
-    outcome = f"pruned: {pruned_reason}" if pruned_reason else "complete"
-    verdict = "feasible" if constraint <= 0 else "infeasible"
-    lines = [
-        f"**{outcome}**, weight_decay = {weight_decay:.3g}\n",
-        f"Constraint `train_accuracy`: {constraint:+.4f} (final training accuracy minus the "
-        f"limit {limit}; feasible when <= 0): **{verdict}**.\n",
-        "| epoch | train loss | train accuracy | val loss | val accuracy | seconds |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in history:
-        lines.append(
-            f"| {row['epoch']} | {row['train_loss']:.4f} | {row['train_accuracy']:.4f} "
-            f"| {row['val_loss']:.4f} | {row['val_accuracy']:.4f} | {row['seconds']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def save_history_note(
-    trial: optuna.Trial,
-    history: list[dict[str, Any]],
-    constraint: float,
-    limit: float,
-    pruned_reason: str | None = None,
-) -> None:
-    """Write ``history_note`` as the trial's note, shown at the top of its dashboard page."""
-    weight_decay = trial.params["weight_decay"]
-    save_note(trial, history_note(history, weight_decay, constraint, limit, pruned_reason))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m search.dashboard",
@@ -161,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    study = load_existing_study(args.study_name, args.storage)
-    url = args.storage or StudyConfig(study_name=args.study_name).storage_url
+    url = storage_url(args)
+    study = load_existing_study(args.study_name, url)
     storage = make_storage(url)
     server = make_dashboard_server(
         storage, args.host, args.port, artifact_store(url, args.artifacts)

@@ -14,17 +14,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn, optim
-from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision import datasets, transforms
-
-from models import SimpleNN, TabularNN
-from search import synthetic
 from search.cli import (
     Parser,
     add_data_dir_flag,
@@ -33,8 +26,14 @@ from search.cli import (
     run_command,
 )
 from search.config import DEFAULTS, OPTIMIZERS, SEED_BATCH_SIZE, SEED_EPOCHS, SEED_LR
-from search.data import ensure_mnist
-from search.train import EpochMetrics, init_model, train, use_one_cpu_thread
+
+if TYPE_CHECKING:
+    import torch
+
+    from search.training.train import EpochMetrics
+
+# PyTorch and the modules that train are imported inside the two experiments, after the flags
+# are parsed: ``--help`` and a flag error answer at once.
 
 # The seed's "before", "after" and bonus weight decays, and what it says they give.
 SEED_WEIGHT_DECAYS: tuple[float, ...] = (0.0, 1e-3, 5e-3)
@@ -174,84 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --- The MNIST experiment (seeds/000_*) ------------------------------------------------------
-
-
-def seed_loaders(data_dir: Path, subset: int | None = None) -> tuple[DataLoader, DataLoader]:
-    """The seed's loaders: torchvision MNIST with ``ToTensor``, batch 64, training shuffled."""
-    ensure_mnist(data_dir)
-    transform = transforms.ToTensor()
-    train_dataset: Dataset = datasets.MNIST(
-        root=str(data_dir), train=True, download=False, transform=transform
-    )
-    val_dataset: Dataset = datasets.MNIST(
-        root=str(data_dir), train=False, download=False, transform=transform
-    )
-    if subset is not None:
-        train_dataset = Subset(train_dataset, range(subset))
-        val_dataset = Subset(val_dataset, range(subset))
-    train_loader = DataLoader(train_dataset, batch_size=SEED_BATCH_SIZE, shuffle=True)
-    val_loader = DataLoader(val_dataset, batch_size=SEED_BATCH_SIZE)
-    return train_loader, val_loader
-
-
-def seed_train(
-    model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: optim.Optimizer
-) -> tuple[float, float]:
-    """The seed's ``train()``: one epoch; running mean loss and accuracy in percent."""
-    model.train()
-    total_loss = 0.0
-    correct = 0
-    for data, target in loader:
-        optimizer.zero_grad()
-        output = model(data)  # (B, 10) logits, from (B, 1, 28, 28)
-        loss = criterion(output, target)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * data.size(0)
-        pred = output.argmax(dim=1)
-        correct += pred.eq(target).sum().item()
-    size = len(loader.dataset)  # type: ignore[arg-type]
-    return total_loss / size, 100.0 * correct / size
-
-
-@torch.no_grad()
-def seed_validate(
-    model: nn.Module, loader: DataLoader, criterion: nn.Module
-) -> tuple[float, float]:
-    """The seed's ``validate()``: mean loss and accuracy in percent."""
-    model.eval()
-    total_loss = 0.0
-    correct = 0
-    for data, target in loader:
-        output = model(data)
-        loss = criterion(output, target)
-        total_loss += loss.item() * data.size(0)
-        pred = output.argmax(dim=1)
-        correct += pred.eq(target).sum().item()
-    size = len(loader.dataset)  # type: ignore[arg-type]
-    return total_loss / size, 100.0 * correct / size
-
-
-def seed_run(
-    weight_decay: float, train_loader: DataLoader, val_loader: DataLoader, epochs: int, seed: int
-) -> Iterator[SeedEpoch]:
-    """One run of the seed's script with ``weight_decay``; yields each epoch.
-
-    Seeding before the model is built fixes both the initial weights and every epoch's
-    shuffle (the loader draws its order from the global RNG), so the runs differ only in
-    their weight decay.
-    """
-    torch.manual_seed(seed)
-    model = SimpleNN()
-    criterion = nn.CrossEntropyLoss()
-    optimizer = optim.Adam(model.parameters(), lr=SEED_LR, weight_decay=weight_decay)
-    for epoch in range(epochs):
-        train_loss, train_acc = seed_train(model, train_loader, criterion, optimizer)
-        val_loss, val_acc = seed_validate(model, val_loader, criterion)
-        yield SeedEpoch(epoch + 1, train_loss, train_acc, val_loss, val_acc)
-
-
 def run_name(weight_decay: float) -> str:
     return RUN_NAMES.get(weight_decay, "")
 
@@ -285,6 +206,11 @@ def results_table(finals: Sequence[tuple[float, SeedEpoch]]) -> list[str]:
 
 
 def run_mnist(args: argparse.Namespace) -> int:
+    import torch
+
+    from search.training.seed_script import seed_loaders, seed_run
+    from search.training.train import use_one_cpu_thread
+
     use_one_cpu_thread(torch.device("cpu"))
     train_loader, val_loader = seed_loaders(args.data_dir, args.subset)
     print(
@@ -297,7 +223,8 @@ def run_mnist(args: argparse.Namespace) -> int:
         name = run_name(weight_decay)
         print(f"\n== {name + ': ' if name else ''}weight_decay={weight_decay:g} ==", flush=True)
         started = time.perf_counter()
-        for epoch in seed_run(weight_decay, train_loader, val_loader, args.epochs, args.seed):
+        for figures in seed_run(weight_decay, train_loader, val_loader, args.epochs, args.seed):
+            epoch = SeedEpoch(*figures)
             print(epoch.line(), flush=True)
         finals.append((weight_decay, epoch))
         print(f"({time.perf_counter() - started:.1f}s)")
@@ -327,6 +254,13 @@ def stage(number: int, name: str, shape_in: str, what: str, shape_out: str, exam
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
+    # Over 80 lines: the trace prints its six stages in order, each a table row of the seed's.
+    import torch
+
+    from models import TabularNN
+    from search.data import synthetic
+    from search.training.train import init_model, train, use_one_cpu_thread
+
     device = torch.device("cpu")
     use_one_cpu_thread(device)
     raw_x, raw_y = synthetic.generate()

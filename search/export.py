@@ -16,12 +16,13 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from search.cli import Parser, add_study_flags, run_command
+from search.cli import Parser, add_study_flags, run_command, storage_url
 from search.config import STUDIES_DIR
 from search.errors import UserError
-from search.evaluate import stored_test_result
-from search.objective import CONSTRAINT
-from search.study import FINISHED, best_feasible_trial, load_existing_study
+from search.study.budget import FINISHED
+from search.study.notes import CONSTRAINT
+from search.study.results import stored_test_result
+from search.study.study import best_feasible_trial, load_existing_study
 
 # The columns of the one-row best-configuration CSV, in order.
 BEST_COLUMNS = [
@@ -170,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    study = load_existing_study(args.study_name, args.storage)
+    study = load_existing_study(args.study_name, storage_url(args))
     out = args.out or default_out(args.study_name, args.all)
     frame = all_frame(study) if args.all else best_frame(study)
     write_csv(frame, out)

@@ -13,13 +13,11 @@ import logging
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from search.artifacts import add_artifacts_flag, artifact_store
 from search.cli import (
     Parser,
     add_data_dir_flag,
@@ -41,28 +39,31 @@ from search.config import (
     VALIDATIONS,
     StudyConfig,
 )
-from search.data import Splits, load_task
-from search.objective import Objective
-from search.pool import check_recipe, default_parallel_trials, run_pool
 from search.signals import STOP_SIGNALS, Interrupted
-from search.study import (
+from search.study.artifacts import add_artifacts_flag, artifact_store
+from search.study.storage import masked, open_storage, storage_errors
+from search.study.study import (
     best_feasible_trial,
     create_study,
     find_study,
     finished_trials,
-    masked,
-    open_storage,
     record_best_feasible,
-    run_trials,
-    storage_errors,
 )
-from search.train import resolve_device, use_one_cpu_thread
-from search.workers import add_worker_flags, check_worker_flags, exit_status, run_workers
+from search.study.workers import add_worker_flags, check_worker_flags, exit_status, run_workers
+
+if TYPE_CHECKING:
+    import torch
+
+    from search.data.splits import Splits
+
+# PyTorch and the modules that train are imported inside the functions that use them, after
+# the flags are parsed: ``--help`` and a flag error answer at once.
 
 logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Over 80 lines: one flag after another, in --help's order; split, the order would scatter.
     d = DEFAULTS
     parser = Parser(
         prog="python -m search.run",
@@ -231,6 +232,10 @@ def parse_config(argv: list[str] | None) -> StudyConfig:
             "--validation test: the synthetic task has no test set, it validates on its own "
             "200 held-out rows; drop --validation"
         )
+    import torch
+
+    from search.training.pool import check_recipe
+
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device cpu")
     if args.parallel_trials not in (None, 1):
@@ -246,6 +251,8 @@ def parse_config(argv: list[str] | None) -> StudyConfig:
 
 def study_attrs(data: Splits) -> dict[str, object]:
     """What a study records beside its config: the data it saw and the code that ran."""
+    import torch
+
     return {
         "data_checksums": data.checksums,
         "train_size": len(data.train_x),
@@ -314,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_study(config: StudyConfig) -> int:
     """Open or create the study, run its trials here or in ``--workers`` processes, summarise."""
+    from search.data.tasks import load_task
+    from search.training.train import resolve_device
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines replace its own
     if config.storage is None:
         STUDIES_DIR.mkdir(exist_ok=True)
@@ -358,6 +368,10 @@ def run_here(study: optuna.Study, config: StudyConfig, data: Splits, label: str 
 
     Trained side by side in the trial pool when the recipe allows, else one at a time.
     """
+    from search.study.drive import run_pool, run_trials
+    from search.study.objective import Objective
+    from search.training.train import use_one_cpu_thread
+
     store = artifact_store(config.storage_url, config.artifacts, create=True)
     callbacks = [lambda study, trial: print(label + describe(trial), flush=True)]
     k = parallel_trials(config, data.train_x.device)
@@ -370,6 +384,8 @@ def run_here(study: optuna.Study, config: StudyConfig, data: Splits, label: str 
 
 def parallel_trials(config: StudyConfig, device: torch.device) -> int:
     """``--parallel-trials``, or the device's default where the pool can train the recipe."""
+    from search.training.pool import check_recipe, default_parallel_trials
+
     if config.parallel_trials is not None:
         return config.parallel_trials
     try:
@@ -380,7 +396,7 @@ def parallel_trials(config: StudyConfig, device: torch.device) -> int:
 
 
 def worker(config: StudyConfig, index: int, pending: Any, ignored: frozenset[int]) -> None:
-    """One of the ``--workers`` processes (``search.workers.run_workers`` starts it)."""
+    """One of the ``--workers`` processes (``search.study.workers.run_workers`` starts it)."""
     for signum in set(STOP_SIGNALS) - ignored:  # started deaf to them; listen from here on
         signal.signal(signum, signal.default_int_handler)
     run_command(lambda argv: work(config, index, pending.value))
@@ -400,6 +416,9 @@ def work(config: StudyConfig, index: int, pending: int) -> int:
 
 
 def work_until_done(config: StudyConfig, index: int) -> int:
+    from search.data.tasks import load_task
+    from search.training.train import resolve_device, use_one_cpu_thread
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with storage_errors(config.storage_url):
         study = find_study(open_storage(config), config)

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import REPO
 
 from search.config import StudyConfig
-from search.data import Splits, ensure_mnist, load_splits
+from search.data.fetch import ensure_mnist
+from search.data.mnist import load_splits
+from search.data.splits import Splits
+from tests.helpers import REPO
 
 DATA_DIR = REPO / "data"
 

@@ -11,9 +11,11 @@ import pytest
 
 from search.cli import run_command
 from search.config import StudyConfig
-from search.data import Splits
-from search.objective import Objective
-from search.study import create_study, make_storage, run_trials
+from search.data.splits import Splits
+from search.study.drive import run_trials
+from search.study.objective import Objective
+from search.study.storage import make_storage
+from search.study.study import create_study
 
 REPO = Path(__file__).resolve().parent.parent
 

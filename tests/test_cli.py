@@ -9,11 +9,11 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from helpers import REPO, run_cli
 from optuna.trial import TrialState
 
 from search import run
 from search.config import StudyConfig
+from tests.helpers import REPO, run_cli
 
 
 def flags(config: StudyConfig) -> list[str]:

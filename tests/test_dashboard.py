@@ -14,17 +14,20 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import REPO, run_cli
 from optuna.trial import TrialState
 from optuna_dashboard import get_note
 
 from search import dashboard
-from search.artifacts import artifact_store
 from search.config import StudyConfig
-from search.dashboard import history_note, is_loopback, make_dashboard_server
-from search.data import Splits
-from search.objective import Objective
-from search.study import create_study, make_storage, run_trials
+from search.dashboard import is_loopback, make_dashboard_server
+from search.data.splits import Splits
+from search.study.artifacts import artifact_store
+from search.study.drive import run_trials
+from search.study.notes import history_note
+from search.study.objective import Objective
+from search.study.storage import make_storage
+from search.study.study import create_study
+from tests.helpers import REPO, run_cli
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -11,17 +11,19 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from helpers import run_cli
 from optuna.trial import TrialState
 from optuna_dashboard import get_note
 
 from search import evaluate, export, report, run
-from search.artifacts import ArtifactError, artifact_dir, load_model
 from search.config import StudyConfig
-from search.data import load_splits, load_test
-from search.evaluate import TEST_ATTR, first_mismatch
-from search.study import create_study, make_storage
-from search.train import evaluate as score
+from search.data.mnist import load_splits, load_test
+from search.evaluate import TEST_ATTR
+from search.study.artifacts import ArtifactError, artifact_dir, load_model
+from search.study.storage import make_storage
+from search.study.study import create_study
+from search.study.verify import first_mismatch
+from search.training.train import evaluate as score
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow  # real, tiny studies and the real test set
 

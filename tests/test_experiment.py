@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
 
 from search import experiment
 from search.experiment import SEED_CLAIMS, SeedEpoch, results_table
+from tests.helpers import run_cli
 
 # The seed's print line: f'Epoch {epoch+1}: Train Loss={train_loss:.4f}, Train Acc=...'
 SEED_LINE = re.compile(

@@ -7,14 +7,14 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from helpers import enqueued_study, run_cli
 from optuna.trial import TrialState
 
 from search import export
 from search.config import StudyConfig
-from search.data import Splits
+from search.data.splits import Splits
 from search.export import BEST_COLUMNS
-from search.objective import CONSTRAINT
+from search.study.notes import CONSTRAINT
+from tests.helpers import enqueued_study, run_cli
 
 
 @pytest.fixture

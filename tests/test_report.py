@@ -7,13 +7,13 @@ from pathlib import Path
 import matplotlib.image
 import optuna
 import pytest
-from helpers import enqueued_study, run_cli
 from optuna.trial import TrialState
 
 from search import report
 from search.config import StudyConfig
-from search.data import Splits
-from search.report import DPI, FIGSIZE, figures
+from search.data.splits import Splits
+from search.study.figures import DPI, FIGSIZE, figures
+from tests.helpers import enqueued_study, run_cli
 
 LIMIT = 0.83  # between what 2,000 images reach in 3 epochs with weak and with strong decay
 

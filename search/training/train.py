@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, overload
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models import SimpleNN, TabularNN
-from search import synthetic
 from search.config import StudyConfig
-from search.data import Splits
+from search.data import synthetic
+from search.data.splits import Splits
+from search.training.seeds import batch_order
 
 # Validation and test sets are scored in chunks this large: one matmul each, bounded memory.
 EVAL_CHUNK = 10_000
@@ -75,20 +75,6 @@ def use_one_cpu_thread(device: torch.device) -> None:
         torch.set_num_threads(1)
 
 
-def derive_seed(*keys: int) -> int:
-    """A 31-bit seed from a tuple of integers, e.g. (study seed, trial number, epoch).
-
-    NumPy's SeedSequence hashes the tuple, so neighbouring trials get unrelated streams and
-    a trial's seed depends on nothing but its own keys (not on which worker or slot runs it).
-    """
-    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0] & 0x7FFF_FFFF)
-
-
-def trial_seed(study_seed: int, trial_number: int) -> int:
-    """The seed of everything random in one trial: its initial weights and its batch orders."""
-    return derive_seed(study_seed, trial_number)
-
-
 def build_model(task: str = "mnist") -> nn.Module:
     """The network of a task: the seed's ``SimpleNN`` for MNIST, ``TabularNN`` for the table."""
     if task == "mnist":
@@ -114,12 +100,6 @@ def init_model(seed: int, device: torch.device | str = "cpu", task: str = "mnist
         torch.manual_seed(seed)
         model = build_model(task)
     return model.to(device)
-
-
-def batch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffled sample order of one epoch: a function of (trial seed, epoch) alone."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
-    return torch.randperm(n, generator=generator)
 
 
 def parameter_groups(

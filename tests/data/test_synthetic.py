@@ -8,14 +8,16 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from helpers import run_cli
+from tests.helpers import run_cli
 
 from models import SimpleNN, TabularNN
-from search import run, synthetic
+from search import run
+from search.data import synthetic
 from search.config import StudyConfig
-from search.data import load_task
-from search.synthetic import generate, load_synthetic
-from search.train import init_model, train, trial_seed
+from search.data.synthetic import generate, load_synthetic
+from search.data.tasks import load_task
+from search.training.seeds import trial_seed
+from search.training.train import init_model, train
 
 
 def test_load_synthetic_has_the_seed_pipelines_shapes() -> None:

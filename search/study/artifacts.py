@@ -12,6 +12,9 @@ Where the store is: for a SQLite study ``sqlite:///studies/x.db`` it is ``studie
 the folder beside the database, so a study and its models travel together. Other storages
 (PostgreSQL) have no folder of their own: the store is ``--artifacts DIR``, by default
 ``studies/artifacts``; every worker and the dashboard must be given the same one.
+
+PyTorch is imported only where weights are saved or loaded: the dashboard finds the store
+through this module and never loads PyTorch.
 """
 
 from __future__ import annotations
@@ -20,16 +23,20 @@ import argparse
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import sqlalchemy
-import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from models import SimpleNN
 from search.config import STUDIES_DIR
 from search.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from models import SimpleNN
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +106,8 @@ def save_model(
     The tensors are saved from the CPU, so the file loads on any device. The id is also
     recorded in the trial's ``model_artifact_id`` user attribute.
     """
+    import torch  # here, not at the top: see the module's docstring
+
     cpu = {name: tensor.detach().cpu() for name, tensor in state_dict.items()}
     with tempfile.TemporaryDirectory(prefix="wd-search-model-") as folder:
         # The file name is what the dashboard lists and what a download is called.
@@ -115,6 +124,8 @@ def load_state_dict(
     study: optuna.Study, trial_number: int, store: FileSystemArtifactStore
 ) -> dict[str, torch.Tensor]:
     """The weights trial ``trial_number`` stored, as CPU tensors."""
+    import torch  # here, not at the top: see the module's docstring
+
     trials = study.get_trials(deepcopy=False)
     if not 0 <= trial_number < len(trials):
         raise ArtifactError(
@@ -148,6 +159,8 @@ def load_model(
     device: torch.device | str = "cpu",
 ) -> SimpleNN:
     """Trial ``trial_number``'s trained ``SimpleNN``, from the weights it stored, on ``device``."""
+    from models import SimpleNN  # here, not at the top: see the module's docstring
+
     model = SimpleNN()
     model.load_state_dict(load_state_dict(study, trial_number, store))
     return model.to(device)

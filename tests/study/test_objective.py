@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 
 import pytest
-from helpers import enqueued_study
 from optuna.trial import TrialState
 
 from search.config import StudyConfig
-from search.data import Splits
-from search.objective import CONSTRAINT
-from search.study import record_best_feasible
-from search.train import init_model, train, trial_seed
+from search.data.splits import Splits
+from search.study.objective import CONSTRAINT
+from search.study.study import record_best_feasible
+from search.training.seeds import trial_seed
+from search.training.train import init_model, train
+from tests.helpers import enqueued_study
 
 
 def history(splits: Splits, config: StudyConfig, weight_decay: float, seed: int) -> list[dict]:

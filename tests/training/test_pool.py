@@ -11,19 +11,22 @@ import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from search.artifacts import artifact_store, load_state_dict
 from search.config import StudyConfig
-from search.data import Splits
-from search.objective import Objective, suggest_weight_decay
-from search.pool import TrialPool, default_parallel_trials, run_pool
-from search.study import FINISHED, create_study, make_storage, run_trials
-from search.train import (
+from search.data.splits import Splits
+from search.study.artifacts import artifact_store, load_state_dict
+from search.study.budget import FINISHED
+from search.study.drive import run_pool, run_trials
+from search.study.objective import Objective, suggest_weight_decay
+from search.study.storage import make_storage
+from search.study.study import create_study
+from search.training.pool import TrialPool, default_parallel_trials
+from search.training.seeds import trial_seed
+from search.training.train import (
     DivergedError,
     EpochMetrics,
     evaluate,
     init_model,
     train,
-    trial_seed,
 )
 
 WEIGHT_DECAYS = [1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1]

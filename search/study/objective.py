@@ -13,15 +13,14 @@ from typing import Any
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from search.artifacts import save_model
 from search.config import OPTIMIZERS, StudyConfig
-from search.dashboard import save_history_note
-from search.data import Splits
-from search.train import DivergedError, EpochMetrics, init_model, train, trial_seed
+from search.data.splits import Splits
+from search.study.artifacts import save_model
+from search.study.notes import CONSTRAINT, save_history_note
+from search.training.seeds import trial_seed
+from search.training.train import DivergedError, EpochMetrics, init_model, train
 
 logger = logging.getLogger(__name__)
-
-CONSTRAINT = "train_accuracy"  # the key of the trial's one constraint
 
 
 def suggest_weight_decay(trial: optuna.Trial, config: StudyConfig) -> float:

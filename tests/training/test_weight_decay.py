@@ -13,15 +13,17 @@ import optuna
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import run_cli
 from torch import nn
 
 from search import run
 from search.config import StudyConfig
-from search.objective import Objective
-from search.study import create_study, make_storage, run_trials
-from search.synthetic import load_synthetic
-from search.train import SGD_MOMENTUM, init_model, make_optimizer, parameter_groups, train
+from search.data.synthetic import load_synthetic
+from search.study.drive import run_trials
+from search.study.objective import Objective
+from search.study.storage import make_storage
+from search.study.study import create_study
+from search.training.train import SGD_MOMENTUM, init_model, make_optimizer, parameter_groups, train
+from tests.helpers import run_cli
 
 LR = 1e-3
 

@@ -1,9 +1,10 @@
 """``--workers N``: N processes on this machine running one study, coordinated by its database.
 
 Each worker is what the same command is on another machine: its own storage and connections,
-one PyTorch thread, trials taken from the study's one budget (``search.budget``), heartbeats
-for its running trial (``search.study.make_storage``). Nothing else coordinates them, so local
-workers and workers on other machines (one PostgreSQL ``--storage``) mix freely.
+one PyTorch thread, trials taken from the study's one budget (``search.study.budget``),
+heartbeats for its running trial (``search.study.storage.make_storage``). Nothing else
+coordinates them, so local workers and workers on other machines (one PostgreSQL
+``--storage``) mix freely.
 
 This process creates the study, starts the workers, forwards Ctrl-C and SIGTERM to them, waits
 for them all, and prints the summary. The flags of this module live here so that the CLI, the
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from search.cli import positive_int
+from search.cli import positive_int, storage_url
 from search.config import DEFAULTS, StudyConfig
 from search.signals import STOP_SIGNALS, Interrupted
 
@@ -83,7 +84,7 @@ def check_worker_flags(args: argparse.Namespace) -> str | None:
             f"--grace-period must exceed --heartbeat-interval, got {args.grace_period} and "
             f"{args.heartbeat_interval}: a live trial would look dead between two heartbeats"
         )
-    url = args.storage or StudyConfig(study_name=args.study_name).storage_url
+    url = storage_url(args)
     if not url.startswith("sqlite") or args.workers == 1:
         return None
     if ":memory:" in url or url.rstrip("/") == "sqlite:":

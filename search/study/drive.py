@@ -1,0 +1,280 @@
+"""Both trial loops under one budget gate: one trial at a time (``run_trials``, through
+``study.optimize``) and the trial pool (``run_pool``, by ask-and-tell), with its heartbeats.
+
+Both share the study's budget through ``search.study.budget`` and stop starting trials after
+``config.timeout`` seconds; ``gate_and_deadline`` sets up both for either loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.trial import FrozenTrial, TrialState
+
+from search.config import StudyConfig
+from search.data.splits import Splits
+from search.study.artifacts import save_model
+from search.study.budget import WAIT_POLL_S, BudgetGate, ClaimLock
+from search.study.objective import begin_trial, end_epoch, record_divergence, record_outcome
+from search.study.storage import engine_options, first_line
+from search.study.study import record_best_feasible
+from search.training.pool import TrialPool
+from search.training.train import DivergedError, EpochMetrics
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a loop stops starting trials: ``config.timeout`` seconds from its start, or never."""
+
+    at: float | None
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Deadline:
+        return cls(None if seconds is None else time.monotonic() + seconds)
+
+    def left(self) -> float | None:
+        """Seconds left (0 or less once passed), or None without a timeout."""
+        return None if self.at is None else self.at - time.monotonic()
+
+    def passed(self) -> bool:
+        left = self.left()
+        return left is not None and left <= 0
+
+
+def gate_and_deadline(study: optuna.Study, config: StudyConfig) -> tuple[BudgetGate, Deadline]:
+    """The budget gate of ``study`` (its claim lock included) and the loop's deadline."""
+    lock = ClaimLock(config.storage_url, config.study_name, engine_options(config.storage_url))
+    gate = BudgetGate(study, config.trials, lock, stuck_after=2 * config.grace_period)
+    return gate, Deadline.after(config.timeout)
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    config: StudyConfig,
+    callbacks: list[Callback] | None = None,
+) -> int:
+    """Run trials until the study holds ``config.trials`` finished ones; returns how many ran.
+
+    The budget is the study's, not this process's: a re-run resumes and runs only what is
+    missing, and workers on one study (``--workers``, or the same command on other machines)
+    share it exactly (``search.study.budget``). A worker with nothing left to start waits for the
+    others' running trials and takes over from one that fails or whose worker dies.
+    """
+    for name in ("optuna.study._optimize", "optuna.storages._rdb.storage"):
+        logging.getLogger(name).addFilter(REPEATED_ERROR_LOGS)
+    gate, deadline = gate_and_deadline(study, config)
+    ran = 0
+
+    def count(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal ran
+        ran += 1
+
+    with gate:
+        while not gate.met():
+            left = deadline.left()
+            if left is not None and left <= 0:
+                break
+            if not gate.claim():
+                time.sleep(WAIT_POLL_S)  # the others' running trials hold the rest
+                continue
+            study.optimize(
+                gate.admit(objective),
+                timeout=left,
+                callbacks=[
+                    lambda study, trial: record_best_feasible(study),
+                    count,
+                    *(callbacks or []),
+                    gate.claim_next,  # last: it leaves the lock held for Optuna's next ask
+                ],
+                catch=(),
+            )
+    return ran
+
+
+class RepeatedErrorLogs(logging.Filter):
+    """Drops Optuna's warnings about an error that ends the run and is reported anyway.
+
+    With ``catch=()`` the error that failed a trial ends the run, reported as one line (a
+    stop, a lost database) or as its traceback (anything else): ``study.optimize``'s "Trial N
+    failed" warning would only repeat it, with a second traceback. The storage's "Caught an
+    error from sqlalchemy ... Falling back" warning, many lines of SQL, comes first when the
+    database goes away; its fallback then fails and is reported in one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        failed_trial = message.startswith("Trial ") and " failed " in message
+        return not (failed_trial or message.startswith("Caught an error from sqlalchemy"))
+
+
+REPEATED_ERROR_LOGS = RepeatedErrorLogs()
+
+
+@dataclass
+class Running:
+    """A trial in the pool, as the driver tracks it."""
+
+    trial: optuna.Trial
+    started: float
+    history: list[EpochMetrics] = field(default_factory=list)
+
+
+class Heartbeat:
+    """Keeps the heartbeats of the pool's running trials, as ``study.optimize``'s thread would.
+
+    Optuna's heartbeat thread runs only inside ``study.optimize``; with ask-and-tell the pool
+    records them itself, between steps, every half ``heartbeat_interval`` or so.
+    """
+
+    def __init__(self, study: optuna.Study, running: dict[int, Running]) -> None:
+        storage = study._storage
+        self.storage = storage if isinstance(storage, BaseHeartbeat) else None
+        self.enabled = self.storage is not None and is_heartbeat_enabled(storage)
+        interval = self.storage.get_heartbeat_interval() if self.storage is not None else None
+        # Half the interval: a beat is never late by the time one long step takes.
+        self.every = (interval or 0) / 2
+        self.running = running
+        self.due = 0.0
+
+    def beat(self, trial: optuna.Trial | None = None) -> None:
+        """Record one trial's heartbeat now, or every running trial's when one is due."""
+        if not self.enabled:
+            return
+        assert self.storage is not None
+        if trial is not None:
+            self.storage.record_heartbeat(trial._trial_id)
+            return
+        now = time.monotonic()
+        if now < self.due:
+            return
+        for running in self.running.values():
+            self.storage.record_heartbeat(running.trial._trial_id)
+        self.due = now + self.every
+
+
+def run_pool(
+    study: optuna.Study,
+    config: StudyConfig,
+    data: Splits,
+    k: int,
+    callbacks: list[Callback] | None = None,
+    artifact_store: FileSystemArtifactStore | None = None,
+) -> int:
+    """Run trials ``k`` at a time until the study's budget is met; returns how many ran.
+
+    ``run_trials`` for the pool: trials come from ``study.ask()``, train side by
+    side, report each epoch through ``end_epoch`` (pruning and the constraint as in the single
+    trial path) and are told when they finish or stop. A freed slot is refilled at once with
+    one newly asked trial, so the sampler sees every told trial before it proposes the next.
+
+    The budget is the study's, shared exactly with every other worker through
+    ``search.study.budget``'s claim: finished and running trials count, failed ones are replaced
+    (stale ones are failed first, and retried if the storage says so). With no place left and
+    nothing of its own running, the pool waits for the others' running trials as
+    ``run_trials`` does. No trial is started after ``config.timeout`` seconds.
+
+    Args:
+        callbacks: called with the study and each told trial, as ``study.optimize`` would.
+        artifact_store: where each complete trial's weights go, as ``Objective`` puts them.
+
+    Raises:
+        ValueError: ``config`` asks for a recipe the pool doesn't train (see
+            ``search.training.pool.TrialPool``).
+        KeyboardInterrupt, or whatever training raised, after every running trial is told
+        FAIL (a re-run retries them).
+    """
+    pool = TrialPool(data, config, k)
+    running: dict[int, Running] = {}
+    heartbeat = Heartbeat(study, running)
+    gate, deadline = gate_and_deadline(study, config)
+    asked = 0
+
+    def refill() -> bool:
+        """Start one trial in a free slot if the budget has a place for it."""
+        nonlocal asked
+        if len(pool) == k or deadline.passed():
+            return False
+        # Beat first: a long pause since the last step (evaluation, callbacks) must not make
+        # this worker's own trials look stale to the claim's stale-trial check.
+        heartbeat.beat()
+        if not gate.claim():
+            return False
+        try:
+            with warnings.catch_warnings():
+                # Optuna warns that heartbeats need study.optimize; the pool keeps them itself.
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                trial = study.ask()
+        finally:
+            gate.lock.release()  # the trial exists now and counts as claimed
+        running[trial.number] = Running(trial, started=time.perf_counter())
+        asked += 1
+        heartbeat.beat(trial)
+        weight_decay, seed = begin_trial(trial, config)
+        # Its metrics equal the single-trial path's up to float rounding, not bit for bit;
+        # they depend on k but not on the companions, so a replay (search.evaluate --replay)
+        # retrains it alone in a pool of k for the very same numbers.
+        trial.set_user_attr("parallel_trials", k)
+        pool.add(trial.number, seed, weight_decay)
+        return True
+
+    def tell(number: int, value: float | None, state: TrialState) -> None:
+        frozen = study.tell(running[number].trial, value, state=state)
+        del running[number]
+        pool.remove(number)
+        record_best_feasible(study)
+        for callback in callbacks or []:
+            callback(study, frozen)
+
+    with gate:
+        try:
+            while True:
+                while refill():
+                    pass
+                if not running:
+                    if gate.met() or deadline.passed():
+                        break
+                    time.sleep(WAIT_POLL_S)  # the others' running trials hold the rest
+                    continue
+                results = pool.train_epoch(on_step=heartbeat.beat)
+                # In trial order, whatever the slots: each told trial reaches the sampler
+                # before the trial asked to replace it.
+                for number, result in sorted(results.items()):
+                    entry = running[number]
+                    if isinstance(result, DivergedError):
+                        record_divergence(entry.trial, result)
+                        tell(number, None, TrialState.PRUNED)
+                        refill()
+                        continue
+                    entry.history.append(result)
+                    if end_epoch(entry.trial, entry.history, config, entry.started) is not None:
+                        tell(number, None, TrialState.PRUNED)
+                        refill()
+                    elif result.epoch == config.epochs:
+                        record_outcome(entry.trial, entry.history, config, entry.started)
+                        if artifact_store is not None:
+                            save_model(entry.trial, pool.state_dict(number), artifact_store)
+                        tell(number, result.val_accuracy, TrialState.COMPLETE)
+                        refill()
+        except BaseException:
+            for entry in running.values():
+                try:
+                    study.tell(entry.trial, state=TrialState.FAIL)
+                except Exception as error:  # the storage may be what failed; the original
+                    # error is the one to report, so this stays one line, not a traceback
+                    logger.warning(
+                        "could not mark trial %d failed: %s", entry.trial.number, first_line(error)
+                    )
+            raise
+    return asked

@@ -1,0 +1,210 @@
+"""Checks of a finished study that touch the data again: the chosen trial on the test set
+(``score_best_trial``) and retraining any trial to compare it with its record (``replay``).
+
+``--replay`` is the reproducibility promise, checkable by anyone: a trial's result depends only
+on its parameters and the study seed, so retraining it from those on the same device must give
+every recorded per-epoch metric exactly (and, for a complete trial, the very weights it stored).
+It retrains through the path that trained the trial: the trial pool's batched arithmetic rounds
+differently from the single-trial loop's (the two agree to float tolerance only), so a pooled
+trial is retrained alone in a pool of the capacity it ran in, which gives its numbers bit for
+bit whatever its companions were (``search.training.pool.TrialPool``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import FrozenTrial, TrialState
+
+from search.config import StudyConfig
+from search.data.mnist import load_splits, load_test
+from search.errors import UserError
+from search.study.artifacts import MODEL_ATTR, ArtifactError, load_model, load_state_dict
+from search.study.study import best_feasible_trial
+from search.training.pool import TrialPool
+from search.training.seeds import trial_seed
+from search.training.train import DivergedError, evaluate, init_model, train
+
+IGNORED_METRICS = ("seconds",)  # wall time differs run to run; everything else must not
+
+
+class EvaluateError(UserError):
+    """Nothing to evaluate or replay: one line saying why and what to run first."""
+
+
+def score_best_trial(
+    study: optuna.Study, store: FileSystemArtifactStore, data_dir: Path, device: torch.device
+) -> dict[str, Any]:
+    """Score the best feasible trial's stored weights on the official test set.
+
+    Returns:
+        The ``test_evaluation`` record: trial number, test loss and accuracy, test images,
+        and whether the trial was selected on the test set itself.
+    """
+    best = best_feasible_trial(study)
+    if best is None:
+        raise EvaluateError(
+            f"study {study.study_name!r} has no feasible complete trial to evaluate: "
+            "run it (longer, or with another weight-decay range) first"
+        )
+    model = load_model(study, best.number, store, device)
+    x, y = load_test(data_dir, device)
+    loss, accuracy = evaluate(model, x, y)
+    validation = study.user_attrs.get("config", {}).get("validation", "holdout")
+    return {
+        "trial": best.number,
+        "weight_decay": best.params["weight_decay"],
+        "val_accuracy": best.user_attrs.get("val_accuracy"),
+        "test_loss": loss,
+        "test_accuracy": accuracy,
+        "test_images": len(y),
+        "selected_on_test": validation == "test",
+    }
+
+
+def replay_config(study: optuna.Study, trial: FrozenTrial, data_dir: Path) -> StudyConfig:
+    """The study's recorded recipe, with the trial's own parameters where they are fields."""
+    fields = {field.name for field in dataclasses.fields(StudyConfig)}
+    recorded = study.user_attrs.get("config")
+    if recorded is None:
+        raise EvaluateError(
+            f"study {study.study_name!r} records no config: it was not made by search.run, "
+            "so there is no recipe to replay"
+        )
+    if recorded.get("task", "mnist") != "mnist":
+        raise EvaluateError(f"--replay knows MNIST studies only, this one is {recorded['task']}")
+    config = StudyConfig(**{k: v for k, v in recorded.items() if k in fields}, data_dir=data_dir)
+    params = {k: v for k, v in trial.params.items() if k in fields and k != "weight_decay"}
+    return config.replace(**params)
+
+
+@dataclasses.dataclass
+class Replay:
+    """What retraining a trial gave: its per-epoch metrics, final weights and path."""
+
+    metrics: list[dict[str, Any]]
+    weights: dict[str, torch.Tensor]
+    diverged: str | None  # the message, if training stopped on a non-finite loss
+    path: str  # how it was retrained, for the reader: e.g. "a pool of 16 slots"
+
+
+def replay(trial: FrozenTrial, config: StudyConfig, device: torch.device) -> Replay:
+    """Retrain ``trial`` for as many epochs as it recorded, through the path that trained it.
+
+    A trial the pool trained (user attribute ``parallel_trials`` K > 1) is retrained alone in
+    a pool of K slots: its numbers depend on the capacity but not on its companions or slot
+    (see ``TrialPool``), so this gives them bit for bit. Any other trial goes through
+    ``search.train.train``, as ``search.objective`` trained it.
+    """
+    recorded = trial.user_attrs.get("history") or []
+    seed = trial_seed(config.seed, trial.number)
+    weight_decay = trial.params["weight_decay"]
+    data = load_splits(config.data_dir, config.validation, config.subset, device)
+    capacity = int(trial.user_attrs.get("parallel_trials", 1))
+    replayed: list[dict[str, Any]] = []
+    if capacity > 1:
+        pool = TrialPool(data, config, capacity)
+        pool.add(trial.number, seed, weight_decay)
+        path = f"a pool of {capacity} slots, as it trained"
+        while len(replayed) < len(recorded):  # a pruned trial stopped early
+            result = pool.train_epoch()[trial.number]
+            if isinstance(result, DivergedError):
+                return Replay(replayed, pool.state_dict(trial.number), str(result), path)
+            replayed.append(result.as_dict())
+        return Replay(replayed, pool.state_dict(trial.number), None, path)
+    model = init_model(seed, device)
+    path = "the single-trial loop, as it trained"
+    try:
+        for metrics in train(model, data, weight_decay, config, seed):
+            replayed.append(metrics.as_dict())
+            if len(replayed) == len(recorded):
+                break  # a pruned trial stopped here
+    except DivergedError as error:
+        return Replay(replayed, model.state_dict(), str(error), path)
+    return Replay(replayed, model.state_dict(), None, path)
+
+
+def first_mismatch(recorded: list[dict[str, Any]], replayed: list[dict[str, Any]]) -> str | None:
+    """The first per-epoch metric that differs, as a sentence; None when all are equal."""
+    for want, got in zip(recorded, replayed, strict=False):  # lengths checked below
+        for key, value in want.items():
+            if key in IGNORED_METRICS:
+                continue
+            if got.get(key) != value:
+                return (
+                    f"epoch {want['epoch']} {key}: recorded {value!r}, replayed {got.get(key)!r}"
+                )
+    if len(replayed) < len(recorded):
+        return f"the replay stopped after epoch {len(replayed)}, the trial ran {len(recorded)}"
+    return None
+
+
+def weights_mismatch(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    weights: dict[str, torch.Tensor],
+    store: FileSystemArtifactStore,
+) -> str | None:
+    """Whether the replayed weights equal the stored ones; None if equal or nothing stored."""
+    if MODEL_ATTR not in trial.user_attrs:
+        return None
+    stored = load_state_dict(study, trial.number, store)
+    for name, tensor in weights.items():
+        if not torch.equal(tensor.detach().cpu(), stored[name]):
+            return f"the final weights differ from the stored model ({name} first)"
+    return None
+
+
+def replay_trial(
+    study: optuna.Study,
+    number: int,
+    store: FileSystemArtifactStore,
+    data_dir: Path,
+    device: torch.device,
+) -> tuple[str | None, str | None]:
+    """Replay trial ``number`` and compare it with what the study recorded.
+
+    Returns:
+        None when every per-epoch metric (and the stored weights, if any) match, otherwise the
+        first difference, as a sentence; and the path it was replayed through (see ``replay``),
+        None if it was not retrained.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise EvaluateError(
+            f"--trial {number}: study {study.study_name!r} has trials 0 to {len(trials) - 1}"
+        )
+    trial = trials[number]
+    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+        raise EvaluateError(
+            f"--trial {number} is {trial.state.name}: only finished (complete or pruned) "
+            "trials have a record to replay against"
+        )
+    recorded = trial.user_attrs.get("history") or []
+    if not recorded:
+        raise EvaluateError(f"--trial {number} recorded no epoch: there is nothing to compare")
+    config = replay_config(study, trial, data_dir)
+    seed = trial_seed(config.seed, number)
+    if trial.user_attrs.get("seed", seed) != seed:
+        wrong_seed = (
+            f"trial {number} recorded seed {trial.user_attrs['seed']}, but study seed "
+            f"{config.seed} gives it {seed}"
+        )
+        return wrong_seed, None
+    result = replay(trial, config, device)
+    mismatch: str | None = first_mismatch(recorded, result.metrics)
+    if mismatch is None and result.diverged is not None:
+        if not trial.user_attrs.get("pruned_reason", "").startswith("diverged"):
+            mismatch = f"the replay diverged ({result.diverged}), the trial did not"
+    if mismatch is None and trial.state == TrialState.COMPLETE:
+        try:
+            mismatch = weights_mismatch(study, trial, result.weights, store)
+        except ArtifactError as error:
+            print(f"note: weights not compared: {error}", file=sys.stderr)
+    return mismatch, result.path
