@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from search.config import DEFAULTS, StudyConfig
+from search.config import DEFAULTS, OPTIMIZERS, SEARCH_SPACES, StudyConfig
 from search.errors import UserError
 from search.signals import graceful_stop
 
@@ -80,6 +80,55 @@ def add_study_flags(parser: argparse.ArgumentParser) -> None:
 def storage_url(args: argparse.Namespace) -> str:
     """The URL ``--storage`` and ``--study-name`` point at: ``--storage``, or the study's file."""
     return StudyConfig(study_name=args.study_name, storage=args.storage).storage_url
+
+
+def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
+    """A trial's training recipe: ``--epochs``, ``--batch-size``, ``--lr``, ``--optimizer``,
+    ``--decay-biases`` and ``--search-space``."""
+    d = DEFAULTS
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=d.epochs,
+        metavar="N",
+        help="epochs per trial (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=d.batch_size,
+        metavar="N",
+        help="training batch size (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=positive_float,
+        default=d.lr,
+        metavar="X",
+        help="learning rate of the optimizer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=d.optimizer,
+        help="adam: weight decay is an L2 term added to the gradient (the seed's); adamw: "
+        "decoupled decay, param -= lr * wd * param; sgd: SGD with momentum 0.9 at the same "
+        "--lr, which at 1e-3 learns far slower than Adam (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--decay-biases",
+        action=argparse.BooleanOptionalAction,
+        default=d.decay_biases,
+        help="apply weight decay to biases and normalisation parameters too, as PyTorch does "
+        "by default; --no-decay-biases decays only weight matrices (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--search-space",
+        choices=SEARCH_SPACES,
+        default=d.search_space,
+        help="weight_decay: search the weight decay alone; full: the study also chooses "
+        "--optimizer and --decay-biases, and those flags are ignored (default: %(default)s)",
+    )
 
 
 def add_data_dir_flag(parser: argparse.ArgumentParser) -> None:

@@ -89,6 +89,7 @@ def weight_decay_list(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Over 80 lines: two subcommands' flags one after another, in --help's order.
     parser = Parser(
         prog="python -m search.experiment",
         description="Run the seed experiments: the MNIST weight-decay comparison and the "

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.cli import (
     Parser,
     add_data_dir_flag,
+    add_recipe_flags,
     add_study_flags,
     fraction,
     positive_float,
@@ -30,10 +31,8 @@ from search.cli import (
 from search.config import (
     DEFAULTS,
     DEVICES,
-    OPTIMIZERS,
     PRUNERS,
     SAMPLERS,
-    SEARCH_SPACES,
     STUDIES_DIR,
     TASKS,
     VALIDATIONS,
@@ -52,8 +51,6 @@ from search.study.study import (
 from search.study.workers import add_worker_flags, check_worker_flags, exit_status, run_workers
 
 if TYPE_CHECKING:
-    import torch
-
     from search.data.splits import Splits
 
 # PyTorch and the modules that train are imported inside the functions that use them, after
@@ -115,49 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train infeasible trials to the end instead of stopping them once "
         "their training accuracy passes the limit",
     )
-    parser.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=d.epochs,
-        metavar="N",
-        help="epochs per trial (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=d.batch_size,
-        metavar="N",
-        help="training batch size (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--lr",
-        type=positive_float,
-        default=d.lr,
-        metavar="X",
-        help="learning rate of the optimizer (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--optimizer",
-        choices=OPTIMIZERS,
-        default=d.optimizer,
-        help="adam: weight decay is an L2 term added to the gradient (the seed's); adamw: "
-        "decoupled decay, param -= lr * wd * param; sgd: SGD with momentum 0.9 at the same "
-        "--lr, which at 1e-3 learns far slower than Adam (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--decay-biases",
-        action=argparse.BooleanOptionalAction,
-        default=d.decay_biases,
-        help="apply weight decay to biases and normalisation parameters too, as PyTorch does "
-        "by default; --no-decay-biases decays only weight matrices (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--search-space",
-        choices=SEARCH_SPACES,
-        default=d.search_space,
-        help="weight_decay: search the weight decay alone; full: the study also chooses "
-        "--optimizer and --decay-biases, and those flags are ignored (default: %(default)s)",
-    )
+    add_recipe_flags(parser)
     parser.add_argument(
         "--sampler",
         choices=SAMPLERS,
@@ -364,35 +319,12 @@ def run_study(config: StudyConfig) -> int:
 
 
 def run_here(study: optuna.Study, config: StudyConfig, data: Splits, label: str = "") -> None:
-    """This process's trials, until the study's budget (shared with any other worker) is met.
-
-    Trained side by side in the trial pool when the recipe allows, else one at a time.
-    """
-    from search.study.drive import run_pool, run_trials
-    from search.study.objective import Objective
-    from search.training.train import use_one_cpu_thread
+    """This process's trials, until the study's budget (shared with any other worker) is met."""
+    from search.study.drive import run_until_budget
 
     store = artifact_store(config.storage_url, config.artifacts, create=True)
     callbacks = [lambda study, trial: print(label + describe(trial), flush=True)]
-    k = parallel_trials(config, data.train_x.device)
-    if k > 1:
-        run_pool(study, config, data, k, callbacks=callbacks, artifact_store=store)
-    else:
-        use_one_cpu_thread(data.train_x.device)
-        run_trials(study, Objective(config, data, store), config, callbacks=callbacks)
-
-
-def parallel_trials(config: StudyConfig, device: torch.device) -> int:
-    """``--parallel-trials``, or the device's default where the pool can train the recipe."""
-    from search.training.pool import check_recipe, default_parallel_trials
-
-    if config.parallel_trials is not None:
-        return config.parallel_trials
-    try:
-        check_recipe(config)
-    except ValueError:
-        return 1
-    return default_parallel_trials(device)
+    run_until_budget(study, config, data, store, callbacks)
 
 
 def worker(config: StudyConfig, index: int, pending: Any, ignored: frozenset[int]) -> None:

@@ -22,11 +22,17 @@ from search.config import StudyConfig
 from search.data.splits import Splits
 from search.study.artifacts import save_model
 from search.study.budget import WAIT_POLL_S, BudgetGate, ClaimLock
-from search.study.objective import begin_trial, end_epoch, record_divergence, record_outcome
+from search.study.objective import (
+    Objective,
+    begin_trial,
+    end_epoch,
+    record_divergence,
+    record_outcome,
+)
 from search.study.storage import engine_options, first_line
 from search.study.study import record_best_feasible
-from search.training.pool import TrialPool
-from search.training.train import DivergedError, EpochMetrics
+from search.training.pool import TrialPool, parallel_trials
+from search.training.train import DivergedError, EpochMetrics, use_one_cpu_thread
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +63,25 @@ def gate_and_deadline(study: optuna.Study, config: StudyConfig) -> tuple[BudgetG
     lock = ClaimLock(config.storage_url, config.study_name, engine_options(config.storage_url))
     gate = BudgetGate(study, config.trials, lock, stuck_after=2 * config.grace_period)
     return gate, Deadline.after(config.timeout)
+
+
+def run_until_budget(
+    study: optuna.Study,
+    config: StudyConfig,
+    data: Splits,
+    store: FileSystemArtifactStore | None,
+    callbacks: list[Callback] | None = None,
+) -> int:
+    """This process's trials until the study's budget is met; returns how many ran.
+
+    Trained side by side in the trial pool (``run_pool``) when the recipe allows, else one at
+    a time (``run_trials``).
+    """
+    k = parallel_trials(config, data.train_x.device)
+    if k > 1:
+        return run_pool(study, config, data, k, callbacks=callbacks, artifact_store=store)
+    use_one_cpu_thread(data.train_x.device)
+    return run_trials(study, Objective(config, data, store), config, callbacks=callbacks)
 
 
 def run_trials(
@@ -172,6 +197,8 @@ def run_pool(
     callbacks: list[Callback] | None = None,
     artifact_store: FileSystemArtifactStore | None = None,
 ) -> int:
+    # Over 80 lines: refill, tell and the epoch loop share the pool, the running trials and
+    # the gate as closures; apart, they would pass all of them around.
     """Run trials ``k`` at a time until the study's budget is met; returns how many ran.
 
     ``run_trials`` for the pool: trials come from ``study.ask()``, train side by

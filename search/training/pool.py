@@ -43,6 +43,17 @@ def default_parallel_trials(device: torch.device) -> int:
     return CUDA_PARALLEL_TRIALS if device.type == "cuda" else CPU_PARALLEL_TRIALS
 
 
+def parallel_trials(config: StudyConfig, device: torch.device) -> int:
+    """``--parallel-trials``, or the device's default where the pool can train the recipe."""
+    if config.parallel_trials is not None:
+        return config.parallel_trials
+    try:
+        check_recipe(config)
+    except ValueError:
+        return 1
+    return default_parallel_trials(device)
+
+
 def check_recipe(config: StudyConfig) -> None:
     """Refuse a study the pool can't train: it stacks the seed's recipe and nothing else.
 

@@ -23,9 +23,8 @@ import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms.functional import to_tensor
 
-from search.data import fetch as data
-from tests.helpers import REPO
 from search.config import DEFAULTS, HOLDOUT_SIZE
+from search.data import fetch as data
 from search.data.fetch import (
     MNIST_MD5,
     TEST_IMAGES,
@@ -44,6 +43,7 @@ from search.data.fetch import (
 )
 from search.data.mnist import holdout_indices, load_splits, load_test
 from search.data.splits import DataError
+from tests.helpers import REPO
 
 N_TRAIN = HOLDOUT_SIZE + 50  # the smallest training set a 10,000-image holdout leaves room in
 N_TEST = 30

@@ -8,16 +8,16 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from tests.helpers import run_cli
 
 from models import SimpleNN, TabularNN
 from search import run
-from search.data import synthetic
 from search.config import StudyConfig
+from search.data import synthetic
 from search.data.synthetic import generate, load_synthetic
 from search.data.tasks import load_task
 from search.training.seeds import trial_seed
 from search.training.train import init_model, train
+from tests.helpers import run_cli
 
 
 def test_load_synthetic_has_the_seed_pipelines_shapes() -> None:
