@@ -100,7 +100,7 @@ def replay(trial: FrozenTrial, config: StudyConfig, device: torch.device) -> Rep
     A trial the pool trained (user attribute ``parallel_trials`` K > 1) is retrained alone in
     a pool of K slots: its numbers depend on the capacity but not on its companions or slot
     (see ``TrialPool``), so this gives them bit for bit. Any other trial goes through
-    ``search.train.train``, as ``search.objective`` trained it.
+    ``search.training.train.train``, as ``search.study.objective`` trained it.
     """
     recorded = trial.user_attrs.get("history") or []
     seed = trial_seed(config.seed, trial.number)
