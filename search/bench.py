@@ -1,6 +1,7 @@
 """``python -m search.bench``: how fast each way of training trials is, side by side.
 
     python -m search.bench --steps 100   # a quick look; the default takes about a minute
+    python -m search.bench quality       # search quality instead: see search.quality
 
 Measures, in one run on one machine and on the same trials, trial-epochs per second of
 (a) the seed's loop (torchvision ``DataLoader`` with a per-sample ``ToTensor``, one model,
@@ -19,6 +20,7 @@ import argparse
 import json
 import math
 import platform
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -133,6 +135,11 @@ def table(results: list[Result], floor: float, flops: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_given = sys.argv[1:] if argv is None else argv
+    if args_given[:1] == ["quality"]:  # the search-quality benchmark (search.quality)
+        from search.quality import main as quality
+
+        return quality(args_given[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     import torch  # after parsing: --help and flag errors don't wait for PyTorch

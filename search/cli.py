@@ -27,14 +27,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_int(text: str) -> int:
+def integer(text: str, least: int, rule: str) -> int:
+    """An int flag value of at least ``least``, or argparse's error stating ``rule``."""
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return integer(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return integer(text, 0, "an integer of 0 or more")
 
 
 def number(text: str, accept: Callable[[float], bool], rule: str) -> float:

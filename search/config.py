@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 Validation = Literal["holdout", "test"]
-SamplerName = Literal["tpe", "random", "gp"]
+SamplerName = Literal["edge", "tpe", "random", "gp"]
 PrunerName = Literal["median", "hyperband", "none"]
 TaskName = Literal["mnist", "synthetic"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
@@ -79,8 +79,10 @@ class StudyConfig:
     decay_biases: bool = True
     search_space: SearchSpace = "weight_decay"
 
-    sampler: SamplerName = "tpe"
-    pruner: PrunerName = "median"
+    # edge: TPE that bisects the feasibility edge next to the best feasible trial
+    # (search.study.sampling); tpe, random, gp: Optuna's own samplers as they come.
+    sampler: SamplerName = "edge"
+    pruner: PrunerName = "median"  # against the feasible trials' median (search.study.sampling)
     seed: int = 0
 
     task: TaskName = "mnist"  # synthetic: the pipeline seed's 1,000-row table (data.synthetic)
@@ -89,6 +91,11 @@ class StudyConfig:
     subset: int | None = None  # first N training images only: quick runs and tests
     device: str = "auto"
     parallel_trials: int | None = None  # trials trained side by side; None: chosen by device
+
+    # Seed confirmation (search.study.confirm). Not recorded(): it adds runs beside the study's
+    # trials and changes none of them.
+    confirm_seeds: int = 4  # further seeds each candidate is retrained with; 0: no confirmation
+    confirm_candidates: int = 3  # the best feasible trials confirmed
 
     # Many workers on one study (search.study.workers). Not recorded(): how a study is run doesn't
     # change its results.

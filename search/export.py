@@ -21,8 +21,9 @@ from search.config import STUDIES_DIR
 from search.errors import UserError
 from search.study.budget import FINISHED
 from search.study.notes import CONSTRAINT
+from search.study.recommend import recommended_trial, stored_recommendation
 from search.study.results import stored_test_result
-from search.study.study import best_feasible_trial, load_existing_study
+from search.study.study import load_existing_study
 
 # The columns of the one-row best-configuration CSV, in order.
 BEST_COLUMNS = [
@@ -42,6 +43,17 @@ BEST_COLUMNS = [
     "feasible",
     "validation",
     "seed",
+]
+
+# The seed confirmation of the recommended trial (search.study.confirm); empty when the study
+# was run with --confirm-seeds 0 or found a new best since it was confirmed.
+CONFIRM_COLUMNS = [
+    "confirmed",
+    "confirm_seeds",
+    "val_accuracy_mean",
+    "val_accuracy_std",
+    "train_accuracy_mean",
+    "feasible_fraction",
 ]
 
 # Appended to the best CSV once `python -m search.evaluate` has scored the best trial.
@@ -77,6 +89,8 @@ def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         "epochs_run": attrs.get("epochs_run"),
         "val_accuracy": attrs.get("val_accuracy"),
         "train_accuracy": attrs.get("train_accuracy"),
+        # A trial stopped over the limit: where it would have ended, which its constraint uses.
+        "projected_train_accuracy": attrs.get("projected_train_accuracy"),
         "val_loss": attrs.get("val_loss"),
         "train_loss": attrs.get("train_loss"),
         "constraint": constraint,
@@ -90,7 +104,8 @@ def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
 
 
 def best_frame(study: optuna.Study) -> pd.DataFrame:
-    best = best_feasible_trial(study)
+    """The recommended trial: seed-confirmed where the study was, else the best feasible."""
+    best = recommended_trial(study)
     if best is None:
         if not study.get_trials(deepcopy=False, states=FINISHED):
             raise ExportError(f"study {study.study_name!r} has no finished trial: run it first")
@@ -99,7 +114,9 @@ def best_frame(study: optuna.Study) -> pd.DataFrame:
             "(use --all to export every trial)"
         )
     row = trial_row(study, best)
-    columns = list(BEST_COLUMNS)
+    columns = BEST_COLUMNS + CONFIRM_COLUMNS
+    confirmed = stored_recommendation(study) or {}
+    row |= {column: confirmed.get(column) for column in CONFIRM_COLUMNS}
     tested = stored_test_result(study)
     if tested is not None:  # after `python -m search.evaluate`: beside the validation figure
         row |= {column: tested[column] for column in TEST_COLUMNS}

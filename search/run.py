@@ -24,6 +24,7 @@ from search.cli import (
     add_recipe_flags,
     add_study_flags,
     fraction,
+    non_negative_int,
     positive_float,
     positive_int,
     run_command,
@@ -40,6 +41,11 @@ from search.config import (
 )
 from search.signals import STOP_SIGNALS, Interrupted
 from search.study.artifacts import add_artifacts_flag, artifact_store
+from search.study.recommend import (
+    describe_recommendation,
+    save_study_note,
+    stored_recommendation,
+)
 from search.study.storage import masked, open_storage, storage_errors
 from search.study.study import (
     best_feasible_trial,
@@ -170,6 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="trials trained side by side as one stacked model; 1 trains one at a time "
         "(default: 16 on a CPU, 64 on a GPU, 1 for recipes the pool doesn't train)",
     )
+    parser.add_argument(
+        "--confirm-seeds",
+        type=non_negative_int,
+        default=d.confirm_seeds,
+        metavar="R",
+        help="after the search, retrain the best candidates with R further seeds each and "
+        "recommend the best one feasible in at least 80%% of them; 0: no confirmation "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--confirm-candidates",
+        type=positive_int,
+        default=d.confirm_candidates,
+        metavar="N",
+        help="how many of the best feasible trials to confirm (default: %(default)s)",
+    )
     add_worker_flags(parser)
     return parser
 
@@ -263,6 +285,9 @@ def print_summary(study: optuna.Study, config: StudyConfig) -> None:
         f"{other_params(best)}  "
         f"val_accuracy={attrs['val_accuracy']:.4f}  train_accuracy={attrs['train_accuracy']:.4f}"
     )
+    stored = stored_recommendation(study)
+    if stored is not None:
+        print(describe_recommendation(stored))
     print(f"inspect: python -m search.dashboard {study_flags(config)}")
     print(f"test:    python -m search.evaluate {study_flags(config)}")
     print(f"export:  python -m search.export --study-name {study.study_name}")
@@ -286,6 +311,8 @@ def run_study(config: StudyConfig) -> int:
     study = find_study(storage, config)
     if study is not None and len(finished_trials(study)) >= config.trials:
         print(f"study {config.study_name!r} already holds {config.trials} finished trials")
+        if needs_confirmation(study, config):
+            confirm_here(study, config, load_task(config, resolve_device(config.device)))
         print_summary(study, config)
         return 0
     device = resolve_device(config.device)
@@ -314,8 +341,27 @@ def run_study(config: StudyConfig) -> int:
         run_here(study, config, data)
     record_best_feasible(study)
     print(f"wall time {time.perf_counter() - started:.1f}s")
+    if status == 0 and needs_confirmation(study, config):
+        if config.workers > 1:
+            data = load_task(config, device)
+        confirm_here(study, config, data)
     print_summary(study, config)
     return status
+
+
+def needs_confirmation(study: optuna.Study, config: StudyConfig) -> bool:
+    """Whether the study's recommendation is missing or stale (a new best, other seeds)."""
+    if config.confirm_seeds == 0 or best_feasible_trial(study) is None:
+        return False
+    stored = stored_recommendation(study)
+    return stored is None or stored["confirm_seeds"] != config.confirm_seeds
+
+
+def confirm_here(study: optuna.Study, config: StudyConfig, data: Splits) -> None:
+    from search.study.confirm import confirm
+
+    confirm(study, config, data, config.confirm_candidates)
+    save_study_note(study)  # the study's note names the recommendation now
 
 
 def run_here(study: optuna.Study, config: StudyConfig, data: Splits, label: str = "") -> None:

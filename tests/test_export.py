@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from search import export
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.export import BEST_COLUMNS
+from search.export import BEST_COLUMNS, CONFIRM_COLUMNS
 from search.study.notes import CONSTRAINT
 from tests.helpers import enqueued_study, run_cli
 
@@ -32,7 +32,8 @@ def test_export_best_writes_the_best_feasible_trial(
     status, stdout, _ = run_cli(export.main, argv, capsys)
     assert status == 0 and f"wrote 1 row to {out}" in stdout
     frame = pd.read_csv(out)
-    assert list(frame.columns) == BEST_COLUMNS and len(frame) == 1
+    assert list(frame.columns) == BEST_COLUMNS + CONFIRM_COLUMNS and len(frame) == 1
+    assert frame[CONFIRM_COLUMNS].isna().all(axis=None)  # this study was never confirmed
     row = frame.iloc[0]
     best = study.best_trial
     assert row["study"] == "mnist-weight-decay" and row["trial"] == best.number
@@ -54,11 +55,11 @@ def test_export_best_adds_the_test_set_figure_of_the_best_trial_only(
     result = {"trial": best + 1, "test_loss": 0.25, "test_accuracy": 0.9312}
     study.set_user_attr("test_evaluation", result)
     assert run_cli(export.main, argv, capsys)[0] == 0
-    assert list(pd.read_csv(out).columns) == BEST_COLUMNS
+    assert list(pd.read_csv(out).columns) == BEST_COLUMNS + CONFIRM_COLUMNS
     study.set_user_attr("test_evaluation", result | {"trial": best})
     assert run_cli(export.main, argv, capsys)[0] == 0
     frame = pd.read_csv(out)
-    assert list(frame.columns) == [*BEST_COLUMNS, "test_accuracy", "test_loss"]
+    assert list(frame.columns) == [*BEST_COLUMNS, *CONFIRM_COLUMNS, "test_accuracy", "test_loss"]
     assert (frame.loc[0, "test_accuracy"], frame.loc[0, "test_loss"]) == (0.9312, 0.25)
 
 
@@ -75,7 +76,11 @@ def test_export_all_has_state_constraint_feasibility_and_timing(
     assert frame.loc[0, "pruned_reason"].startswith("infeasible: train accuracy")
     constraints = [t.constraints[CONSTRAINT] for t in study.trials]
     assert frame["constraint"].tolist() == pytest.approx(constraints)
-    assert frame["constraint"].tolist() == pytest.approx(frame["train_accuracy"] - 0.83)
+    # The trial stopped over the limit records where it would have ended, not where it stopped.
+    final = frame["projected_train_accuracy"].fillna(frame["train_accuracy"])
+    assert frame["constraint"].tolist() == pytest.approx((final - 0.83).tolist())
+    assert frame.loc[0, "projected_train_accuracy"] > frame.loc[0, "train_accuracy"]
+    assert frame["projected_train_accuracy"].iloc[1:].isna().all()
     assert (frame["duration_s"] > 0).all()
     assert pd.to_datetime(frame["datetime_start"]).notna().all()
     assert frame["epochs_run"].tolist() == [2, 3, 3]

@@ -189,6 +189,30 @@ class Heartbeat:
         self.due = now + self.every
 
 
+def awaits_first_result(study: optuna.Study, budget: int, k: int) -> bool:
+    """Whether the pool holds its last trials back until the study's first one completes.
+
+    Passes over a pool cost the same however many slots are full, so a slot left empty while
+    others train costs no time; but a trial asked before any trial completed is proposed
+    blind (its sampler knows only the trials stopped early). The last ``min(k // 2, budget //
+    3)`` trials of the budget wait for a first complete trial, so a 25-trial study spends
+    8 of them where the first results point. Never while nothing runs: then nothing would
+    ever complete.
+    """
+    reserve = min(k // 2, budget // 3)
+    if reserve == 0:
+        return False
+    trials = study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    )
+    states = {t.state for t in trials}
+    return (
+        TrialState.COMPLETE not in states
+        and TrialState.RUNNING in states
+        and len(trials) >= budget - reserve
+    )
+
+
 def run_pool(
     study: optuna.Study,
     config: StudyConfig,
@@ -231,7 +255,7 @@ def run_pool(
     def refill() -> bool:
         """Start one trial in a free slot if the budget has a place for it."""
         nonlocal asked
-        if len(pool) == k or deadline.passed():
+        if len(pool) == k or deadline.passed() or awaits_first_result(study, config.trials, k):
             return False
         # Beat first: a long pause since the last step (evaluation, callbacks) must not make
         # this worker's own trials look stale to the claim's stale-trial check.

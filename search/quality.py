@@ -1,0 +1,277 @@
+"""``python -m search.bench quality``: how close default studies get to their own optimum.
+
+    python -m search.bench quality                      # 5 studies of 50 trials, ~15 min
+    python -m search.bench quality --trials 25,50 --seeds 3 -- --sampler tpe
+
+First the ground truth, trained through the trial pool on the studies' own split and recipe:
+a coarse grid over the whole weight-decay range (one seed) finds the feasibility edge, and a
+dense grid across it (``--grid-points`` weight decays by ``--grid-seeds`` seeds) gives the
+grid optimum: the best mean validation accuracy among weight decays feasible in at least 80%
+of their seeds. Then ``--seeds`` studies per ``--trials``, each run as a user runs it
+(``python -m search.run`` in a process of its own, timed as a whole), with any flags after
+``--`` passed on. Prints a table and writes it as JSON. A benchmark, not a test: it takes
+minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from search.cli import Parser, add_data_dir_flag, positive_int
+from search.config import DEFAULTS, STUDIES_DIR, StudyConfig
+from search.errors import UserError
+
+GRID_SEED_KEY = 0x6121  # grid runs' seeds, apart from every study trial's and confirmation's
+OPTIMUM_FEASIBLE_FRACTION = 0.8
+
+
+class QualityError(UserError):
+    """The grid holds no edge to measure a study against."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="python -m search.bench quality",
+        description="Run default studies with several seeds and measure how far their best "
+        "feasible trial lands from the grid optimum of the same objective.",
+    )
+    parser.add_argument(
+        "--trials",
+        type=trial_counts,
+        default=str(DEFAULTS.trials),
+        metavar="N[,N...]",
+        help="study budgets to measure (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="studies per budget, with study seeds 0..N-1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--grid-points",
+        type=positive_int,
+        default=12,
+        metavar="N",
+        help="weight decays of the dense grid across the edge (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--grid-seeds",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="seeds per weight decay of the dense grid (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=STUDIES_DIR / "quality.json",
+        metavar="FILE",
+        help="where the JSON goes; the studies go beside it (default: %(default)s)",
+    )
+    add_data_dir_flag(parser)
+    parser.add_argument(
+        "run_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- FLAGS",
+        help="flags passed on to every `python -m search.run`, e.g. -- --sampler tpe",
+    )
+    return parser
+
+
+def trial_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be positive integers separated by commas, e.g. 25,50, got {text!r}"
+        )
+    return counts
+
+
+def grid_optimum(config: StudyConfig, points: int, seeds: int) -> dict[str, Any]:
+    """Find the edge on a coarse grid, then the optimum on a dense one across it."""
+    import numpy as np
+
+    from search.data.tasks import load_task
+    from search.training.grid import train_grid
+    from search.training.pool import default_parallel_trials
+    from search.training.seeds import derive_seed
+    from search.training.train import resolve_device, use_one_cpu_thread
+
+    device = resolve_device(config.device)
+    use_one_cpu_thread(device)
+    data = load_task(config, device)
+    capacity = default_parallel_trials(device)
+    limit = config.max_train_acc
+
+    def seed(index: int) -> int:
+        return derive_seed(config.seed, GRID_SEED_KEY, index)
+
+    coarse = [float(w) for w in np.geomspace(config.wd_low, config.wd_high, capacity)]
+    print(f"grid: {len(coarse)} weight decays over the whole range, to find the edge", flush=True)
+    rows = train_grid(data, config, [(w, seed(0)) for w in coarse], capacity)
+    feasible = [m is not None and m.train_accuracy <= limit for m in rows]
+    edge = next((i for i, ok in enumerate(feasible) if ok and i > 0 and not feasible[i - 1]), None)
+    if edge is None:
+        raise QualityError(
+            "the coarse grid found no feasible weight decay above an infeasible one between "
+            f"{config.wd_low:g} and {config.wd_high:g}: no edge to measure against"
+        )
+    dense = [float(w) for w in np.geomspace(coarse[edge - 1], coarse[edge], points)]
+    print(
+        f"grid: {points} weight decays from {dense[0]:.3g} to {dense[-1]:.3g} by {seeds} seeds",
+        flush=True,
+    )
+    runs = [(w, seed(s)) for w in dense for s in range(seeds)]
+    metrics = train_grid(
+        data, config, runs, capacity, lambda n: print(f"  {n}/{len(runs)}", flush=True)
+    )
+    table = []
+    for i, w in enumerate(dense):
+        mine = metrics[i * seeds : (i + 1) * seeds]
+        ok = [m for m in mine if m is not None]
+        table.append(
+            {
+                "weight_decay": w,
+                "feasible_fraction": sum(m.train_accuracy <= limit for m in ok) / seeds,
+                "val_accuracy_mean": statistics.fmean(m.val_accuracy for m in ok),
+                "train_accuracy_mean": statistics.fmean(m.train_accuracy for m in ok),
+            }
+        )
+    held = [row for row in table if row["feasible_fraction"] >= OPTIMUM_FEASIBLE_FRACTION]
+    best = max(held, key=lambda row: row["val_accuracy_mean"]) if held else None
+    return {"optimum": best, "dense": table}
+
+
+def run_study(trials: int, seed: int, storage: str, run_args: list[str]) -> dict[str, Any]:
+    """One study as a user runs it, timed as a whole; what it found."""
+    import optuna
+
+    from search.study.recommend import stored_recommendation
+    from search.study.sampling import is_feasible
+    from search.study.study import best_feasible_trial
+
+    name = f"quality-t{trials}-s{seed}"
+    command = [
+        sys.executable,
+        "-m",
+        "search.run",
+        "--trials",
+        str(trials),
+        "--seed",
+        str(seed),
+        "--study-name",
+        name,
+        "--storage",
+        storage,
+        *run_args,
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials_ = study.get_trials(deepcopy=False)
+    best = best_feasible_trial(study)
+    recommendation = stored_recommendation(study)
+    return {
+        "trials": trials,
+        "seed": seed,
+        "wall_s": round(wall, 1),
+        "best_val_accuracy": None if best is None else best.user_attrs["val_accuracy"],
+        "best_weight_decay": None if best is None else best.params["weight_decay"],
+        "stopped_infeasible": sum(
+            not is_feasible(t) and t.state.name == "PRUNED" for t in trials_
+        ),
+        "complete": sum(t.state.name == "COMPLETE" for t in trials_),
+        "recommendation": recommendation,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run_args = [a for a in args.run_args if a != "--"]
+    config = DEFAULTS.replace(data_dir=args.data_dir)
+    grid = grid_optimum(config, args.grid_points, args.grid_seeds)
+    optimum = grid["optimum"]
+    if optimum is None:
+        raise QualityError(
+            "no weight decay of the dense grid was feasible in 80% of its seeds: "
+            "raise --grid-points or --grid-seeds"
+        )
+    print(
+        f"grid optimum: weight_decay={optimum['weight_decay']:.4g} val_accuracy="
+        f"{optimum['val_accuracy_mean']:.4f} (mean of {args.grid_seeds} seeds)",
+        flush=True,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    database = args.out.with_suffix(".db")
+    database.unlink(missing_ok=True)
+    storage = f"sqlite:///{database}"
+    studies = []
+    header = (
+        f"{'trials':>6} {'seed':>4} {'best val':>8} {'to opt':>7} {'wd':>9} {'infeas':>6} "
+        f"{'complete':>8} {'wall s':>7}  recommended (feasible fraction, val mean)"
+    )
+    print(header)
+    for trials in args.trials:
+        for seed in range(args.seeds):
+            row = run_study(trials, seed, storage, run_args)
+            row["distance"] = (
+                None
+                if row["best_val_accuracy"] is None
+                else optimum["val_accuracy_mean"] - row["best_val_accuracy"]
+            )
+            studies.append(row)
+            print(format_row(row), flush=True)
+    summary = {}
+    for trials in args.trials:
+        distances = [
+            math.inf if r["distance"] is None else r["distance"]
+            for r in studies
+            if r["trials"] == trials
+        ]
+        walls = [r["wall_s"] for r in studies if r["trials"] == trials]
+        summary[str(trials)] = {
+            "median_distance": statistics.median(distances),
+            "worst_distance": max(distances),
+            "median_wall_s": statistics.median(walls),
+        }
+        median = statistics.median(distances)
+        print(
+            f"{trials} trials: distance to the optimum median {100 * median:.2f} points, "
+            f"worst {100 * max(distances):.2f}; median wall {statistics.median(walls):.0f} s"
+        )
+    report = {"grid": grid, "run_args": run_args, "studies": studies, "summary": summary}
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def format_row(row: dict[str, Any]) -> str:
+    rec = row["recommendation"]
+    recommended = (
+        "-"
+        if rec is None
+        else f"wd={rec['weight_decay']:.4g} ({rec['feasible_fraction']:.0%}, "
+        f"{rec['val_accuracy_mean']:.4f}){'' if rec['confirmed'] else ' unconfirmed'}"
+    )
+    if row["best_val_accuracy"] is None:
+        return f"{row['trials']:>6} {row['seed']:>4} {'none feasible':>26}"
+    return (
+        f"{row['trials']:>6} {row['seed']:>4} {row['best_val_accuracy']:>8.4f} "
+        f"{100 * row['distance']:>6.2f}p {row['best_weight_decay']:>9.3g} "
+        f"{row['stopped_infeasible']:>6} {row['complete']:>8} {row['wall_s']:>7.1f}  {recommended}"
+    )

@@ -1,0 +1,225 @@
+"""Seed confirmation: retrain the best few candidates with further seeds, side by side.
+
+Across seeds a trial's training and validation accuracy move by about 0.1 to 0.3 points, so a
+best trial on the feasibility edge can be feasible by its seed's luck, and a user who retrains
+it breaks the constraint. After the search, each candidate (``search.study.recommend
+.candidates``) is trained again with ``confirm_seeds`` seeds of its own, all of them at once
+in the trial pool, and ``search.study.recommend`` recommends the best one that holds.
+
+The runs are trials of a study beside the searched one (``<study>-confirm``), so a person can
+inspect them in the dashboard; they never count toward ``--trials`` and the sampler never sees
+them. A run already there for (candidate, seed index) is reused: a resumed study confirms only
+the candidates it has not confirmed before.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.config import StudyConfig
+from search.data.splits import Splits
+from search.study.objective import record_constraint, suggest_optimizer, suggest_weight_decay
+from search.study.recommend import Candidate, candidates, confirm_study_name, record_recommendation
+from search.study.storage import first_line
+from search.training.pool import TrialPool, check_recipe
+from search.training.seeds import derive_seed
+from search.training.train import DivergedError, EpochMetrics, init_model, train
+
+logger = logging.getLogger(__name__)
+
+CONFIRM_KEY = 0xC0F  # keeps confirmation seeds apart from every search trial's seed
+
+
+def confirmation_seed(study_seed: int, trial_number: int, replicate: int) -> int:
+    return derive_seed(study_seed, CONFIRM_KEY, trial_number, replicate)
+
+
+@dataclass
+class Run:
+    """One confirmation run: a candidate's weight decay (and other parameters), a new seed."""
+
+    trial: optuna.Trial
+    candidate: int
+    replicate: int
+    seed: int
+    weight_decay: float
+    optimizer: str
+    decay_biases: bool
+    history: list[EpochMetrics] = field(default_factory=list)
+
+
+def confirm(
+    study: optuna.Study,
+    config: StudyConfig,
+    data: Splits,
+    n_candidates: int,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
+    """Confirm the study's best ``n_candidates`` with ``config.confirm_seeds`` seeds each.
+
+    Returns the stored recommendation (``search.study.recommend.record_recommendation``), or
+    None when the study has no feasible trial to confirm.
+    """
+    chosen = candidates(study, n_candidates)
+    if not chosen or config.confirm_seeds == 0:
+        return None
+    confirm_study = optuna.create_study(
+        storage=study._storage,
+        study_name=confirm_study_name(study.study_name),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    done = finished_runs(confirm_study)
+    todo = [
+        (trial, r)
+        for trial in chosen
+        for r in range(config.confirm_seeds)
+        if (trial.number, r) not in done
+    ]
+    started = time.perf_counter()
+    if todo:
+        say(
+            f"confirming {len(chosen)} candidates with {config.confirm_seeds} seeds each: "
+            f"{len(todo)} runs of {config.epochs} epochs, not counted in --trials"
+        )
+        runs = [start_run(confirm_study, config, trial, r) for trial, r in todo]
+        try:
+            train_runs(runs, config, data)
+        except BaseException:
+            for run in runs:  # a re-run confirms them again
+                _fail_quietly(confirm_study, run.trial)
+            raise
+        for run in runs:
+            finish_run(confirm_study, run, config)
+        done = finished_runs(confirm_study)
+    seconds = time.perf_counter() - started
+    confirmed = [
+        Candidate.from_runs(
+            trial,
+            [
+                runs_of(confirm_study, done[(trial.number, r)])
+                for r in range(config.confirm_seeds)
+                if (trial.number, r) in done  # a diverged run failed: it counts as infeasible
+            ],
+            config.confirm_seeds,
+            config.max_train_acc,
+        )
+        for trial in chosen
+    ]
+    cost = {"confirm_runs": len(todo), "confirm_seconds": round(seconds, 1)}
+    return record_recommendation(study, confirmed, cost)
+
+
+def finished_runs(confirm_study: optuna.Study) -> dict[tuple[int, int], int]:
+    """(candidate trial, seed index) -> confirmation trial number, for the complete runs."""
+    return {
+        (t.user_attrs["confirms"], t.user_attrs["replicate"]): t.number
+        for t in confirm_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
+
+
+def runs_of(confirm_study: optuna.Study, number: int) -> tuple[float, float]:
+    attrs = confirm_study.get_trials(deepcopy=False)[number].user_attrs
+    return attrs["train_accuracy"], attrs["val_accuracy"]
+
+
+def start_run(
+    confirm_study: optuna.Study, config: StudyConfig, candidate: FrozenTrial, replicate: int
+) -> Run:
+    """A trial of the confirmation study with the candidate's parameters and a new seed."""
+    seed = confirmation_seed(config.seed, candidate.number, replicate)
+    confirm_study.enqueue_trial(
+        candidate.params,
+        user_attrs={"confirms": candidate.number, "replicate": replicate, "seed": seed},
+        skip_if_exists=False,
+    )
+    with warnings.catch_warnings():
+        # Optuna warns that heartbeats need study.optimize; a confirmation has none to keep.
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        trial = confirm_study.ask()
+    weight_decay = suggest_weight_decay(trial, config)
+    optimizer, decay_biases = suggest_optimizer(trial, config)
+    return Run(trial, candidate.number, replicate, seed, weight_decay, optimizer, decay_biases)
+
+
+def train_runs(runs: list[Run], config: StudyConfig, data: Splits) -> None:
+    """Every run's epochs: all at once in the pool where the recipe allows, else one by one."""
+    try:
+        check_recipe(config)
+        poolable = all(r.optimizer == config.optimizer for r in runs)
+    except ValueError:
+        poolable = False
+    if poolable:
+        pool = TrialPool(data, config, len(runs))
+        for key, run in enumerate(runs):
+            run.trial.set_user_attr("parallel_trials", len(runs))
+            pool.add(key, run.seed, run.weight_decay)
+        for _ in range(config.epochs):
+            if not len(pool):
+                break  # every run diverged
+            for key, result in pool.train_epoch().items():
+                _record_epoch(runs[key], result)
+                if isinstance(result, DivergedError):
+                    pool.remove(key)
+        return
+    for run in runs:
+        model = init_model(run.seed, data.train_x.device, config.task)
+        epochs = train(
+            model,
+            data,
+            run.weight_decay,
+            config,
+            run.seed,
+            optimizer=run.optimizer,
+            decay_biases=run.decay_biases,
+        )
+        try:
+            for metrics in epochs:
+                _record_epoch(run, metrics)
+        except DivergedError as error:
+            _record_epoch(run, error)
+
+
+def _record_epoch(run: Run, result: EpochMetrics | DivergedError) -> None:
+    if isinstance(result, DivergedError):
+        run.trial.set_user_attr("diverged", str(result))
+        return
+    run.history.append(result)
+    run.trial.report(result.val_accuracy, result.epoch)
+
+
+def finish_run(confirm_study: optuna.Study, run: Run, config: StudyConfig) -> None:
+    """Tell a run with its last epoch's numbers and its own constraint (a diverged run fails)."""
+    if not run.history or run.history[-1].epoch < config.epochs:
+        confirm_study.tell(run.trial, state=TrialState.FAIL)
+        return
+    last = run.history[-1]
+    value = last.train_accuracy - config.max_train_acc
+    record_constraint(run.trial, value)
+    for key, attr in {
+        "train_loss": last.train_loss,
+        "train_accuracy": last.train_accuracy,
+        "val_loss": last.val_loss,
+        "val_accuracy": last.val_accuracy,
+        "feasible": value <= 0,
+        "epochs_run": last.epoch,
+    }.items():
+        run.trial.set_user_attr(key, attr)
+    confirm_study.tell(run.trial, last.val_accuracy)
+
+
+def _fail_quietly(confirm_study: optuna.Study, trial: optuna.Trial) -> None:
+    try:
+        confirm_study.tell(trial, state=TrialState.FAIL)
+    except Exception as error:  # the storage may be what failed; report the original error
+        logger.warning(
+            "could not mark confirmation run %d failed: %s", trial.number, first_line(error)
+        )
