@@ -1,0 +1,133 @@
+"""Seed confirmation: which candidates are confirmed, which is recommended, and a real run
+that records its confirmation runs beside the study and reuses them when run again."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from search import export, run
+from search.config import StudyConfig
+from search.export import CONFIRM_COLUMNS
+from search.study.confirm import confirmation_seed
+from search.study.objective import projected_train_accuracy
+from search.study.recommend import (
+    Candidate,
+    candidates,
+    choose,
+    confirm_study_name,
+    recommended_trial,
+    stored_recommendation,
+)
+from search.training.seeds import trial_seed
+from search.training.train import EpochMetrics
+from tests.helpers import run_cli
+
+
+def candidate(trial: int, val: float, feasible_fraction: float) -> Candidate:
+    return Candidate(trial, 5e-3, 4, val, 0.001, 0.949, feasible_fraction)
+
+
+def test_choose_rejects_a_candidate_feasible_by_one_seeds_luck() -> None:
+    lucky = candidate(7, val=0.951, feasible_fraction=0.25)  # on the edge: 1 of 4 seeds held
+    solid = candidate(9, val=0.947, feasible_fraction=1.0)
+    assert choose([lucky, solid]) == (solid, True)
+
+
+def test_choose_takes_the_best_mean_among_those_that_hold() -> None:
+    held = [candidate(1, 0.946, 0.8), candidate(2, 0.948, 1.0), candidate(3, 0.950, 0.75)]
+    assert choose(held) == (held[1], True)
+
+
+def test_choose_with_no_candidate_that_holds_says_unconfirmed() -> None:
+    weak = [candidate(1, 0.950, 0.25), candidate(2, 0.949, 0.5)]
+    assert choose(weak) == (weak[1], False)
+
+
+def test_candidates_are_the_best_feasible_trials_spread_from_the_edge_inwards() -> None:
+    study = optuna.create_study(direction="maximize")
+    for weight_decay, value, violation in [
+        (4.0e-3, 0.960, 0.02),  # infeasible: never a candidate
+        (5.0e-3, 0.950, -0.001),
+        (5.1e-3, 0.949, -0.002),  # 2% from 5.0e-3: too close to confirm both
+        (6.0e-3, 0.945, -0.005),
+        (7.0e-3, 0.940, -0.010),
+        (9.0e-3, 0.930, -0.020),
+    ]:
+        study.add_trial(
+            create_trial(
+                params={"weight_decay": weight_decay},
+                distributions={"weight_decay": FloatDistribution(1e-6, 1e-1, log=True)},
+                value=value,
+                system_attrs={"constraints": [violation]},
+            )
+        )
+    chosen = [t.params["weight_decay"] for t in candidates(study, 3)]
+    assert chosen == [5.0e-3, 6.0e-3, 7.0e-3]
+
+
+def test_projected_train_accuracy_carries_the_last_gain_to_the_end() -> None:
+    def epochs(*accuracies: float) -> list[EpochMetrics]:
+        return [EpochMetrics(i + 1, 0.1, a, 0.1, 0.9, 1.0) for i, a in enumerate(accuracies)]
+
+    assert projected_train_accuracy(epochs(0.940, 0.951), 3) == pytest.approx(0.962)
+    assert projected_train_accuracy(epochs(0.900, 0.951), 10) == 1.0  # capped
+    assert projected_train_accuracy(epochs(0.951), 10) == 0.951  # one epoch: no gain known
+    assert projected_train_accuracy(epochs(0.96, 0.95), 10) == 0.95  # never below measured
+
+
+@pytest.mark.slow
+def test_run_confirms_its_best_candidates_beside_the_study(
+    tiny_config: StudyConfig, tmp_path, capsys
+) -> None:
+    argv = [
+        "--storage", tiny_config.storage_url, "--data-dir", str(tiny_config.data_dir),
+        "--subset", "2000", "--epochs", "2", "--trials", "6", "--wd-low", "1e-3",
+        "--max-train-acc", "0.99", "--confirm-seeds", "2", "--confirm-candidates", "2",
+    ]  # fmt: skip
+    status, out, _ = run_cli(run.main, argv, capsys)
+    assert status == 0
+    study = optuna.load_study(study_name=tiny_config.study_name, storage=tiny_config.storage_url)
+    confirm = optuna.load_study(
+        study_name=confirm_study_name(study.study_name), storage=tiny_config.storage_url
+    )
+    runs = confirm.get_trials(states=(TrialState.COMPLETE,))
+    chosen = candidates(study, 2)
+    assert len(chosen) == 2 and len(runs) == 4
+    # Each candidate's weight decay, with seeds of their own, never any search trial's.
+    assert sorted((r.user_attrs["confirms"], r.user_attrs["replicate"]) for r in runs) == sorted(
+        (t.number, i) for t in chosen for i in range(2)
+    )
+    for r in runs:
+        source = study.trials[r.user_attrs["confirms"]]
+        assert r.params == source.params
+        assert r.user_attrs["seed"] == confirmation_seed(
+            0, source.number, r.user_attrs["replicate"]
+        )
+        assert r.user_attrs["seed"] not in {trial_seed(0, t.number) for t in study.trials}
+        assert r.user_attrs["feasible"] == (r.user_attrs["train_accuracy"] <= 0.99)
+    stored = stored_recommendation(study)
+    assert stored is not None and stored["confirm_runs"] == 4
+    mine = [r for r in runs if r.user_attrs["confirms"] == stored["trial"]]
+    assert stored["val_accuracy_mean"] == pytest.approx(
+        sum(r.user_attrs["val_accuracy"] for r in mine) / 2
+    )
+    assert recommended_trial(study).number == stored["trial"]
+    assert f"recommended trial #{stored['trial']}" in out and "not counted in --trials" in out
+
+    out_csv = tmp_path / "best.csv"
+    assert run_cli(export.main, ["--storage", tiny_config.storage_url, "--out", str(out_csv)],
+                   capsys)[0] == 0  # fmt: skip
+    row = pd.read_csv(out_csv).iloc[0]
+    assert row["trial"] == stored["trial"] and row["confirm_seeds"] == 2
+    assert not any(math.isnan(row[c]) for c in CONFIRM_COLUMNS if c != "confirmed")
+
+    # The same command again: nothing to train, nothing to confirm again.
+    status, out, _ = run_cli(run.main, argv, capsys)
+    assert status == 0 and "already holds" in out and "confirming" not in out
+    assert len(confirm.get_trials()) == 4

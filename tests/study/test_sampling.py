@@ -1,0 +1,142 @@
+"""The edge sampler, the constrained pruner and the held-back trials, on cheap objectives
+whose feasibility edge is known: no training, so each runs in well under a second."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from search.study.drive import awaits_first_result
+from search.study.sampling import ConstrainedMedianPruner, EdgeSampler, best_feasible
+
+EDGE = 3e-3  # the cheap objective is feasible from here up
+SPACE = FloatDistribution(1e-6, 1e-1, log=True)
+
+
+def edge_objective(trial: optuna.Trial) -> float:
+    """Like the real one: the score falls as weight decay rises, feasible from EDGE up."""
+    weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True)
+    trial.set_constraint("train_accuracy", math.log10(EDGE / weight_decay))
+    return -math.log10(weight_decay)
+
+
+def edge_sampler(seed: int = 0, n_startup: int = 10) -> EdgeSampler:
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        startup = optuna.samplers.QMCSampler(scramble=True, seed=seed)
+    return EdgeSampler(optuna.samplers.TPESampler(seed=seed), startup, n_startup)
+
+
+def finished(weight_decay: float, value: float, violation: float, **params: object):
+    """A complete trial at ``weight_decay`` with the given value and constraint value."""
+    distributions = {"weight_decay": SPACE}
+    for name, choice in params.items():
+        distributions[name] = CategoricalDistribution(["adam", "sgd"])
+        assert choice in ("adam", "sgd")
+    return create_trial(
+        params={"weight_decay": weight_decay, **params},
+        distributions=distributions,
+        value=value,
+        system_attrs={"constraints": [violation]},
+    )
+
+
+def study_with(*trials, sampler=None) -> optuna.Study:
+    study = optuna.create_study(direction="maximize", sampler=sampler or edge_sampler())
+    for trial in trials:
+        study.add_trial(trial)
+    return study
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_edge_sampler_lands_on_a_known_edge_where_tpe_does_not(seed: int) -> None:
+    edge = study_with(sampler=edge_sampler(seed))
+    edge.optimize(edge_objective, n_trials=25)
+    tpe = study_with(sampler=optuna.samplers.TPESampler(seed=seed))
+    tpe.optimize(edge_objective, n_trials=25)
+    found = best_feasible(edge)
+    assert found is not None
+    # Bisection stops at 0.5% of the log range: 6% of the weight decay.
+    assert EDGE <= found.params["weight_decay"] <= EDGE * 1.07
+    baseline = best_feasible(tpe)
+    assert baseline is not None and baseline.params["weight_decay"] > EDGE * 1.07
+
+
+def test_edge_sampler_spreads_trials_asked_together_over_the_bracket() -> None:
+    study = study_with(
+        finished(4e-3, 2.4, -0.1), finished(2e-3, 2.7, 0.2), sampler=edge_sampler(n_startup=0)
+    )
+    asked = [study.ask().suggest_float("weight_decay", 1e-6, 1e-1, log=True) for _ in range(3)]
+    assert all(2e-3 < value < 4e-3 for value in asked)
+    assert len(set(asked)) == 3
+    assert asked[0] == pytest.approx(math.sqrt(2e-3 * 4e-3))  # the bracket's middle, in log
+
+
+def test_edge_sampler_leaves_an_interior_optimum_to_its_base() -> None:
+    sampler = edge_sampler()
+    interior = study_with(
+        finished(1e-3, 1.0, -0.1), finished(4e-3, 3.0, -0.1), finished(1e-2, 2.0, -0.1)
+    )
+    assert sampler.edge_proposal(interior, {"weight_decay": SPACE}) is None
+    on_edge = study_with(finished(1e-3, 4.0, 0.1), finished(4e-3, 3.0, -0.1))
+    proposal = sampler.edge_proposal(on_edge, {"weight_decay": SPACE})
+    assert proposal is not None and 1e-3 < proposal["weight_decay"] < 4e-3
+
+
+def test_edge_sampler_stops_splitting_below_its_resolution() -> None:
+    narrow = study_with(finished(3.0e-3, 2.5, -0.1), finished(2.9e-3, 2.6, 0.1))
+    assert edge_sampler().edge_proposal(narrow, {"weight_decay": SPACE}) is None
+
+
+def test_edge_sampler_brackets_among_trials_with_the_best_ones_other_parameters() -> None:
+    study = study_with(
+        finished(4e-3, 3.0, -0.1, optimizer="adam"),
+        finished(3e-3, 3.5, 0.1, optimizer="sgd"),  # another optimizer: no bracket with it
+        finished(1e-3, 4.0, 0.2, optimizer="adam"),
+    )
+    space = {"weight_decay": SPACE, "optimizer": CategoricalDistribution(["adam", "sgd"])}
+    proposal = edge_sampler().edge_proposal(study, space)
+    assert proposal is not None and proposal["optimizer"] == "adam"
+    assert proposal["weight_decay"] == pytest.approx(math.sqrt(1e-3 * 4e-3))
+
+
+def test_constrained_median_pruner_judges_against_feasible_trials_only() -> None:
+    def complete(value: float, violation: float):
+        trial = finished(4e-3, value, violation)
+        trial.intermediate_values = {5: value}
+        return trial
+
+    # Near the edge the infeasible trials score best at every epoch.
+    trials = [complete(0.99, 0.05) for _ in range(3)] + [complete(0.90, -0.01) for _ in range(3)]
+    ours = ConstrainedMedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    optunas = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    verdicts = {}
+    for score in (0.93, 0.85):
+        study = study_with(*trials)
+        trial = study.ask()
+        trial.report(score, 5)
+        frozen = study._storage.get_trial(trial._trial_id)
+        verdicts[score] = (ours.prune(study, frozen), optunas.prune(study, frozen))
+    assert verdicts[0.93] == (False, True)  # feasible and above the feasible median: kept
+    assert verdicts[0.85] == (True, True)
+
+
+def test_pool_holds_its_last_trials_back_until_a_first_result() -> None:
+    study = optuna.create_study(direction="maximize")
+    running = [study.ask() for _ in range(16)]
+    # 25 trials, 16 slots: the last min(16 // 2, 25 // 3) = 8 wait for a first complete trial.
+    assert not awaits_first_result(study, budget=25, k=16)
+    study.ask()
+    assert awaits_first_result(study, budget=25, k=16)
+    study.tell(running[0], 0.9)
+    assert not awaits_first_result(study, budget=25, k=16)
+
+
+def test_pool_never_holds_back_when_nothing_runs() -> None:
+    study = optuna.create_study(direction="maximize")
+    for trial in [study.ask() for _ in range(20)]:
+        study.tell(trial, state=TrialState.PRUNED)  # every first trial stopped early
+    assert not awaits_first_result(study, budget=25, k=16)
