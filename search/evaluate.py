@@ -29,7 +29,7 @@ from search.cli import Parser, add_data_dir_flag, add_study_flags, run_command, 
 from search.config import DEVICES
 from search.study.artifacts import MODEL_ATTR, add_artifacts_flag, artifact_store
 from search.study.results import TEST_ATTR, record_test_result
-from search.study.study import best_feasible_trial, load_existing_study
+from search.study.study import load_existing_study, recommended_trial
 
 if TYPE_CHECKING:
     import torch
@@ -128,7 +128,7 @@ def replay_command(
     from search.study.verify import EvaluateError, replay_trial
 
     if number is None:
-        best = best_feasible_trial(study)
+        best = recommended_trial(study)
         if best is None:
             raise EvaluateError(
                 f"study {study.study_name!r} has no feasible complete trial: pass --trial N"

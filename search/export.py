@@ -22,7 +22,7 @@ from search.errors import UserError
 from search.study.budget import FINISHED
 from search.study.notes import CONSTRAINT
 from search.study.results import stored_test_result
-from search.study.study import best_feasible_trial, load_existing_study
+from search.study.study import load_existing_study, recommended_trial
 
 # The columns of the one-row best-configuration CSV, in order.
 BEST_COLUMNS = [
@@ -90,7 +90,7 @@ def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
 
 
 def best_frame(study: optuna.Study) -> pd.DataFrame:
-    best = best_feasible_trial(study)
+    best = recommended_trial(study)
     if best is None:
         if not study.get_trials(deepcopy=False, states=FINISHED):
             raise ExportError(f"study {study.study_name!r} has no finished trial: run it first")

@@ -22,7 +22,7 @@ from search.config import STUDIES_DIR
 from search.study.figures import STYLES, ReportError, ReportFigure, figures, records
 from search.study.results import stored_test_result
 from search.study.storage import masked
-from search.study.study import best_feasible_trial, load_existing_study
+from search.study.study import load_existing_study, recommended_trial
 
 
 def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
@@ -52,7 +52,7 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
         ("constraint", f"final training accuracy ≤ {config.get('max_train_acc')}"),
         ("validation", str(config.get("validation"))),
     ]
-    best = best_feasible_trial(study)
+    best = recommended_trial(study)
     if best is None:
         rows.append(("best feasible trial", "none: no trial met the constraint"))
         return rows

@@ -26,7 +26,7 @@ from search.config import StudyConfig
 from search.errors import UserError
 from search.study.budget import FINISHED
 from search.study.results import stored_test_result
-from search.study.study import best_feasible_trial
+from search.study.study import recommended_trial
 
 FIGSIZE = (9.0, 5.5)  # inches; at DPI, 1350 x 825 pixels: legible on a laptop screen
 DPI = 150
@@ -331,7 +331,7 @@ def figures(study: optuna.Study) -> list[ReportFigure]:
         raise ReportError(f"study {study.study_name!r} has no finished trial yet: run it first")
     config = study.user_attrs.get("config", {})
     limit = config.get("max_train_acc", StudyConfig().max_train_acc)
-    best = best_feasible_trial(study)
+    best = recommended_trial(study)
     out = [
         ReportFigure(
             "optimization_history.png",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -145,15 +146,19 @@ class Objective:
         config: StudyConfig,
         data: Splits,
         artifact_store: FileSystemArtifactStore | None = None,
+        on_epoch: Callable[[int, int], None] | None = None,
     ) -> None:
         self.config = config
         self.data = data
         self.artifact_store = artifact_store
+        self.on_epoch = on_epoch  # told (trial number, epochs done): a progress display
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = self.config
         started = time.perf_counter()
         weight_decay, seed = begin_trial(trial, config)
+        if self.on_epoch is not None:
+            self.on_epoch(trial.number, 0)
         optimizer, decay_biases = suggest_optimizer(trial, config)
         model = init_model(seed, self.data.train_x.device, config.task)
         history: list[EpochMetrics] = []
@@ -169,6 +174,8 @@ class Objective:
         try:
             for metrics in epochs:
                 history.append(metrics)
+                if self.on_epoch is not None:
+                    self.on_epoch(trial.number, metrics.epoch)
                 reason = end_epoch(trial, history, config, started)
                 if reason is not None:
                     raise optuna.TrialPruned(reason)

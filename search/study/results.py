@@ -10,7 +10,7 @@ import optuna
 from optuna_dashboard import save_note
 
 from search.study.notes import best_feasible_note
-from search.study.study import best_feasible_trial, record_best_feasible
+from search.study.study import recommended_trial, record_best_feasible
 
 TEST_ATTR = "test_evaluation"  # the study user attribute that holds the test-set result
 
@@ -41,7 +41,7 @@ def stored_test_result(study: optuna.Study) -> dict[str, Any] | None:
     A resumed study may have found a better trial since; its old test figure is then stale.
     """
     result = study.user_attrs.get(TEST_ATTR)
-    best = best_feasible_trial(study)
+    best = recommended_trial(study)
     if result is None or best is None or result.get("trial") != best.number:
         return None
     return result

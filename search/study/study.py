@@ -17,7 +17,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from optuna_dashboard import save_note
 
-from search.config import StudyConfig
+from search.config import RUN_SETTINGS, StudyConfig, flag_of
 from search.study.budget import FINISHED
 from search.study.notes import best_feasible_note
 from search.study.storage import StudyError, make_storage, masked
@@ -27,6 +27,8 @@ from search.training.seeds import derive_seed
 # trial on its first epochs, where a strongly regularised trial that learns slowly but ends well
 # would look worse than the trials that finished. The warm-up is 30% of a trial's epochs and at
 # least 3 epochs: 3 of the seed's 10, 90 of a 300-epoch run on the small synthetic table.
+RUN_ATTR = "run_settings"  # the study user attribute that holds RUN_SETTINGS
+
 MEDIAN_STARTUP_TRIALS = 5
 MEDIAN_WARMUP_EPOCHS = 3
 MEDIAN_WARMUP_FRACTION = 0.3
@@ -86,6 +88,18 @@ def load_existing_study(study_name: str, storage: str | None) -> optuna.Study:
     return optuna.load_study(study_name=study_name, storage=rdb)
 
 
+def peek_settings(url: str, study_name: str) -> dict[str, Any] | None:
+    """The settings study ``study_name`` stored (``stored_settings``), or None if there is no
+    such study; creates nothing, not even an empty SQLite file."""
+    database = sqlalchemy.engine.make_url(url).database if url.startswith("sqlite") else None
+    if database and database != ":memory:" and not Path(database).is_file():
+        return None
+    storage = make_storage(url)
+    if study_name not in [s.study_name for s in storage.get_all_studies()]:
+        return None
+    return stored_settings(optuna.load_study(study_name=study_name, storage=storage))
+
+
 def find_study(storage: RDBStorage, config: StudyConfig) -> optuna.Study | None:
     """The existing study of this name, checked against ``config``; None if there is none."""
     names = [s.study_name for s in storage.get_all_studies()]
@@ -104,15 +118,42 @@ def find_study(storage: RDBStorage, config: StudyConfig) -> optuna.Study | None:
             "maximized objective (this search maximizes validation accuracy); "
             "choose another --study-name"
         )
-    recorded = study.user_attrs.get("config", {})
-    for key, value in config.recorded().items():
-        if key in recorded and recorded[key] != value:
-            flag = "--" + key.replace("_", "-")
-            raise StudyError(
-                f"study {config.study_name!r} was created with {flag} {recorded[key]}, got "
-                f"{value}: resume it with its own settings or choose another --study-name"
-            )
+    check_settings(config.study_name, study.user_attrs.get("config", {}), config.recorded())
     return study
+
+
+def check_settings(name: str, stored: dict[str, Any], given: dict[str, Any]) -> None:
+    """Refuse settings that contradict the ones study ``name`` stored, all in one line.
+
+    Args:
+        stored: the study's ``config`` user attribute (``StudyConfig.recorded()`` at creation).
+        given: the settings asked for now, by field name.
+
+    Raises:
+        StudyError: one or more differ; the message lists every one with both values.
+    """
+    differ = [
+        f"{flag_of(key)} {stored[key]} (got {value})"
+        for key, value in given.items()
+        if key in stored and stored[key] != value
+    ]
+    if differ:
+        raise StudyError(
+            f"study {name!r} was created with {', '.join(differ)}: leave these flags out to "
+            "resume it with its own settings, or choose another --study-name"
+        )
+
+
+def stored_settings(study: optuna.Study) -> dict[str, Any]:
+    """What a study stored of its settings: its recorded config and its run settings."""
+    return {**study.user_attrs.get(RUN_ATTR, {}), **study.user_attrs.get("config", {})}
+
+
+def record_run_settings(study: optuna.Study, config: StudyConfig) -> None:
+    """Store the budget, sampler and pruner this run uses: the next resume's defaults."""
+    settings = {key: getattr(config, key) for key in RUN_SETTINGS}
+    if study.user_attrs.get(RUN_ATTR) != settings:
+        study.set_user_attr(RUN_ATTR, settings)
 
 
 def create_study(
@@ -142,12 +183,15 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=FINISHED)
 
 
-def best_feasible_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The complete, feasible trial with the highest validation accuracy, if any.
+def recommended_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The trial the study recommends, or None: the one place that decides which.
 
-    Optuna's ``study.best_trial`` already skips infeasible trials; this only turns its
-    "nothing yet" errors into None.
+    Today the complete, feasible trial with the highest validation accuracy. Everything that
+    names "the" result (the run's summary, the best export, the report, evaluate, ``load_best``)
+    asks this function, so a change of rule is one change here.
     """
+    # Optuna's ``study.best_trial`` already skips infeasible trials; this only turns its
+    # "nothing yet" errors into None.
     try:
         return study.best_trial
     except ValueError:
@@ -160,7 +204,7 @@ def record_best_feasible(study: optuna.Study) -> None:
     optuna-dashboard's Best Trial card ignores feasibility, so the study's note (shown at the
     top of its page) names the best feasible trial too.
     """
-    best = best_feasible_trial(study)
+    best = recommended_trial(study)
     if (
         best is None
         or study.user_attrs.get("best_feasible_trial", {}).get("number") == best.number

@@ -26,7 +26,7 @@ from search.config import StudyConfig
 from search.data.mnist import load_splits, load_test
 from search.errors import UserError
 from search.study.artifacts import MODEL_ATTR, ArtifactError, load_model, load_state_dict
-from search.study.study import best_feasible_trial
+from search.study.study import recommended_trial
 from search.training.pool import TrialPool
 from search.training.seeds import trial_seed
 from search.training.train import DivergedError, evaluate, init_model, train
@@ -47,7 +47,7 @@ def score_best_trial(
         The ``test_evaluation`` record: trial number, test loss and accuracy, test images,
         and whether the trial was selected on the test set itself.
     """
-    best = best_feasible_trial(study)
+    best = recommended_trial(study)
     if best is None:
         raise EvaluateError(
             f"study {study.study_name!r} has no feasible complete trial to evaluate: "
