@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --replay: the trial to replay (default: the best feasible trial)",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="with --replay: no progress display (a bar on a terminal, a line per epoch "
+        "elsewhere)",
+    )
     return parser
 
 
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     use_one_cpu_thread(device)  # as the study trained: thread count can change CPU sums
     if args.replay:
-        return replay_command(study, args.trial, store, args.data_dir, device)
+        return replay_command(study, args.trial, store, args.data_dir, device, args.quiet)
     return evaluate_command(study, store, args.data_dir, device)
 
 
@@ -124,6 +130,7 @@ def replay_command(
     store: FileSystemArtifactStore,
     data_dir: Path,
     device: torch.device,
+    quiet: bool = False,
 ) -> int:
     from search.study.verify import EvaluateError, replay_trial
 
@@ -134,7 +141,7 @@ def replay_command(
                 f"study {study.study_name!r} has no feasible complete trial: pass --trial N"
             )
         number = best.number
-    mismatch, path = replay_trial(study, number, store, data_dir, device)
+    mismatch, path = replay_trial(study, number, store, data_dir, device, quiet)
     through = "" if path is None else f" (replayed through {path})"
     if mismatch is not None:
         print(f"trial {number}: NOT reproduced on {device}: {mismatch}{through}")

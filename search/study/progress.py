@@ -196,8 +196,8 @@ class StudyProgress:
 class Steps:
     """A bar over the steps of a long command (replay epochs, seed runs); lines off a terminal.
 
-    ``step`` advances it by one with a short text; off a terminal each step is one line on
-    ``out``, and ``quiet`` prints nothing.
+    ``step`` advances it by one with a short text; off a terminal every tenth of the steps is
+    one line on ``out`` (stderr unless told), and ``quiet`` prints nothing.
     """
 
     def __init__(self, total: int, what: str, quiet: bool = False, out: TextIO | None = None):
@@ -207,6 +207,7 @@ class Steps:
         self.count = 0
         self.started = time.perf_counter()
         self.quiet = quiet
+        self.every = max(1, total // 10)  # off a terminal, about ten lines in all
         self.bar: tqdm | None = None
         if not quiet and self.out.isatty():
             self.bar = tqdm(total=total, desc=what, file=self.out, unit="epoch", leave=False)
@@ -223,7 +224,7 @@ class Steps:
         if self.bar is not None:
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.update()
-        elif not self.quiet:
+        elif not self.quiet and (self.count % self.every == 0 or self.count == self.total):
             elapsed = time.perf_counter() - self.started
             print(
                 f"{self.what}: {self.count}/{self.total} {text} ({elapsed:.0f}s)",
