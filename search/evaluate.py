@@ -146,10 +146,12 @@ def replay_command(
     if mismatch is not None:
         print(f"trial {number}: NOT reproduced on {device}: {mismatch}{through}")
         return 1
-    attrs = study.trials[number].user_attrs
-    weights = ", and so do its final weights" if MODEL_ATTR in attrs else ""
+    from search.study.history import trial_history
+
+    trial = study.trials[number]
+    weights = ", and so do its final weights" if MODEL_ATTR in trial.user_attrs else ""
     print(
-        f"trial {number}: reproduced on {device}: the metrics of all {len(attrs['history'])} "
+        f"trial {number}: reproduced on {device}: the metrics of all {len(trial_history(trial))} "
         f"epochs equal the recorded ones{weights}{through}"
     )
     return 0

@@ -3,8 +3,8 @@
     python -m search.report --study-name mnist-weight-decay   # -> studies/<name>-report/
 
 For those who want pictures without a server. Every number comes from what the trials stored
-(``history``, ``train_accuracy``, ``val_accuracy``, ``feasible``, the constraint), nothing is
-retrained.
+(the per-epoch history, ``train_accuracy``, ``val_accuracy``, ``feasible``, the constraint),
+nothing is retrained.
 
 The figures themselves are drawn by ``search.study.figures``.
 """

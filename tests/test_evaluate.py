@@ -19,6 +19,7 @@ from search.config import StudyConfig
 from search.data.mnist import load_splits, load_test
 from search.evaluate import TEST_ATTR
 from search.study.artifacts import ArtifactError, artifact_dir, load_model
+from search.study.history import trial_history
 from search.study.storage import make_storage
 from search.study.study import create_study
 from search.study.verify import first_mismatch
@@ -203,7 +204,7 @@ def test_replay_reproduces_every_recorded_metric(
     argv = [*flags(tiny_config), "--replay"] + ([] if trial is None else ["--trial", str(trial)])
     status, out, err = run_cli(evaluate.main, argv, capsys)
     number = study.best_trial.number if trial is None else trial
-    epochs = len(study.trials[number].user_attrs["history"])
+    epochs = len(trial_history(study.trials[number]))
     assert status == 0, out + err
     assert f"trial {number}: reproduced on cpu: the metrics of all {epochs} epochs" in out
     assert weights in out
@@ -232,11 +233,11 @@ def test_replay_names_the_first_metric_that_differs(
     study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
 ) -> None:
     # Change one recorded number in the database, as a different machine's run would.
-    history = study.trials[1].user_attrs["history"]
-    history[1]["val_loss"] += 1e-9
+    history = study.trials[1].system_attrs["history"]  # columns: search.study.history
+    history["val_loss"][1] += 1e-9
     with sqlite3.connect(tmp_path / "study.db") as db:
         db.execute(
-            "UPDATE trial_user_attributes SET value_json = ? WHERE key = 'history' AND "
+            "UPDATE trial_system_attributes SET value_json = ? WHERE key = 'history' AND "
             "trial_id = (SELECT trial_id FROM trials WHERE number = 1)",
             (json.dumps(history),),
         )

@@ -13,6 +13,7 @@ from search import report
 from search.config import StudyConfig
 from search.data.splits import Splits
 from search.study.figures import DPI, FIGSIZE, figures
+from search.study.history import trial_history
 from tests.helpers import enqueued_study, run_cli
 
 LIMIT = 0.83  # between what 2,000 images reach in 3 epochs with weak and with strong decay
@@ -91,7 +92,7 @@ def test_report_learning_curves_end_pruned_trials_early(study: optuna.Study) -> 
     curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
     assert [list(line.get_xdata()) for line in curves] == [[1, 2], [1, 2, 3], [1, 2, 3]]
     for line, trial in zip(curves, study.trials, strict=True):
-        recorded = [row["val_accuracy"] for row in trial.user_attrs["history"]]
+        recorded = [row["val_accuracy"] for row in trial_history(trial)]
         assert list(line.get_ydata()) == recorded
     assert figure.axes[1].get_ylabel() == "weight decay (log scale)"  # the colour bar
 
@@ -104,7 +105,7 @@ def test_report_best_trial_shows_loss_and_accuracy_per_epoch(study: optuna.Study
     assert loss_ax.get_ylabel() == "loss (cross-entropy, nats)"
     assert accuracy_ax.get_ylabel() == "accuracy (%)"
     validation = accuracy_ax.get_lines()[1]
-    assert list(validation.get_ydata()) == [r["val_accuracy"] for r in best.user_attrs["history"]]
+    assert list(validation.get_ydata()) == [r["val_accuracy"] for r in trial_history(best)]
 
 
 def test_report_without_a_feasible_trial_has_no_best_trial_figure(

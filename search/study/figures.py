@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.config import StudyConfig
 from search.errors import UserError
 from search.study.budget import FINISHED
+from search.study.history import trial_history
 from search.study.results import stored_test_result
 from search.study.study import recommended_trial
 
@@ -69,7 +70,8 @@ def records(study: optuna.Study) -> list[TrialRecord]:
     out = []
     for trial in study.get_trials(deepcopy=False, states=FINISHED):
         attrs = trial.user_attrs
-        if "val_accuracy" not in attrs or not attrs.get("history"):
+        history = trial_history(trial)
+        if "val_accuracy" not in attrs or not history:
             continue
         out.append(
             TrialRecord(
@@ -79,7 +81,7 @@ def records(study: optuna.Study) -> list[TrialRecord]:
                 feasible=bool(attrs.get("feasible")),
                 val_accuracy=attrs["val_accuracy"],
                 train_accuracy=attrs["train_accuracy"],
-                history=attrs["history"],
+                history=history,
             )
         )
     return out
@@ -269,7 +271,7 @@ def plot_learning_curves(trials: list[TrialRecord], epochs: int | None) -> Figur
 
 def plot_best_trial(best: FrozenTrial, limit: float, tested: dict[str, Any] | None) -> Figure:
     """The best feasible trial's loss and accuracy per epoch, training and validation."""
-    history = best.user_attrs["history"]
+    history = trial_history(best)
     figure, (loss_ax, acc_ax) = new_figure(
         f"Best feasible trial #{best.number} (weight decay {best.params['weight_decay']:.3g})",
         ncols=2,

@@ -17,6 +17,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from search.config import OPTIMIZERS, StudyConfig
 from search.data.splits import Splits
 from search.study.artifacts import save_model
+from search.study.history import store_history
 from search.study.notes import CONSTRAINT, save_history_note
 from search.training.seeds import trial_seed
 from search.training.train import DivergedError, EpochMetrics, init_model, train
@@ -106,7 +107,7 @@ def end_epoch(
     """
     metrics = history[-1]
     trial.report(metrics.val_accuracy, metrics.epoch)
-    trial.set_user_attr("history", [m.as_dict() for m in history])
+    store_history(trial, [m.as_dict() for m in history])
     reason = stop_reason(trial, metrics, config)
     if reason is not None:
         record_outcome(trial, history, config, started, pruned_reason=reason)

@@ -27,6 +27,7 @@ from search.data.mnist import load_splits, load_test
 from search.data.splits import Splits
 from search.errors import UserError
 from search.study.artifacts import MODEL_ATTR, ArtifactError, load_model, load_state_dict
+from search.study.history import trial_history
 from search.study.progress import Steps
 from search.study.study import recommended_trial
 from search.training.pool import TrialPool
@@ -106,7 +107,7 @@ def replay(
     (see ``TrialPool``), so this gives them bit for bit. Any other trial goes through
     ``search.training.train.train``, as ``search.study.objective`` trained it.
     """
-    recorded = trial.user_attrs.get("history") or []
+    recorded = trial_history(trial)
     seed = trial_seed(config.seed, trial.number)
     data = load_splits(config.data_dir, config.validation, config.subset, device)
     capacity = int(trial.user_attrs.get("parallel_trials", 1))
@@ -206,7 +207,7 @@ def replay_trial(
             f"--trial {number} is {trial.state.name}: only finished (complete or pruned) "
             "trials have a record to replay against"
         )
-    recorded = trial.user_attrs.get("history") or []
+    recorded = trial_history(trial)
     if not recorded:
         raise EvaluateError(f"--trial {number} recorded no epoch: there is nothing to compare")
     config = replay_config(study, trial, data_dir)
