@@ -17,10 +17,11 @@ from optuna_dashboard import get_note
 from search import evaluate, export, report, run
 from search.config import StudyConfig
 from search.data.mnist import load_splits, load_test
+from search.data.splits import Splits
 from search.evaluate import TEST_ATTR
 from search.study.artifacts import ArtifactError, artifact_dir, load_model
 from search.study.history import trial_history
-from search.study.storage import make_storage
+from search.study.storage import StudyError, make_storage
 from search.study.study import create_study
 from search.study.verify import first_mismatch
 from search.training.train import evaluate as score
@@ -276,3 +277,31 @@ def test_load_model_gives_the_weights_the_trial_ended_with(
     )
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
     assert model(torch.zeros(2, 784)).shape == (2, 10)
+
+
+def test_load_best_returns_the_recommended_trials_model_in_eval_mode(
+    study: optuna.Study, tiny_config: StudyConfig, tiny_splits: Splits
+) -> None:
+    from search import load_best
+    from search.study.study import recommended_trial
+
+    model = load_best(tiny_config.study_name, storage=tiny_config.storage_url, device="cpu")
+    best = recommended_trial(study)
+    assert best is not None and model.trial_number == best.number
+    assert not model.training and next(model.parameters()).device.type == "cpu"
+    assert (model.config.subset, model.config.epochs, model.config.max_train_acc) == (
+        2000,
+        3,
+        0.83,
+    )
+    assert model.params == best.params and model.val_accuracy == best.value
+    # The very weights the trial was scored with: its validation accuracy comes back.
+    _, accuracy = score(model, tiny_splits.val_x, tiny_splits.val_y)
+    assert accuracy == pytest.approx(best.value, abs=1e-9)
+
+
+def test_load_best_says_when_there_is_no_study(tmp_path: Path) -> None:
+    from search import load_best
+
+    with pytest.raises(StudyError, match="no study database"):
+        load_best("nothing-here", storage=f"sqlite:///{tmp_path / 'none.db'}")
