@@ -91,9 +91,11 @@ def load_existing_study(study_name: str, storage: str | None) -> optuna.Study:
 def peek_settings(url: str, study_name: str) -> dict[str, Any] | None:
     """The settings study ``study_name`` stored (``stored_settings``), or None if there is no
     such study; creates nothing, not even an empty SQLite file."""
-    database = sqlalchemy.engine.make_url(url).database if url.startswith("sqlite") else None
-    if database and database != ":memory:" and not Path(database).is_file():
-        return None
+    if url.startswith("sqlite"):
+        database = sqlalchemy.engine.make_url(url).database
+        # In memory, or not there yet: no study before this process makes one.
+        if not database or database == ":memory:" or not Path(database).is_file():
+            return None
     storage = make_storage(url)
     if study_name not in [s.study_name for s in storage.get_all_studies()]:
         return None
