@@ -93,50 +93,54 @@ def storage_url(args: argparse.Namespace) -> str:
 
 def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     """A trial's training recipe: ``--epochs``, ``--batch-size``, ``--lr``, ``--optimizer``,
-    ``--decay-biases`` and ``--search-space``."""
+    ``--decay-biases`` and ``--search-space``.
+
+    Their defaults are None, so a command can tell a flag given from one left out (a resumed
+    study takes what it stored); the help shows a new study's defaults, from ``DEFAULTS``.
+    """
     d = DEFAULTS
     parser.add_argument(
         "--epochs",
         type=positive_int,
-        default=d.epochs,
+        default=None,
         metavar="N",
-        help="epochs per trial (default: %(default)s)",
+        help=f"epochs per trial (default: {d.epochs})",
     )
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=d.batch_size,
+        default=None,
         metavar="N",
-        help="training batch size (default: %(default)s)",
+        help=f"training batch size (default: {d.batch_size})",
     )
     parser.add_argument(
         "--lr",
         type=positive_float,
-        default=d.lr,
+        default=None,
         metavar="X",
-        help="learning rate of the optimizer (default: %(default)s)",
+        help=f"learning rate of the optimizer (default: {d.lr})",
     )
     parser.add_argument(
         "--optimizer",
         choices=OPTIMIZERS,
-        default=d.optimizer,
+        default=None,
         help="adam: weight decay is an L2 term added to the gradient (the seed's); adamw: "
         "decoupled decay, param -= lr * wd * param; sgd: SGD with momentum 0.9 at the same "
-        "--lr, which at 1e-3 learns far slower than Adam (default: %(default)s)",
+        f"--lr, which at 1e-3 learns far slower than Adam (default: {d.optimizer})",
     )
     parser.add_argument(
         "--decay-biases",
         action=argparse.BooleanOptionalAction,
-        default=d.decay_biases,
+        default=None,
         help="apply weight decay to biases and normalisation parameters too, as PyTorch does "
-        "by default; --no-decay-biases decays only weight matrices (default: %(default)s)",
+        f"by default; --no-decay-biases decays only weight matrices (default: {d.decay_biases})",
     )
     parser.add_argument(
         "--search-space",
         choices=SEARCH_SPACES,
-        default=d.search_space,
+        default=None,
         help="weight_decay: search the weight decay alone; full: the study also chooses "
-        "--optimizer and --decay-biases, and those flags are ignored (default: %(default)s)",
+        f"--optimizer and --decay-biases, and those flags are ignored (default: {d.search_space})",
     )
 
 

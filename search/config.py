@@ -102,6 +102,7 @@ class StudyConfig:
     workers: int = 1  # processes on this machine, each running trials of the study
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     grace_period: int = 30  # seconds without one before a trial counts as dead (at most 60)
+    quiet: bool = False  # no progress display (search.study.progress)
 
     @property
     def storage_url(self) -> str:
@@ -136,3 +137,18 @@ class StudyConfig:
 
 
 DEFAULTS = StudyConfig()
+
+# The fields a study stores when it is created (``StudyConfig.recorded``): a resume takes them
+# from the study, and a flag given that contradicts one is refused.
+RECORDED: tuple[str, ...] = tuple(DEFAULTS.recorded())
+# How a study is run, stored too and taken on resume unless given, but free to change: the
+# budget (a larger --trials extends the study), the sampler, the pruner.
+RUN_SETTINGS: tuple[str, ...] = ("trials", "sampler", "pruner", "constraint_pruning")
+
+
+def flag_of(field: str) -> str:
+    """The command-line flag that sets a ``StudyConfig`` field: ``max_train_acc`` ->
+    ``--max-train-acc``."""
+    if field == "constraint_pruning":
+        return "--no-constraint-pruning"
+    return "--" + field.replace("_", "-")

@@ -28,8 +28,9 @@ from optuna.artifacts import FileSystemArtifactStore
 from search.cli import Parser, add_data_dir_flag, add_study_flags, run_command, storage_url
 from search.config import DEVICES
 from search.study.artifacts import MODEL_ATTR, add_artifacts_flag, artifact_store
+from search.study.recommend import recommended_trial
 from search.study.results import TEST_ATTR, record_test_result
-from search.study.study import best_feasible_trial, load_existing_study
+from search.study.study import load_existing_study
 
 if TYPE_CHECKING:
     import torch
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --replay: the trial to replay (default: the best feasible trial)",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="with --replay: no progress display (a bar on a terminal, a line per epoch "
+        "elsewhere)",
+    )
     return parser
 
 
@@ -88,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     use_one_cpu_thread(device)  # as the study trained: thread count can change CPU sums
     if args.replay:
-        return replay_command(study, args.trial, store, args.data_dir, device)
+        return replay_command(study, args.trial, store, args.data_dir, device, args.quiet)
     return evaluate_command(study, store, args.data_dir, device)
 
 
@@ -124,25 +131,28 @@ def replay_command(
     store: FileSystemArtifactStore,
     data_dir: Path,
     device: torch.device,
+    quiet: bool = False,
 ) -> int:
     from search.study.verify import EvaluateError, replay_trial
 
     if number is None:
-        best = best_feasible_trial(study)
+        best = recommended_trial(study)
         if best is None:
             raise EvaluateError(
                 f"study {study.study_name!r} has no feasible complete trial: pass --trial N"
             )
         number = best.number
-    mismatch, path = replay_trial(study, number, store, data_dir, device)
+    mismatch, path = replay_trial(study, number, store, data_dir, device, quiet)
     through = "" if path is None else f" (replayed through {path})"
     if mismatch is not None:
         print(f"trial {number}: NOT reproduced on {device}: {mismatch}{through}")
         return 1
-    attrs = study.trials[number].user_attrs
-    weights = ", and so do its final weights" if MODEL_ATTR in attrs else ""
+    from search.study.history import trial_history
+
+    trial = study.trials[number]
+    weights = ", and so do its final weights" if MODEL_ATTR in trial.user_attrs else ""
     print(
-        f"trial {number}: reproduced on {device}: the metrics of all {len(attrs['history'])} "
+        f"trial {number}: reproduced on {device}: the metrics of all {len(trial_history(trial))} "
         f"epochs equal the recorded ones{weights}{through}"
     )
     return 0

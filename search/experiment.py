@@ -260,6 +260,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     from models import TabularNN
     from search.data import synthetic
+    from search.study.progress import Steps
     from search.training.train import init_model, train, use_one_cpu_thread
 
     device = torch.device("cpu")
@@ -275,7 +276,11 @@ def run_pipeline(args: argparse.Namespace) -> int:
     )
     model = init_model(args.seed, device, "synthetic")
     assert isinstance(model, TabularNN)
-    history = list(train(model, data, args.weight_decay, config, args.seed))
+    history: list[EpochMetrics] = []
+    with Steps(config.epochs, "training the tabular network") as steps:
+        for metrics in train(model, data, args.weight_decay, config, args.seed):
+            history.append(metrics)
+            steps.step(f"val_accuracy {metrics.val_accuracy:.4f}")
     last = history[-1]
 
     # One validation row, followed from the raw table to its predicted probabilities.

@@ -20,6 +20,7 @@ from search.cli import Parser, add_study_flags, run_command, storage_url
 from search.config import STUDIES_DIR
 from search.errors import UserError
 from search.study.budget import FINISHED
+from search.study.history import trial_history
 from search.study.notes import CONSTRAINT
 from search.study.recommend import recommended_trial, stored_recommendation
 from search.study.results import stored_test_result
@@ -36,6 +37,7 @@ BEST_COLUMNS = [
     "optimizer",
     "decay_biases",
     "task",
+    "epochs_run",
     "val_accuracy",
     "train_accuracy",
     "val_loss",
@@ -43,6 +45,22 @@ BEST_COLUMNS = [
     "feasible",
     "validation",
     "seed",
+    "study_seed",
+]
+
+# The long per-epoch CSV (--history): one row per trial and epoch, for learning curves in
+# pandas (``frame.pivot(index="epoch", columns="trial", values="val_accuracy")``).
+HISTORY_COLUMNS = [
+    "study",
+    "trial",
+    "state",
+    "weight_decay",
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "seconds",
 ]
 
 # The seed confirmation of the recommended trial (search.study.confirm); empty when the study
@@ -86,6 +104,7 @@ def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         "lr": config.get("lr"),
         "batch_size": config.get("batch_size"),
         "epochs": config.get("epochs"),
+        # A pruned trial's figures are those of its last epoch, epochs_run, not the recipe's.
         "epochs_run": attrs.get("epochs_run"),
         "val_accuracy": attrs.get("val_accuracy"),
         "train_accuracy": attrs.get("train_accuracy"),
@@ -97,7 +116,8 @@ def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         "feasible": attrs.get("feasible"),
         "pruned_reason": attrs.get("pruned_reason"),
         "validation": config.get("validation"),
-        "seed": config.get("seed"),
+        "seed": attrs.get("seed"),  # the trial's own: what a replay seeds it with
+        "study_seed": config.get("seed"),
         "datetime_start": trial.datetime_start,
         "duration_s": duration,
     }
@@ -131,6 +151,24 @@ def all_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame([trial_row(study, t) for t in trials])
 
 
+def history_frame(study: optuna.Study) -> pd.DataFrame:
+    """Every finished or running trial's epochs, one row each (long format)."""
+    rows = [
+        {
+            "study": study.study_name,
+            "trial": trial.number,
+            "state": trial.state.name,
+            "weight_decay": trial.params.get("weight_decay"),
+            **epoch,
+        }
+        for trial in study.get_trials(deepcopy=False)
+        for epoch in trial_history(trial)
+    ]
+    if not rows:
+        raise ExportError(f"study {study.study_name!r} has no trained epoch yet: run it first")
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
 def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     """Prefix text cells that a spreadsheet would run as a formula with a quote (OWASP's fix)."""
 
@@ -159,14 +197,16 @@ def write_csv(frame: pd.DataFrame, out: Path) -> None:
         raise
 
 
-def default_out(study_name: str, everything: bool) -> Path:
-    return STUDIES_DIR / f"{study_name}-{'trials' if everything else 'best'}.csv"
+def default_out(study_name: str, kind: str) -> Path:
+    """``studies/<study>-<kind>.csv``: kind is best, trials or history."""
+    return STUDIES_DIR / f"{study_name}-{kind}.csv"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m search.export",
-        description="Write the study's best feasible configuration (or every trial) as CSV.",
+        description="Write the study's recommended configuration, every trial (--all) or every "
+        "trial's epochs (--history) as CSV.",
     )
     add_study_flags(parser)
     parser.add_argument(
@@ -174,14 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="PATH",
-        help="CSV file to write (default: studies/<study-name>-best.csv, or "
-        "studies/<study-name>-trials.csv with --all)",
+        help="CSV file to write (default: studies/<study-name>-best.csv, "
+        "studies/<study-name>-trials.csv with --all, studies/<study-name>-history.csv with "
+        "--history)",
     )
-    parser.add_argument(
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument(
         "--all",
         action="store_true",
-        help="every trial with its state, parameters, metrics, constraint value, feasibility, "
-        "start time and duration",
+        help="every trial with its state, parameters, metrics (a pruned trial's at its last "
+        "epoch, epochs_run), constraint value, feasibility, start time and duration",
+    )
+    what.add_argument(
+        "--history",
+        action="store_true",
+        help="every trial's epochs in long format, one row per trial and epoch: trial, "
+        "state, weight_decay, epoch, train/val loss and accuracy, seconds",
     )
     return parser
 
@@ -189,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     study = load_existing_study(args.study_name, storage_url(args))
-    out = args.out or default_out(args.study_name, args.all)
-    frame = all_frame(study) if args.all else best_frame(study)
+    kind = "trials" if args.all else "history" if args.history else "best"
+    out = args.out or default_out(args.study_name, kind)
+    frame = {"trials": all_frame, "history": history_frame, "best": best_frame}[kind](study)
     write_csv(frame, out)
     print(f"wrote {len(frame)} row{'s' if len(frame) != 1 else ''} to {out}")
     return 0

@@ -3,8 +3,8 @@
     python -m search.report --study-name mnist-weight-decay   # -> studies/<name>-report/
 
 For those who want pictures without a server. Every number comes from what the trials stored
-(``history``, ``train_accuracy``, ``val_accuracy``, ``feasible``, the constraint), nothing is
-retrained.
+(the per-epoch history, ``train_accuracy``, ``val_accuracy``, ``feasible``, the constraint),
+nothing is retrained.
 
 The figures themselves are drawn by ``search.study.figures``.
 """
@@ -20,9 +20,10 @@ import optuna
 from search.cli import Parser, add_study_flags, run_command, storage_url
 from search.config import STUDIES_DIR
 from search.study.figures import STYLES, ReportError, ReportFigure, figures, records
+from search.study.recommend import recommended_trial
 from search.study.results import stored_test_result
 from search.study.storage import masked
-from search.study.study import best_feasible_trial, load_existing_study
+from search.study.study import load_existing_study
 
 
 def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
@@ -52,7 +53,7 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
         ("constraint", f"final training accuracy ≤ {config.get('max_train_acc')}"),
         ("validation", str(config.get("validation"))),
     ]
-    best = best_feasible_trial(study)
+    best = recommended_trial(study)
     if best is None:
         rows.append(("best feasible trial", "none: no trial met the constraint"))
         return rows

@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
 from search.cli import (
     Parser,
@@ -33,6 +32,8 @@ from search.config import (
     DEFAULTS,
     DEVICES,
     PRUNERS,
+    RECORDED,
+    RUN_SETTINGS,
     SAMPLERS,
     STUDIES_DIR,
     TASKS,
@@ -41,6 +42,7 @@ from search.config import (
 )
 from search.signals import STOP_SIGNALS, Interrupted
 from search.study.artifacts import add_artifacts_flag, artifact_store
+from search.study.progress import StudyProgress, choose_mode, other_params
 from search.study.recommend import (
     describe_recommendation,
     save_study_note,
@@ -49,10 +51,13 @@ from search.study.recommend import (
 from search.study.storage import masked, open_storage, storage_errors
 from search.study.study import (
     best_feasible_trial,
+    check_settings,
     create_study,
     find_study,
     finished_trials,
+    peek_settings,
     record_best_feasible,
+    record_run_settings,
 )
 from search.study.workers import add_worker_flags, check_worker_flags, exit_status, run_workers
 
@@ -71,15 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m search.run",
         description="Search the weight decay of the seed's MNIST MLP with Optuna: maximize "
-        "validation accuracy while training accuracy stays under a limit.",
+        "validation accuracy while training accuracy stays under a limit. An existing study "
+        "resumes with the settings it stored: `--study-name NAME` alone continues it, "
+        "`--trials N` above its budget extends it; a flag that contradicts a stored setting "
+        "is refused. The defaults below are a new study's.",
     )
     parser.add_argument(
         "--trials",
         type=positive_int,
-        default=d.trials,
+        default=None,
         metavar="N",
         help="total trials in the study, counted across re-runs: a re-run "
-        "resumes up to N (default: %(default)s)",
+        f"resumes up to N (default: {d.trials})",
     )
     parser.add_argument(
         "--timeout",
@@ -92,29 +100,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--wd-low",
         type=positive_float,
-        default=d.wd_low,
+        default=None,
         metavar="X",
-        help="lowest weight decay, log-uniform range (default: %(default)s)",
+        help=f"lowest weight decay, log-uniform range (default: {d.wd_low})",
     )
     parser.add_argument(
         "--wd-high",
         type=positive_float,
-        default=d.wd_high,
+        default=None,
         metavar="X",
-        help="highest weight decay (default: %(default)s)",
+        help=f"highest weight decay (default: {d.wd_high})",
     )
     parser.add_argument(
         "--max-train-acc",
         type=fraction,
-        default=d.max_train_acc,
+        default=None,
         metavar="F",
-        help="constraint: final training accuracy must stay at or under F (default: %(default)s)",
+        help="constraint: final training accuracy must stay at or under F "
+        f"(default: {d.max_train_acc})",
     )
     parser.add_argument(
         "--no-constraint-pruning",
         dest="constraint_pruning",
         action="store_false",
-        default=d.constraint_pruning,
+        default=None,
         help="train infeasible trials to the end instead of stopping them once "
         "their training accuracy passes the limit",
     )
@@ -122,35 +131,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sampler",
         choices=SAMPLERS,
-        default=d.sampler,
-        help="Optuna sampler (default: %(default)s)",
+        default=None,
+        help=f"Optuna sampler (default: {d.sampler})",
     )
     parser.add_argument(
         "--pruner",
         choices=PRUNERS,
-        default=d.pruner,
-        help="Optuna pruner on per-epoch validation accuracy (default: %(default)s)",
+        default=None,
+        help=f"Optuna pruner on per-epoch validation accuracy (default: {d.pruner})",
     )
     parser.add_argument(
         "--seed",
         type=int,
-        default=d.seed,
-        help="study seed: sampler, initial weights and batch orders (default: %(default)s)",
+        default=None,
+        help=f"study seed: sampler, initial weights and batch orders (default: {d.seed})",
     )
     parser.add_argument(
         "--task",
         choices=TASKS,
-        default=d.task,
+        default=None,
         help="mnist: the seed's MNIST MLP; synthetic: the seed pipeline's 1,000-row table "
         "of 10 features and a binary label, 800 rows train and 200 validate "
-        "(default: %(default)s)",
+        f"(default: {d.task})",
     )
     parser.add_argument(
         "--validation",
         choices=VALIDATIONS,
-        default=d.validation,
+        default=None,
         help="holdout: 10,000 of the training images; test: the official test "
-        "set, as the seed experiment does (default: %(default)s)",
+        f"set, as the seed experiment does (default: {d.validation})",
     )
     add_data_dir_flag(parser)
     add_artifacts_flag(parser)
@@ -193,18 +202,60 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many of the best feasible trials to confirm (default: %(default)s)",
     )
     add_worker_flags(parser)
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress display: neither the live bar on a terminal nor the line per trial",
+    )
     return parser
 
 
 def parse_config(argv: list[str] | None) -> StudyConfig:
+    """The flags, settled against the study they name (``settle_config``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.wd_low >= args.wd_high:
+    with storage_errors(StudyConfig(study_name=args.study_name, storage=args.storage).storage_url):
+        return settle_config(parser, args)
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The stored settings the command line gives; a flag left out is None, so not here."""
+    return {
+        key: getattr(args, key)
+        for key in (*RECORDED, *RUN_SETTINGS)
+        if getattr(args, key) is not None
+    }
+
+
+def settle_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> StudyConfig:
+    """The run's config: the flags given, the rest from the study if it exists, else defaults.
+
+    A given flag that contradicts the study's recorded settings is refused, every such flag
+    in one line (``check_settings``); the budget, sampler and pruner may change.
+    """
+    given = given_settings(args)
+    rest = {
+        key: value for key, value in vars(args).items() if key not in (*RECORDED, *RUN_SETTINGS)
+    }
+    config = StudyConfig(**rest)
+    stored = peek_settings(config.storage_url, config.study_name) or {}
+    check_settings(
+        config.study_name, stored, {key: given[key] for key in RECORDED if key in given}
+    )
+    known = {key: stored[key] for key in (*RECORDED, *RUN_SETTINGS) if key in stored}
+    config = config.replace(**(known | given))
+    check_config(parser, config)
+    return config
+
+
+def check_config(parser: argparse.ArgumentParser, config: StudyConfig) -> None:
+    """The rules between flags, and the device; a broken one is ``parser.error``'s one line."""
+    if config.wd_low >= config.wd_high:
         parser.error(
-            f"--wd-low must be below --wd-high, got {args.wd_low} and {args.wd_high}: "
+            f"--wd-low must be below --wd-high, got {config.wd_low} and {config.wd_high}: "
             "give a non-empty range"
         )
-    if args.task == "synthetic" and args.validation == "test":
+    if config.task == "synthetic" and config.validation == "test":
         parser.error(
             "--validation test: the synthetic task has no test set, it validates on its own "
             "200 held-out rows; drop --validation"
@@ -213,17 +264,16 @@ def parse_config(argv: list[str] | None) -> StudyConfig:
 
     from search.training.pool import check_recipe
 
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if config.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device cpu")
-    if args.parallel_trials not in (None, 1):
+    if config.parallel_trials not in (None, 1):
         try:
-            check_recipe(StudyConfig(**vars(args)))
+            check_recipe(config)
         except ValueError as error:
-            parser.error(f"--parallel-trials {args.parallel_trials}: {error}")
-    worker_error = check_worker_flags(args)
+            parser.error(f"--parallel-trials {config.parallel_trials}: {error}")
+    worker_error = check_worker_flags(config)
     if worker_error is not None:
         parser.error(worker_error)
-    return StudyConfig(**vars(args))
 
 
 def study_attrs(data: Splits) -> dict[str, object]:
@@ -236,26 +286,6 @@ def study_attrs(data: Splits) -> dict[str, object]:
         "val_size": len(data.val_x),
         "versions": {"torch": torch.__version__, "optuna": optuna.__version__},
     }
-
-
-def other_params(trial: FrozenTrial) -> str:
-    """The trial's parameters beside weight decay (``--search-space full``), or ''."""
-    return "".join(f"  {k}={v}" for k, v in trial.params.items() if k != "weight_decay")
-
-
-def describe(trial: FrozenTrial) -> str:
-    """One progress line for a finished trial."""
-    attrs = trial.user_attrs
-    line = f"trial {trial.number:3d}  weight_decay={trial.params.get('weight_decay', 0):.2e}"
-    line += other_params(trial)
-    if "val_accuracy" in attrs:
-        line += f"  val_acc={attrs['val_accuracy']:.4f}  train_acc={attrs['train_accuracy']:.4f}"
-        line += f"  epochs={attrs['epochs_run']}  {attrs['duration_s']:.1f}s"
-    if trial.state == TrialState.COMPLETE:
-        return line + ("  feasible" if attrs.get("feasible") else "  INFEASIBLE")
-    if trial.state == TrialState.PRUNED:
-        return line + f"  pruned ({attrs.get('pruned_reason', 'pruned')})"
-    return line + f"  {trial.state.name.lower()}"
 
 
 def study_flags(config: StudyConfig) -> str:
@@ -290,7 +320,8 @@ def print_summary(study: optuna.Study, config: StudyConfig) -> None:
         print(describe_recommendation(stored))
     print(f"inspect: python -m search.dashboard {study_flags(config)}")
     print(f"test:    python -m search.evaluate {study_flags(config)}")
-    print(f"export:  python -m search.export --study-name {study.study_name}")
+    storage = "" if config.storage is None else f" --storage {masked(config.storage)}"
+    print(f"export:  python -m search.export --study-name {study.study_name}{storage}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,6 +356,7 @@ def run_study(config: StudyConfig) -> int:
         )
     if study is None:
         study = create_study(storage, config, study_attrs(data))
+    record_run_settings(study, config)  # the next resume's budget, sampler and pruner
     done = len(finished_trials(study))
     print(
         f"study {config.study_name!r} in {masked(config.storage_url)}: {done} of "
@@ -365,12 +397,17 @@ def confirm_here(study: optuna.Study, config: StudyConfig, data: Splits) -> None
 
 
 def run_here(study: optuna.Study, config: StudyConfig, data: Splits, label: str = "") -> None:
-    """This process's trials, until the study's budget (shared with any other worker) is met."""
+    """This process's trials, until the study's budget (shared with any other worker) is met.
+
+    Progress shows as a live bar on a terminal, one line per trial elsewhere (a worker's
+    lines carry its ``label``), nothing with ``--quiet``.
+    """
     from search.study.drive import run_until_budget
 
     store = artifact_store(config.storage_url, config.artifacts, create=True)
-    callbacks = [lambda study, trial: print(label + describe(trial), flush=True)]
-    run_until_budget(study, config, data, store, callbacks)
+    mode = choose_mode(config.quiet, workers=1 if not label else config.workers)
+    with StudyProgress(study, config, mode, label=label) as progress:
+        run_until_budget(study, config, data, store, [progress.finished], progress.epoch)
 
 
 def worker(config: StudyConfig, index: int, pending: Any, ignored: frozenset[int]) -> None:

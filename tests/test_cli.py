@@ -116,7 +116,7 @@ def test_run_refuses_to_resume_with_other_settings(tiny_config: StudyConfig, cap
     argv = ["--trials", "3", *flags(tiny_config.replace(epochs=3))]
     status, _, err = run_cli(run.main, argv, capsys)
     assert status == 2
-    assert "was created with --epochs 2, got 3" in err and "--study-name" in err
+    assert "was created with --epochs 2 (got 3)" in err and "--study-name" in err
     assert len(load(tiny_config).trials) == 1
 
 
@@ -154,3 +154,43 @@ def test_cli_end_to_end_on_real_mnist(tmp_path: Path, mnist_dir: Path) -> None:
     assert 0.85 < row["val_accuracy"] < 0.99 and row["epochs"] == 1
     bad = command("search.run", "--trials", "-3")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_run_resumes_by_name_with_the_stored_settings(tiny_config: StudyConfig, capsys) -> None:
+    argv = ["--trials", "1", "--sampler", "random", "--lr", "0.002", *flags(tiny_config)]
+    assert run_cli(run.main, argv, capsys)[0] == 0
+    # Only where the study is and the larger budget: everything else comes from the study.
+    by_name = ["--storage", tiny_config.storage_url, "--data-dir", str(tiny_config.data_dir)]
+    status, out, _ = run_cli(run.main, [*by_name, "--trials", "2"], capsys)
+    assert status == 0 and "1 of 2 trials finished" in out and "2 of 2 trials finished" in out
+    study = load(tiny_config)
+    assert len(study.trials) == 2
+    assert study.user_attrs["config"]["lr"] == 0.002 and study.user_attrs["config"]["epochs"] == 2
+    assert study.user_attrs["run_settings"]["trials"] == 2
+    assert study.user_attrs["run_settings"]["sampler"] == "random"
+    assert len(study.trials[1].intermediate_values) <= 2  # trained with the stored --epochs 2
+    # Without --trials, the stored budget: nothing left to run.
+    status, out, _ = run_cli(run.main, by_name, capsys)
+    assert status == 0 and "already holds 2 finished trials" in out
+
+
+def test_run_refuses_every_contradicting_flag_in_one_line(
+    tiny_config: StudyConfig, capsys
+) -> None:
+    assert run_cli(run.main, ["--trials", "1", *flags(tiny_config)], capsys)[0] == 0
+    argv = ["--epochs", "3", "--lr", "0.01", "--subset", "500", "--seed", "0"]
+    status, out, err = run_cli(run.main, ["--storage", tiny_config.storage_url, *argv], capsys)
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "--epochs 2 (got 3), --lr 0.001 (got 0.01), --subset 2000 (got 500)" in err
+    assert "--seed" not in err  # given, but as stored
+    assert len(load(tiny_config).trials) == 1
+
+
+def test_run_prints_counted_lines_off_a_terminal(tiny_config: StudyConfig, capsys) -> None:
+    status, out, _ = run_cli(run.main, ["--trials", "2", *flags(tiny_config)], capsys)
+    assert status == 0
+    assert "[1/2] trial" in out and "[2/2] trial" in out
+    assert "feasible trial yet" in out or "best #" in out
+    status, out, _ = run_cli(run.main, ["--trials", "3", "--quiet", *flags(tiny_config)], capsys)
+    assert status == 0 and "[3/3]" not in out and "3 of 3 trials finished" in out

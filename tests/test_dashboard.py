@@ -23,6 +23,7 @@ from search.dashboard import is_loopback, make_dashboard_server
 from search.data.splits import Splits
 from search.study.artifacts import artifact_store
 from search.study.drive import run_trials
+from search.study.history import trial_history
 from search.study.notes import history_note
 from search.study.objective import Objective
 from search.study.storage import make_storage
@@ -88,7 +89,7 @@ def test_history_note_lists_the_constraint_and_every_epoch() -> None:
 def test_every_finished_trial_has_its_history_note(study: optuna.Study) -> None:
     for trial in study.trials:
         note = get_note(optuna.Trial(study, trial._trial_id))
-        assert note.count("\n| ") == len(trial.user_attrs["history"]) + 1  # + the rule row
+        assert note.count("\n| ") == len(trial_history(trial)) + 1  # + the rule row
         assert ("**complete**" in note) == (trial.state == TrialState.COMPLETE)
 
 

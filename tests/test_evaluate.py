@@ -17,9 +17,11 @@ from optuna_dashboard import get_note
 from search import evaluate, export, report, run
 from search.config import StudyConfig
 from search.data.mnist import load_splits, load_test
+from search.data.splits import Splits
 from search.evaluate import TEST_ATTR
 from search.study.artifacts import ArtifactError, artifact_dir, load_model
-from search.study.storage import make_storage
+from search.study.history import trial_history
+from search.study.storage import StudyError, make_storage
 from search.study.study import create_study
 from search.study.verify import first_mismatch
 from search.training.train import evaluate as score
@@ -203,7 +205,7 @@ def test_replay_reproduces_every_recorded_metric(
     argv = [*flags(tiny_config), "--replay"] + ([] if trial is None else ["--trial", str(trial)])
     status, out, err = run_cli(evaluate.main, argv, capsys)
     number = study.best_trial.number if trial is None else trial
-    epochs = len(study.trials[number].user_attrs["history"])
+    epochs = len(trial_history(study.trials[number]))
     assert status == 0, out + err
     assert f"trial {number}: reproduced on cpu: the metrics of all {epochs} epochs" in out
     assert weights in out
@@ -232,11 +234,11 @@ def test_replay_names_the_first_metric_that_differs(
     study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
 ) -> None:
     # Change one recorded number in the database, as a different machine's run would.
-    history = study.trials[1].user_attrs["history"]
-    history[1]["val_loss"] += 1e-9
+    history = study.trials[1].system_attrs["history"]  # columns: search.study.history
+    history["val_loss"][1] += 1e-9
     with sqlite3.connect(tmp_path / "study.db") as db:
         db.execute(
-            "UPDATE trial_user_attributes SET value_json = ? WHERE key = 'history' AND "
+            "UPDATE trial_system_attributes SET value_json = ? WHERE key = 'history' AND "
             "trial_id = (SELECT trial_id FROM trials WHERE number = 1)",
             (json.dumps(history),),
         )
@@ -275,3 +277,31 @@ def test_load_model_gives_the_weights_the_trial_ended_with(
     )
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
     assert model(torch.zeros(2, 784)).shape == (2, 10)
+
+
+def test_load_best_returns_the_recommended_trials_model_in_eval_mode(
+    study: optuna.Study, tiny_config: StudyConfig, tiny_splits: Splits
+) -> None:
+    from search import load_best
+    from search.study.study import recommended_trial
+
+    model = load_best(tiny_config.study_name, storage=tiny_config.storage_url, device="cpu")
+    best = recommended_trial(study)
+    assert best is not None and model.trial_number == best.number
+    assert not model.training and next(model.parameters()).device.type == "cpu"
+    assert (model.config.subset, model.config.epochs, model.config.max_train_acc) == (
+        2000,
+        3,
+        0.83,
+    )
+    assert model.params == best.params and model.val_accuracy == best.value
+    # The very weights the trial was scored with: its validation accuracy comes back.
+    _, accuracy = score(model, tiny_splits.val_x, tiny_splits.val_y)
+    assert accuracy == pytest.approx(best.value, abs=1e-9)
+
+
+def test_load_best_says_when_there_is_no_study(tmp_path: Path) -> None:
+    from search import load_best
+
+    with pytest.raises(StudyError, match="no study database"):
+        load_best("nothing-here", storage=f"sqlite:///{tmp_path / 'none.db'}")

@@ -12,8 +12,10 @@ from optuna.trial import TrialState
 from search import export
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.export import BEST_COLUMNS, CONFIRM_COLUMNS
+from search.export import BEST_COLUMNS, CONFIRM_COLUMNS, HISTORY_COLUMNS
+from search.study.history import trial_history
 from search.study.notes import CONSTRAINT
+from search.training.seeds import trial_seed
 from tests.helpers import enqueued_study, run_cli
 
 
@@ -142,3 +144,43 @@ def test_export_neutralises_spreadsheet_formulas(tmp_path: Path) -> None:
     assert frame.loc[0, "study"] == "'=HYPERLINK(1)"
     assert frame.loc[0, "pruned_reason"] == "'@SUM(A1)"
     assert frame.loc[0, "val_accuracy"] == -0.5  # numbers are left alone
+
+
+def test_export_seed_is_the_trials_own_and_study_seed_the_studys(
+    study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "all.csv"
+    argv = ["--storage", tiny_config.storage_url, "--out", str(out), "--all"]
+    assert run_cli(export.main, argv, capsys)[0] == 0
+    frame = pd.read_csv(out)
+    assert frame["seed"].tolist() == [trial_seed(0, n) for n in range(3)]
+    assert frame["seed"].nunique() == 3 and (frame["study_seed"] == 0).all()
+    # The pruned trial's figures are those of the epoch it stopped at, and the row says which.
+    assert frame["epochs_run"].tolist() == [len(trial_history(t)) for t in study.trials]
+    assert frame.loc[0, "epochs_run"] < frame.loc[0, "epochs"] == 3
+    columns = list(frame.columns)
+    assert columns.index("epochs_run") + 1 == columns.index("val_accuracy")
+
+
+def test_export_history_is_long_one_row_per_trial_and_epoch(
+    study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "history.csv"
+    argv = ["--storage", tiny_config.storage_url, "--out", str(out), "--history"]
+    status, stdout, _ = run_cli(export.main, argv, capsys)
+    frame = pd.read_csv(out)
+    epochs = [len(trial_history(t)) for t in study.trials]
+    assert status == 0 and f"wrote {sum(epochs)} rows" in stdout
+    assert list(frame.columns) == HISTORY_COLUMNS
+    assert frame.groupby("trial")["epoch"].max().tolist() == epochs
+    assert frame.groupby("trial")["state"].first().tolist() == ["PRUNED", "COMPLETE", "COMPLETE"]
+    last = frame[frame["trial"] == 1].iloc[-1]
+    assert last["val_accuracy"] == study.trials[1].value
+    curves = frame.pivot(index="epoch", columns="trial", values="val_accuracy")
+    assert curves.shape == (3, 3) and curves[0].isna().sum() == 3 - epochs[0]
+
+
+def test_export_all_and_history_are_one_or_the_other(tiny_config: StudyConfig, capsys) -> None:
+    argv = ["--storage", tiny_config.storage_url, "--all", "--history"]
+    status, _, err = run_cli(export.main, argv, capsys)
+    assert status == 2 and "not allowed with argument" in err

@@ -34,6 +34,10 @@ def test_reading_commands_import_no_torch() -> None:
     assert not torch_loaded("import search.export, search.report, search.dashboard")
 
 
+def test_import_search_is_light_until_load_best_is_called() -> None:
+    assert not torch_loaded("import search\nfrom search import load_best")
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_imports_no_torch(command: str) -> None:
     # What `python -m search.<command> --help` runs, with sys.modules looked at afterwards.

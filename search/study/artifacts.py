@@ -30,7 +30,7 @@ import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from search.config import STUDIES_DIR
+from search.config import DEFAULTS, STUDIES_DIR, StudyConfig
 from search.errors import UserError
 
 if TYPE_CHECKING:
@@ -164,3 +164,48 @@ def load_model(
     model = SimpleNN()
     model.load_state_dict(load_state_dict(study, trial_number, store))
     return model.to(device)
+
+
+def load_best(
+    study_name: str = DEFAULTS.study_name,
+    storage: str | None = None,
+    artifacts: Path | str | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.nn.Module:
+    """The study's recommended trial's trained model, in eval mode on ``device``.
+
+    ``storage`` and ``artifacts`` default as the commands' ``--storage`` and ``--artifacts``
+    do. The model carries what it is: ``model.config`` (the study's ``StudyConfig``, from the
+    settings it stored), ``model.params`` (the trial's parameters, ``weight_decay`` among
+    them), ``model.trial_number`` and ``model.val_accuracy``.
+
+    Raises:
+        ArtifactError: the study has no recommended trial, or its weights are not stored.
+        StudyError: there is no such study.
+    """
+    import dataclasses
+
+    from search.study.recommend import recommended_trial
+    from search.study.study import load_existing_study
+    from search.training.train import build_model, resolve_device
+
+    study = load_existing_study(study_name, storage)
+    trial = recommended_trial(study)
+    if trial is None:
+        raise ArtifactError(
+            f"study {study_name!r} has no recommended trial yet (no feasible complete trial): "
+            "run it further, or widen its constraint"
+        )
+    fields = {f.name for f in dataclasses.fields(StudyConfig)}
+    stored = {k: v for k, v in study.user_attrs.get("config", {}).items() if k in fields}
+    config = StudyConfig(study_name=study_name, storage=storage, **stored)
+    store = artifact_store(config.storage_url, None if artifacts is None else Path(artifacts))
+    model = build_model(config.task)
+    model.load_state_dict(load_state_dict(study, trial.number, store))
+    model.to(resolve_device(device) if isinstance(device, str) else device).eval()
+    # Plain attributes beside the parameters: what a notebook asks the model first.
+    setattr(model, "config", config)  # noqa: B010 (nn.Module's typed __setattr__)
+    setattr(model, "params", dict(trial.params))  # noqa: B010
+    setattr(model, "trial_number", trial.number)  # noqa: B010
+    setattr(model, "val_accuracy", trial.user_attrs.get("val_accuracy", trial.value))  # noqa: B010
+    return model

@@ -37,6 +37,9 @@ from search.training.train import DivergedError, EpochMetrics, use_one_cpu_threa
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
+# Told (trial number, epochs done) when a trial starts (0) and after each of its epochs: what a
+# progress display needs between trials (``search.study.progress``).
+EpochHook = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ def run_until_budget(
     data: Splits,
     store: FileSystemArtifactStore | None,
     callbacks: list[Callback] | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> int:
     """This process's trials until the study's budget is met; returns how many ran.
 
@@ -79,9 +83,12 @@ def run_until_budget(
     """
     k = parallel_trials(config, data.train_x.device)
     if k > 1:
-        return run_pool(study, config, data, k, callbacks=callbacks, artifact_store=store)
+        return run_pool(
+            study, config, data, k, callbacks=callbacks, artifact_store=store, on_epoch=on_epoch
+        )
     use_one_cpu_thread(data.train_x.device)
-    return run_trials(study, Objective(config, data, store), config, callbacks=callbacks)
+    objective = Objective(config, data, store, on_epoch=on_epoch)
+    return run_trials(study, objective, config, callbacks=callbacks)
 
 
 def run_trials(
@@ -220,6 +227,7 @@ def run_pool(
     k: int,
     callbacks: list[Callback] | None = None,
     artifact_store: FileSystemArtifactStore | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> int:
     # Over 80 lines: refill, tell and the epoch loop share the pool, the running trials and
     # the gate as closures; apart, they would pass all of them around.
@@ -239,6 +247,7 @@ def run_pool(
     Args:
         callbacks: called with the study and each told trial, as ``study.optimize`` would.
         artifact_store: where each complete trial's weights go, as ``Objective`` puts them.
+        on_epoch: told as each trial starts and ends an epoch (see ``EpochHook``).
 
     Raises:
         ValueError: ``config`` asks for a recipe the pool doesn't train (see
@@ -278,6 +287,8 @@ def run_pool(
         # retrains it alone in a pool of k for the very same numbers.
         trial.set_user_attr("parallel_trials", k)
         pool.add(trial.number, seed, weight_decay)
+        if on_epoch is not None:
+            on_epoch(trial.number, 0)
         return True
 
     def tell(number: int, value: float | None, state: TrialState) -> None:
@@ -309,6 +320,8 @@ def run_pool(
                         refill()
                         continue
                     entry.history.append(result)
+                    if on_epoch is not None:
+                        on_epoch(number, result.epoch)
                     if end_epoch(entry.trial, entry.history, config, entry.started) is not None:
                         tell(number, None, TrialState.PRUNED)
                         refill()

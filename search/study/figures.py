@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import LogNorm
+from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
@@ -25,8 +26,9 @@ from optuna.trial import FrozenTrial, TrialState
 from search.config import StudyConfig
 from search.errors import UserError
 from search.study.budget import FINISHED
+from search.study.history import trial_history
+from search.study.recommend import recommended_trial
 from search.study.results import stored_test_result
-from search.study.study import best_feasible_trial
 
 FIGSIZE = (9.0, 5.5)  # inches; at DPI, 1350 x 825 pixels: legible on a laptop screen
 DPI = 150
@@ -39,6 +41,10 @@ VALIDATION = "tab:blue"
 TRAINING = "tab:orange"
 LIMIT = "tab:red"
 FEASIBLE_REGION = "tab:green"
+FEASIBLE_PAD = 1.15  # the feasible band reaches this factor beyond its outermost trials
+# Learning curves by weight decay: viridis without its last fifth, whose yellows are faint
+# on white.
+CURVE_COLOURS = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.8, 256)))
 
 
 class ReportError(UserError):
@@ -69,7 +75,8 @@ def records(study: optuna.Study) -> list[TrialRecord]:
     out = []
     for trial in study.get_trials(deepcopy=False, states=FINISHED):
         attrs = trial.user_attrs
-        if "val_accuracy" not in attrs or not attrs.get("history"):
+        history = trial_history(trial)
+        if "val_accuracy" not in attrs or not history:
             continue
         out.append(
             TrialRecord(
@@ -79,7 +86,7 @@ def records(study: optuna.Study) -> list[TrialRecord]:
                 feasible=bool(attrs.get("feasible")),
                 val_accuracy=attrs["val_accuracy"],
                 train_accuracy=attrs["train_accuracy"],
-                history=attrs["history"],
+                history=history,
             )
         )
     return out
@@ -114,7 +121,7 @@ def percent_axis(axis: Any) -> None:
 
 def plot_history(trials: list[TrialRecord], best: FrozenTrial | None) -> Figure:
     """Final validation accuracy per trial, by kind, with the best feasible value so far."""
-    figure, ax = new_figure("Optimization history: final validation accuracy of each trial")
+    figure, ax = new_figure("Optimization history: validation accuracy of each trial")
     for kind, (marker, face, edge) in STYLES.items():
         chosen = [t for t in trials if t.kind == kind]
         if chosen:
@@ -156,7 +163,7 @@ def plot_history(trials: list[TrialRecord], best: FrozenTrial | None) -> Figure:
             label=f"best feasible: #{best.number} ({best.user_attrs['val_accuracy']:.2%})",
         )
     ax.set_xlabel("trial number")
-    ax.set_ylabel("final validation accuracy (%)")
+    ax.set_ylabel("validation accuracy at the trial's last epoch (%)")
     percent_axis(ax.yaxis)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
@@ -166,17 +173,23 @@ def plot_history(trials: list[TrialRecord], best: FrozenTrial | None) -> Figure:
 
 
 def plot_weight_decay(trials: list[TrialRecord], limit: float, best: FrozenTrial | None) -> Figure:
-    """Final validation and training accuracy against weight decay; the feasible region shaded."""
-    figure, ax = new_figure("Weight decay against final accuracy")
+    """Validation and training accuracy at each trial's last epoch against weight decay.
+
+    Complete trials ran every epoch: their figures are final. Pruned ones stopped early, so
+    theirs are as of the epoch they stopped at, drawn hollow and in another shape. The band
+    under the limit is shaded only across the weight decays whose complete trials ended
+    feasible: what the study found, not what the limit alone would promise.
+    """
+    figure, ax = new_figure("Weight decay against accuracy at each trial's last epoch")
     for complete in (True, False):
         chosen = [t for t in trials if t.complete == complete]
         if not chosen:
             continue
-        how = "complete" if complete else "pruned, when it stopped"
+        how = "complete: final" if complete else "pruned: last epoch"
         x = [t.weight_decay for t in chosen]
         for values, colour, marker, name in (
-            ([t.val_accuracy for t in chosen], VALIDATION, "o", "validation"),
-            ([t.train_accuracy for t in chosen], TRAINING, "^", "training"),
+            ([t.val_accuracy for t in chosen], VALIDATION, "o" if complete else "s", "validation"),
+            ([t.train_accuracy for t in chosen], TRAINING, "^" if complete else "v", "training"),
         ):
             ax.scatter(
                 x,
@@ -185,7 +198,7 @@ def plot_weight_decay(trials: list[TrialRecord], limit: float, best: FrozenTrial
                 facecolors=colour if complete else "none",
                 edgecolors=colour,
                 s=45,
-                label=f"{name} ({how})",
+                label=f"{name}, {how}",
                 zorder=3,
             )
     ax.axhline(
@@ -200,13 +213,18 @@ def plot_weight_decay(trials: list[TrialRecord], limit: float, best: FrozenTrial
     low, high = min(*values, limit), max(*values, limit)
     pad = 0.12 * (high - low or 0.01)
     ax.set_ylim(low - pad, high + pad)
-    ax.axhspan(
-        low - pad,
-        limit,
-        color=FEASIBLE_REGION,
-        alpha=0.1,
-        label="feasible: training ≤ limit",
-    )
+    feasible = [t.weight_decay for t in trials if t.complete and t.feasible]
+    if feasible:
+        ax.fill_between(
+            # A little wider than the trials themselves, so one feasible trial is still a band.
+            [min(feasible) / FEASIBLE_PAD, max(feasible) * FEASIBLE_PAD],
+            low - pad,
+            limit,
+            color=FEASIBLE_REGION,
+            alpha=0.12,
+            linewidth=0,
+            label="feasible weight decays found",
+        )
     ax.text(
         0.99,
         limit,
@@ -223,40 +241,55 @@ def plot_weight_decay(trials: list[TrialRecord], limit: float, best: FrozenTrial
             color="black",
             linestyle=":",
             linewidth=1,
-            label=f"best feasible trial #{best.number}",
+            label=f"recommended trial #{best.number}",
         )
     ax.set_xscale("log")
     ax.set_xlabel("weight decay (log scale)")
-    ax.set_ylabel("final accuracy (%)")
+    ax.set_ylabel("accuracy at the trial's last epoch (%)")
     percent_axis(ax.yaxis)
     ax.grid(alpha=0.3)
     legend_below(figure, ax, ncols=3)
     return figure
 
 
-def plot_learning_curves(trials: list[TrialRecord], epochs: int | None) -> Figure:
-    """Validation accuracy per epoch for every trial, coloured by weight decay."""
+def plot_learning_curves(
+    trials: list[TrialRecord], epochs: int | None, best: FrozenTrial | None = None
+) -> Figure:
+    """Validation accuracy per epoch for every trial, coloured by weight decay; the
+    recommended trial drawn over them in black."""
     figure, ax = new_figure("Learning curves: validation accuracy per epoch, every trial")
     decays = [t.weight_decay for t in trials]
     norm = LogNorm(vmin=min(decays), vmax=max(decays) * (1.0001 if len(set(decays)) == 1 else 1))
-    cmap = colormaps["viridis"]
+    cmap = CURVE_COLOURS
     for trial in trials:
         epoch = [row["epoch"] for row in trial.history]
         accuracy = [row["val_accuracy"] for row in trial.history]
         colour = cmap(norm(trial.weight_decay))
-        ax.plot(epoch, accuracy, color=colour, linewidth=1.3, alpha=0.85)
+        ax.plot(epoch, accuracy, color=colour, linewidth=1.3, alpha=0.9)
         end = "o" if trial.complete else "X"
         ax.plot(epoch[-1], accuracy[-1], marker=end, color=colour, markersize=6, linestyle="")
+    handles = [
+        Line2D([], [], color="gray", marker="o", label="complete trial: all epochs"),
+        Line2D([], [], color="gray", marker="X", label="pruned trial: × where it stopped"),
+    ]
+    chosen = next((t for t in trials if best is not None and t.number == best.number), None)
+    if chosen is not None:
+        epoch = [row["epoch"] for row in chosen.history]
+        accuracy = [row["val_accuracy"] for row in chosen.history]
+        (line,) = ax.plot(
+            epoch,
+            accuracy,
+            color="black",
+            linewidth=2.6,
+            marker="o",
+            markersize=5,
+            zorder=4,
+            label=f"recommended trial #{chosen.number} (weight decay {chosen.weight_decay:.2g})",
+        )
+        handles.insert(0, line)
     colorbar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01)
     colorbar.set_label("weight decay (log scale)")
-    ax.legend(
-        handles=[
-            Line2D([], [], color="gray", marker="o", label="complete trial: all epochs"),
-            Line2D([], [], color="gray", marker="X", label="pruned trial: × where it stopped"),
-        ],
-        loc="lower right",
-        fontsize=9,
-    )
+    ax.legend(handles=handles, loc="lower right", fontsize=9)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
     percent_axis(ax.yaxis)
@@ -269,7 +302,7 @@ def plot_learning_curves(trials: list[TrialRecord], epochs: int | None) -> Figur
 
 def plot_best_trial(best: FrozenTrial, limit: float, tested: dict[str, Any] | None) -> Figure:
     """The best feasible trial's loss and accuracy per epoch, training and validation."""
-    history = best.user_attrs["history"]
+    history = trial_history(best)
     figure, (loss_ax, acc_ax) = new_figure(
         f"Best feasible trial #{best.number} (weight decay {best.params['weight_decay']:.3g})",
         ncols=2,
@@ -331,35 +364,40 @@ def figures(study: optuna.Study) -> list[ReportFigure]:
         raise ReportError(f"study {study.study_name!r} has no finished trial yet: run it first")
     config = study.user_attrs.get("config", {})
     limit = config.get("max_train_acc", StudyConfig().max_train_acc)
-    best = best_feasible_trial(study)
+    best = recommended_trial(study)
     out = [
         ReportFigure(
             "optimization_history.png",
-            "Final validation accuracy of every finished trial, in the order they ran. Filled "
-            "markers finished all epochs; hollow ones were pruned, shown at the epoch they "
-            "stopped. Red: training accuracy over the limit (infeasible). The line is the best "
-            "feasible validation accuracy so far.",
+            "Is the search still improving? Validation accuracy of every finished trial, in "
+            "the order they ran: final for filled markers (all epochs), at the epoch they "
+            "stopped for hollow ones (pruned). Red: training accuracy over the limit "
+            "(infeasible). The line is the best feasible validation accuracy so far.",
             plot_history(trials, best),
         ),
         ReportFigure(
             "weight_decay.png",
-            "Final validation (circles) and training (triangles) accuracy against weight "
-            f"decay. A trial is feasible when its training accuracy ends at or under the "
-            f"limit ({limit:.0%}): in the shaded band. Hollow markers: pruned trials.",
+            "Which weight decays are feasible, and which is best? Validation (blue) and "
+            "training (orange) accuracy against weight decay: final for complete trials "
+            "(filled circles and triangles), at the epoch they stopped for pruned ones (hollow "
+            "squares and down-triangles), which would have gone higher. A trial is feasible "
+            f"when its training accuracy ends at or under the limit ({limit:.0%}, dashed); the "
+            "shading spans the weight decays whose complete trials ended feasible.",
             plot_weight_decay(trials, limit, best),
         ),
         ReportFigure(
             "learning_curves.png",
-            "Validation accuracy after each epoch, one line per trial, coloured by weight "
-            "decay. Pruned trials end early, at the ×.",
-            plot_learning_curves(trials, config.get("epochs")),
+            "How do trials learn, and when were they stopped? Validation accuracy after each "
+            "epoch, one line per trial, coloured by weight decay; the recommended trial in "
+            "black. Pruned trials end early, at the ×.",
+            plot_learning_curves(trials, config.get("epochs"), best),
         ),
     ]
     if best is not None:
         out.append(
             ReportFigure(
                 "best_trial.png",
-                f"The best feasible trial, #{best.number}, epoch by epoch. Training figures are "
+                f"Does the recommended trial, #{best.number}, over- or under-fit? Its loss and "
+                "accuracy epoch by epoch. Training figures are "
                 "running averages over each epoch (each batch scored before its update), so "
                 "they lag behind the weights at the epoch's end."
                 + (" The star is its test-set figure." if stored_test_result(study) else ""),

@@ -23,8 +23,8 @@ def history_note(
 ) -> str:
     """A trial's note for the dashboard: its outcome, its constraint and a per-epoch table.
 
-    The ``history`` user attribute holds the same numbers, but the dashboard shows it as one
-    long line of JSON; a table reads at a glance.
+    The trial's ``history`` (``search.study.history``) holds the same numbers; the dashboard
+    shows this table on the trial's page.
     """
     outcome = f"pruned: {pruned_reason}" if pruned_reason else "complete"
     verdict = "feasible" if constraint <= 0 else "infeasible"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -16,6 +17,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from search.config import OPTIMIZERS, StudyConfig
 from search.data.splits import Splits
 from search.study.artifacts import save_model
+from search.study.history import store_history
 from search.study.notes import CONSTRAINT, save_history_note
 from search.training.seeds import trial_seed
 from search.training.train import DivergedError, EpochMetrics, init_model, train
@@ -134,7 +136,7 @@ def end_epoch(
     """
     metrics = history[-1]
     trial.report(metrics.val_accuracy, metrics.epoch)
-    trial.set_user_attr("history", [m.as_dict() for m in history])
+    store_history(trial, [m.as_dict() for m in history])
     reason = stop_reason(trial, metrics, config)
     if reason is not None:
         record_outcome(trial, history, config, started, pruned_reason=reason)
@@ -174,15 +176,19 @@ class Objective:
         config: StudyConfig,
         data: Splits,
         artifact_store: FileSystemArtifactStore | None = None,
+        on_epoch: Callable[[int, int], None] | None = None,
     ) -> None:
         self.config = config
         self.data = data
         self.artifact_store = artifact_store
+        self.on_epoch = on_epoch  # told (trial number, epochs done): a progress display
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = self.config
         started = time.perf_counter()
         weight_decay, seed = begin_trial(trial, config)
+        if self.on_epoch is not None:
+            self.on_epoch(trial.number, 0)
         optimizer, decay_biases = suggest_optimizer(trial, config)
         model = init_model(seed, self.data.train_x.device, config.task)
         history: list[EpochMetrics] = []
@@ -198,6 +204,8 @@ class Objective:
         try:
             for metrics in epochs:
                 history.append(metrics)
+                if self.on_epoch is not None:
+                    self.on_epoch(trial.number, metrics.epoch)
                 reason = end_epoch(trial, history, config, started)
                 if reason is not None:
                     raise optuna.TrialPruned(reason)

@@ -18,7 +18,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from optuna_dashboard import save_note
 
-from search.config import CPU_PARALLEL_TRIALS, StudyConfig
+from search.config import CPU_PARALLEL_TRIALS, RUN_SETTINGS, StudyConfig, flag_of
 from search.study.budget import FINISHED
 from search.study.notes import best_feasible_note
 from search.study.sampling import ConstrainedMedianPruner, EdgeSampler
@@ -29,6 +29,8 @@ from search.training.seeds import derive_seed
 # trial on its first epochs, where a strongly regularised trial that learns slowly but ends well
 # would look worse than the trials that finished. The warm-up is 30% of a trial's epochs and at
 # least 3 epochs: 3 of the seed's 10, 90 of a 300-epoch run on the small synthetic table.
+RUN_ATTR = "run_settings"  # the study user attribute that holds RUN_SETTINGS
+
 MEDIAN_STARTUP_TRIALS = 5
 MEDIAN_WARMUP_EPOCHS = 3
 MEDIAN_WARMUP_FRACTION = 0.3
@@ -111,6 +113,20 @@ def load_existing_study(study_name: str, storage: str | None) -> optuna.Study:
     return optuna.load_study(study_name=study_name, storage=rdb)
 
 
+def peek_settings(url: str, study_name: str) -> dict[str, Any] | None:
+    """The settings study ``study_name`` stored (``stored_settings``), or None if there is no
+    such study; creates nothing, not even an empty SQLite file."""
+    if url.startswith("sqlite"):
+        database = sqlalchemy.engine.make_url(url).database
+        # In memory, or not there yet: no study before this process makes one.
+        if not database or database == ":memory:" or not Path(database).is_file():
+            return None
+    storage = make_storage(url)
+    if study_name not in [s.study_name for s in storage.get_all_studies()]:
+        return None
+    return stored_settings(optuna.load_study(study_name=study_name, storage=storage))
+
+
 def find_study(storage: RDBStorage, config: StudyConfig) -> optuna.Study | None:
     """The existing study of this name, checked against ``config``; None if there is none."""
     names = [s.study_name for s in storage.get_all_studies()]
@@ -129,15 +145,42 @@ def find_study(storage: RDBStorage, config: StudyConfig) -> optuna.Study | None:
             "maximized objective (this search maximizes validation accuracy); "
             "choose another --study-name"
         )
-    recorded = study.user_attrs.get("config", {})
-    for key, value in config.recorded().items():
-        if key in recorded and recorded[key] != value:
-            flag = "--" + key.replace("_", "-")
-            raise StudyError(
-                f"study {config.study_name!r} was created with {flag} {recorded[key]}, got "
-                f"{value}: resume it with its own settings or choose another --study-name"
-            )
+    check_settings(config.study_name, study.user_attrs.get("config", {}), config.recorded())
     return study
+
+
+def check_settings(name: str, stored: dict[str, Any], given: dict[str, Any]) -> None:
+    """Refuse settings that contradict the ones study ``name`` stored, all in one line.
+
+    Args:
+        stored: the study's ``config`` user attribute (``StudyConfig.recorded()`` at creation).
+        given: the settings asked for now, by field name.
+
+    Raises:
+        StudyError: one or more differ; the message lists every one with both values.
+    """
+    differ = [
+        f"{flag_of(key)} {stored[key]} (got {value})"
+        for key, value in given.items()
+        if key in stored and stored[key] != value
+    ]
+    if differ:
+        raise StudyError(
+            f"study {name!r} was created with {', '.join(differ)}: leave these flags out to "
+            "resume it with its own settings, or choose another --study-name"
+        )
+
+
+def stored_settings(study: optuna.Study) -> dict[str, Any]:
+    """What a study stored of its settings: its recorded config and its run settings."""
+    return {**study.user_attrs.get(RUN_ATTR, {}), **study.user_attrs.get("config", {})}
+
+
+def record_run_settings(study: optuna.Study, config: StudyConfig) -> None:
+    """Store the budget, sampler and pruner this run uses: the next resume's defaults."""
+    settings = {key: getattr(config, key) for key in RUN_SETTINGS}
+    if study.user_attrs.get(RUN_ATTR) != settings:
+        study.set_user_attr(RUN_ATTR, settings)
 
 
 def create_study(
@@ -170,9 +213,12 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
 def best_feasible_trial(study: optuna.Study) -> FrozenTrial | None:
     """The complete, feasible trial with the highest validation accuracy, if any.
 
-    Optuna's ``study.best_trial`` already skips infeasible trials; this only turns its
-    "nothing yet" errors into None.
+    What the search found; what the study *recommends* after seed confirmation is
+    ``search.study.recommend.recommended_trial``, which everything that names "the" result
+    (the run's summary, the best export, the report, evaluate, ``load_best``) asks.
     """
+    # Optuna's ``study.best_trial`` already skips infeasible trials; this only turns its
+    # "nothing yet" errors into None.
     try:
         return study.best_trial
     except ValueError:

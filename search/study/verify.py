@@ -24,8 +24,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
 from search.data.mnist import load_splits, load_test
+from search.data.splits import Splits
 from search.errors import UserError
 from search.study.artifacts import MODEL_ATTR, ArtifactError, load_model, load_state_dict
+from search.study.history import trial_history
+from search.study.progress import Steps
 from search.study.recommend import recommended_trial
 from search.training.pool import TrialPool
 from search.training.seeds import trial_seed
@@ -97,7 +100,9 @@ class Replay:
     path: str  # how it was retrained, for the reader: e.g. "a pool of 16 slots"
 
 
-def replay(trial: FrozenTrial, config: StudyConfig, device: torch.device) -> Replay:
+def replay(
+    trial: FrozenTrial, config: StudyConfig, device: torch.device, quiet: bool = False
+) -> Replay:
     """Retrain ``trial`` for as many epochs as it recorded, through the path that trained it.
 
     A trial the pool trained (user attribute ``parallel_trials`` K > 1) is retrained alone in
@@ -105,11 +110,24 @@ def replay(trial: FrozenTrial, config: StudyConfig, device: torch.device) -> Rep
     (see ``TrialPool``), so this gives them bit for bit. Any other trial goes through
     ``search.training.train.train``, as ``search.study.objective`` trained it.
     """
-    recorded = trial.user_attrs.get("history") or []
+    recorded = trial_history(trial)
     seed = trial_seed(config.seed, trial.number)
-    weight_decay = trial.params["weight_decay"]
     data = load_splits(config.data_dir, config.validation, config.subset, device)
     capacity = int(trial.user_attrs.get("parallel_trials", 1))
+    with Steps(len(recorded), f"replaying trial {trial.number}", quiet=quiet) as steps:
+        return replay_epochs(trial, config, data, recorded, seed, capacity, steps)
+
+
+def replay_epochs(
+    trial: FrozenTrial,
+    config: StudyConfig,
+    data: Splits,
+    recorded: list[dict[str, Any]],
+    seed: int,
+    capacity: int,
+    steps: Steps,
+) -> Replay:
+    weight_decay = trial.params["weight_decay"]
     replayed: list[dict[str, Any]] = []
     if capacity > 1:
         pool = TrialPool(data, config, capacity)
@@ -120,12 +138,14 @@ def replay(trial: FrozenTrial, config: StudyConfig, device: torch.device) -> Rep
             if isinstance(result, DivergedError):
                 return Replay(replayed, pool.state_dict(trial.number), str(result), path)
             replayed.append(result.as_dict())
+            steps.step(f"epoch {result.epoch}, val_accuracy {result.val_accuracy:.4f}")
         return Replay(replayed, pool.state_dict(trial.number), None, path)
-    model = init_model(seed, device)
+    model = init_model(seed, data.train_x.device)
     path = "the single-trial loop, as it trained"
     try:
         for metrics in train(model, data, weight_decay, config, seed):
             replayed.append(metrics.as_dict())
+            steps.step(f"epoch {metrics.epoch}, val_accuracy {metrics.val_accuracy:.4f}")
             if len(replayed) == len(recorded):
                 break  # a pruned trial stopped here
     except DivergedError as error:
@@ -170,6 +190,7 @@ def replay_trial(
     store: FileSystemArtifactStore,
     data_dir: Path,
     device: torch.device,
+    quiet: bool = False,
 ) -> tuple[str | None, str | None]:
     """Replay trial ``number`` and compare it with what the study recorded.
 
@@ -189,7 +210,7 @@ def replay_trial(
             f"--trial {number} is {trial.state.name}: only finished (complete or pruned) "
             "trials have a record to replay against"
         )
-    recorded = trial.user_attrs.get("history") or []
+    recorded = trial_history(trial)
     if not recorded:
         raise EvaluateError(f"--trial {number} recorded no epoch: there is nothing to compare")
     config = replay_config(study, trial, data_dir)
@@ -200,7 +221,7 @@ def replay_trial(
             f"{config.seed} gives it {seed}"
         )
         return wrong_seed, None
-    result = replay(trial, config, device)
+    result = replay(trial, config, device, quiet)
     mismatch: str | None = first_mismatch(recorded, result.metrics)
     if mismatch is None and result.diverged is not None:
         if not trial.user_attrs.get("pruned_reason", "").startswith("diverged"):

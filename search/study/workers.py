@@ -22,7 +22,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from search.cli import positive_int, storage_url
+from search.cli import positive_int
 from search.config import DEFAULTS, StudyConfig
 from search.signals import STOP_SIGNALS, Interrupted
 
@@ -77,14 +77,14 @@ def add_worker_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_worker_flags(args: argparse.Namespace) -> str | None:
+def check_worker_flags(args: StudyConfig) -> str | None:
     """The one-line error for worker flags that don't go together, or None."""
     if args.grace_period <= args.heartbeat_interval:
         return (
             f"--grace-period must exceed --heartbeat-interval, got {args.grace_period} and "
             f"{args.heartbeat_interval}: a live trial would look dead between two heartbeats"
         )
-    url = storage_url(args)
+    url = args.storage_url
     if not url.startswith("sqlite") or args.workers == 1:
         return None
     if ":memory:" in url or url.rstrip("/") == "sqlite:":

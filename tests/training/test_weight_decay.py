@@ -206,4 +206,4 @@ def test_run_records_optimizer_and_bias_decay_and_refuses_other_ones(
         run.main, [*argv, "--trials", "2", "--optimizer", "adamw", "--decay-biases"], capsys
     )
     assert status == 2
-    assert "was created with --decay-biases False, got True" in err
+    assert "was created with --decay-biases False (got True)" in err
