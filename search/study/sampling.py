@@ -129,41 +129,49 @@ class EdgeSampler(BaseSampler):
     def edge_proposal(
         self, study: Study, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any] | None:
-        """The midpoint of the widest gap left in the best trial's edge bracket, or None.
+        """The midpoint of the widest gap left in the edge bracket, or None.
 
-        The bracket runs from the best feasible complete trial to its nearest finished
-        neighbour on a side where that neighbour is infeasible; the running trials inside it
-        split it into gaps, so trials asked together spread over it instead of piling up.
-        Only trials with the best one's values for every other parameter count.
+        The bracket runs from an anchor to its nearest finished neighbour on a side where
+        that neighbour's feasibility differs. The anchor is the best feasible complete trial;
+        before there is one, the least infeasible finished trial, bracketed up to the range's
+        end or the first trial not known to be infeasible. The running trials inside a
+        bracket split it into gaps, so trials asked together spread over it instead of piling
+        up. Only trials with the anchor's values for every other parameter count, and only
+        final verdicts: a trial pruned while still under the limit might have ended over it.
         """
         distribution = search_space.get(self._param)
         if not isinstance(distribution, FloatDistribution) or len(study.directions) != 1:
             return None
+        trials = study._get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         best = best_feasible(study)
-        if best is None or self._param not in best.params:
+        infeasible = [t for t in trials if t.state != TrialState.RUNNING and not is_feasible(t)]
+        anchor = best or min(infeasible, key=lambda t: violation(t) or 0.0, default=None)
+        if anchor is None or self._param not in anchor.params:
             return None
-        others = {k: v for k, v in best.params.items() if k != self._param}
+        others = {k: v for k, v in anchor.params.items() if k != self._param}
         to_unit, from_unit = unit_scale(distribution)
-        finished: list[tuple[float, float | None]] = []
+        known: list[tuple[float, bool]] = []  # (x, feasible) of the final verdicts
         running: list[float] = []
-        for t in study._get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)):
+        for t in trials:
             if self._param not in t.params or any(t.params.get(k) != v for k, v in others.items()):
                 continue
             x = to_unit(t.params[self._param])
             if t.state == TrialState.RUNNING:
                 running.append(x)
-            else:
-                finished.append((x, violation(t)))
-        x_best = to_unit(best.params[self._param])
+            elif t.state == TrialState.COMPLETE or not is_feasible(t):
+                known.append((x, is_feasible(t)))
+        x_anchor = to_unit(anchor.params[self._param])
         gaps: list[tuple[float, float, float]] = []
         for side in (-1.0, 1.0):
-            beyond = [(x, v) for x, v in finished if (x - x_best) * side > 0]
+            beyond = [(x, ok) for x, ok in known if (x - x_anchor) * side > 0]
+            if best is None:  # an infeasible anchor: up to the range's end, if nothing between
+                beyond.append((max(0.0, side), True))
             if not beyond:
                 continue
-            x_next, next_violation = min(beyond, key=lambda p: abs(p[0] - x_best))
-            if next_violation is None or next_violation <= 0:
-                continue
-            low, high = sorted((x_best, x_next))
+            x_next, next_ok = min(beyond, key=lambda p: abs(p[0] - x_anchor))
+            if next_ok == (best is not None):
+                continue  # the same verdict at both ends: no edge between them
+            low, high = sorted((x_anchor, x_next))
             points = sorted([low, high, *(x for x in running if low < x < high)])
             gaps += [(b - a, a, b) for a, b in zip(points, points[1:], strict=False)]
         if not gaps:

@@ -140,3 +140,23 @@ def test_pool_never_holds_back_when_nothing_runs() -> None:
     for trial in [study.ask() for _ in range(20)]:
         study.tell(trial, state=TrialState.PRUNED)  # every first trial stopped early
     assert not awaits_first_result(study, budget=25, k=16)
+
+
+def test_edge_sampler_before_any_feasible_trial_searches_beyond_the_least_infeasible() -> None:
+    study = study_with(
+        finished(1e-4, 4.0, 0.05),
+        finished(1e-3, 3.0, 0.01),  # the least infeasible: the edge lies beyond it, if anywhere
+        sampler=edge_sampler(n_startup=0),
+    )
+    asked = study.ask().suggest_float("weight_decay", 1e-6, 1e-1, log=True)
+    assert asked == pytest.approx(math.sqrt(1e-3 * 1e-1))  # up to the range's end, in log
+    assert 1e-3 < study.ask().suggest_float("weight_decay", 1e-6, 1e-1, log=True) < 1e-1
+
+
+def test_edge_sampler_ignores_a_trial_pruned_under_the_limit_as_a_neighbour() -> None:
+    pruned = finished(2e-3, 2.7, -0.01)  # pruned at an early epoch: might have ended over it
+    pruned.state, pruned.value = TrialState.PRUNED, None
+    study = study_with(finished(4e-3, 2.4, -0.1), pruned, finished(1e-3, 3.0, 0.2))
+    proposal = edge_sampler().edge_proposal(study, {"weight_decay": SPACE})
+    assert proposal is not None
+    assert proposal["weight_decay"] == pytest.approx(math.sqrt(1e-3 * 4e-3))
