@@ -6,6 +6,7 @@ database's own words, what they mean and what to do.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import warnings
@@ -18,6 +19,7 @@ import sqlalchemy
 import sqlalchemy.exc
 from optuna.exceptions import ExperimentalWarning, StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
 
 from search.config import StudyConfig
 from search.errors import UserError
@@ -36,6 +38,29 @@ POOL_OVERFLOW = 2
 # A trial whose heartbeat went stale is tried again with its parameters at most this often:
 # parameters that kill their worker every time (out of memory, say) must not loop forever.
 STALE_TRIAL_MAX_RETRY = 3
+
+
+# What a retry takes over from the stale trial it replaces: the retry's own bookkeeping, and
+# the parameters Optuna pins through ``fixed_params``. Nothing it measured: its constraint
+# (``constraints:train_accuracy`` and the legacy ``constraints``), notes and metrics.
+RETRY_KEEPS = frozenset({"failed_trial", "retry_history", "fixed_params"})
+
+
+class RetryStaleTrialWithOwnResults(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a stale trial, less what the stale trial measured.
+
+    Optuna's callback copies every attribute of the dead trial onto its retry. A copied
+    ``constraints:train_accuracy`` makes the retry's own ``set_constraint`` a no-op (Optuna
+    keeps the first value of a key), so the retry would be judged feasible or not on the dead
+    trial's training accuracy; copied user attributes would show its metrics until overwritten.
+    The retry starts from the parameters only and records everything else itself.
+    """
+
+    def __call__(self, study: Any, trial: FrozenTrial) -> None:
+        fresh = copy.deepcopy(trial)
+        fresh.user_attrs = {}
+        fresh.system_attrs = {k: v for k, v in trial.system_attrs.items() if k in RETRY_KEEPS}
+        super().__call__(study, fresh)
 
 
 class StudyError(UserError):
@@ -86,7 +111,7 @@ def make_storage(
                 heartbeat = {
                     "heartbeat_interval": heartbeat_interval,
                     "grace_period": grace_period,
-                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
+                    "heartbeat_stale_trial_callback": RetryStaleTrialWithOwnResults(
                         max_retry=STALE_TRIAL_MAX_RETRY
                     ),
                 }

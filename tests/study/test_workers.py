@@ -446,6 +446,71 @@ def test_killed_run_is_finished_by_the_same_command_run_again(
     assert retry.params == study_trials[0].params and retry.state == TrialState.COMPLETE
 
 
+# A worker that has recorded its trial's outcome, constraint included, and hangs before telling
+# it: the moment a SIGKILL leaves the most behind on a stale trial. The accuracy of 1.25 is
+# impossible, so no real trial can share the values it records.
+RECORDED_THEN_HANGS = """
+import sys, threading
+from search import run
+from search.study.objective import begin_trial, record_outcome
+from search.study.storage import open_storage
+from search.study.study import create_study
+from search.training.train import EpochMetrics
+
+config = run.parse_config(sys.argv[1:])
+study = create_study(open_storage(config), config, {})
+
+def objective(trial):
+    begin_trial(trial, config)
+    record_outcome(trial, [EpochMetrics(1, 9.0, 1.25, 9.0, 0.01, 0.0)], config, 0.0)
+    print("recorded", flush=True)
+    threading.Event().wait()
+
+study.optimize(objective)
+"""
+
+
+@pytest.mark.slow
+def test_retry_of_a_killed_trial_records_its_own_constraint_and_metrics(
+    tmp_path: Path, mnist_dir: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    """Optuna's retry copies the dead trial's attributes; the constraint among them would make
+    the retry's own ``set_constraint`` a no-op and its feasibility the dead trial's."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    argv = [
+        "--trials", "1", "--storage", url, *UNPRUNED, "--heartbeat-interval", "1",
+        "--grace-period", "2", *tiny(mnist_dir, tmp_path, 2),
+    ]  # fmt: skip
+    dying = subprocess.Popen(
+        [sys.executable, "-c", RECORDED_THEN_HANGS, *argv],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    processes.append(dying)
+    assert dying.stdout is not None and dying.stdout.readline() == "recorded\n"
+    os.killpg(dying.pid, signal.SIGKILL)
+    dying.communicate()
+    (dead,) = trials(url)
+    assert dead.state == TrialState.RUNNING
+    assert dead.constraints == {"train_accuracy": 0.25, "0": 0.25}
+
+    again = start(*argv)
+    processes.append(again)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    dead, retry = trials(url)
+    assert dead.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.system_attrs["failed_trial"] == dead.number and retry.params == dead.params
+    own = retry.user_attrs["train_accuracy"] - 1.0  # --max-train-acc 1: feasible
+    assert own <= 0 and retry.system_attrs["constraints:train_accuracy"] == pytest.approx(own)
+    assert retry.system_attrs["constraints"] == [pytest.approx(own)]
+    assert retry.user_attrs["feasible"] is True and retry.user_attrs["val_accuracy"] != 0.01
+    assert retry.user_attrs["seed"] != dead.user_attrs["seed"]  # its own number's seed
+    study = optuna.load_study(study_name=STUDY, storage=url)
+    assert study.best_trial.number == retry.number
+    assert f"trial   {retry.number}" in out and "feasible" in out
+
+
 @pytest.mark.slow
 def test_killed_trial_pool_is_retried_by_a_run_after_the_grace_period(
     tmp_path: Path, mnist_dir: Path, processes: list[subprocess.Popen[str]]
