@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 import time
@@ -40,7 +41,7 @@ from search.config import (
 )
 from search.signals import STOP_SIGNALS, Interrupted
 from search.study.artifacts import add_artifacts_flag, artifact_store
-from search.study.storage import masked, open_storage, storage_errors
+from search.study.storage import has_password, masked, open_storage, storage_errors
 from search.study.study import (
     best_feasible_trial,
     create_study,
@@ -236,13 +237,17 @@ def describe(trial: FrozenTrial) -> str:
     return line + f"  {trial.state.name.lower()}"
 
 
-def study_flags(config: StudyConfig) -> str:
-    """The flags that point another command at this study, for the lines printed after a run."""
-    flags = f"--study-name {config.study_name}"
+def study_flags(config: StudyConfig, artifacts: bool = True) -> str:
+    """The flags that point another command at this study, for the lines printed after a run.
+
+    Pasted, they must work: the URL goes without its password (which would otherwise end up in
+    the shell's history), quoted for the shell; ``print_summary`` says where the password goes.
+    """
+    flags = f"--study-name {shlex.quote(config.study_name)}"
     if config.storage is not None:
-        flags += f" --storage {masked(config.storage)}"
-    if config.artifacts is not None:
-        flags += f" --artifacts {config.artifacts}"
+        flags += f" --storage {shlex.quote(masked(config.storage, hidden=None))}"
+    if artifacts and config.artifacts is not None:
+        flags += f" --artifacts {shlex.quote(str(config.artifacts))}"
     return flags
 
 
@@ -265,7 +270,12 @@ def print_summary(study: optuna.Study, config: StudyConfig) -> None:
     )
     print(f"inspect: python -m search.dashboard {study_flags(config)}")
     print(f"test:    python -m search.evaluate {study_flags(config)}")
-    print(f"export:  python -m search.export --study-name {study.study_name}")
+    print(f"export:  python -m search.export {study_flags(config, artifacts=False)}")
+    if config.storage is not None and has_password(config.storage):
+        print(
+            "(the password is left out of these lines: put it in ~/.pgpass, or in the "
+            "PGPASSWORD environment variable, and they connect as they are)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import threading
+import urllib.parse
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,12 +75,55 @@ class StorageError(UserError):
     """The study's database failed while a command used it (stopped, unreachable, read-only)."""
 
 
-def masked(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for every message a user sees."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return url
+# The user-info password of a URL as SQLAlchemy parses it: ``scheme://user:PASSWORD@``.
+USERINFO_PASSWORD = re.compile(r"^(?P<head>[\w+.-]+://[^:/@]*):(?P<password>[^@]*)@")
+# A password-like ``key=value`` in a URL's query or a libpq connection string, in any case or
+# driver's spelling: password, sslpassword (libpq), passwd (MySQL), PWD (ODBC), pass.
+PASSWORD_KEY = r"[\w.-]*(?:pass(?:word|wd)?|pwd)"
+QUERY_PASSWORD = re.compile(
+    rf"(?P<sep>[?&;\s]|^)(?P<key>{PASSWORD_KEY})=(?P<value>[^&;#\s]*)", re.I
+)
+HIDDEN = "***"
+
+
+def masked(url: str, hidden: str | None = HIDDEN) -> str:
+    """``url`` with every password in it replaced by ``hidden``, or dropped when it is None.
+
+    The one masking of the commands: opening lines, hints, errors and logs all show URLs
+    through it. Works on text SQLAlchemy can't parse (a bad port, an unclosed ``[``), since
+    those are the URLs error lines show. Dropped, the password leaves a URL that works as
+    typed with the password in ``~/.pgpass`` or ``PGPASSWORD`` (PostgreSQL's own clients do
+    the same: they never echo one).
+    """
+    if hidden is None:
+        base, _, query = USERINFO_PASSWORD.sub(r"\g<head>@", url, count=1).partition("?")
+        kept = [
+            pair
+            for pair in query.split("&")
+            if pair and not re.fullmatch(PASSWORD_KEY, pair.partition("=")[0], re.I)
+        ]
+        return base + ("?" + "&".join(kept) if kept else "")
+    shown = USERINFO_PASSWORD.sub(rf"\g<head>:{hidden}@", url, count=1)
+    return QUERY_PASSWORD.sub(lambda m: f"{m['sep']}{m['key']}={hidden}", shown)
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords written in ``url``, as typed and percent-decoded, longest first."""
+    found = [m["password"] for m in USERINFO_PASSWORD.finditer(url)]
+    found += [m["value"] for m in QUERY_PASSWORD.finditer(url)]
+    every = {p for value in found if value for p in (value, urllib.parse.unquote(value))}
+    return sorted(every, key=len, reverse=True)
+
+
+def scrubbed(text: str, url: str) -> str:
+    """``text`` (a driver's error message, say) with ``url``'s passwords replaced by ***."""
+    for password in url_passwords(url):
+        text = text.replace(password, HIDDEN)
+    return masked(text)
+
+
+def has_password(url: str) -> bool:
+    return bool(url_passwords(url))
 
 
 def make_storage(
@@ -207,8 +252,7 @@ def describe_storage_error(error: BaseException, url: str) -> str:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
         parsed = None
-    if parsed is not None and parsed.password:
-        text = text.replace(str(parsed.password), "***")
+    text = scrubbed(text, url)
     database = parsed.database if parsed is not None else None
     lowered = text.lower()
     if "readonly" in lowered or "read-only" in lowered:

@@ -626,6 +626,39 @@ def test_wrong_password_is_not_printed_either(pg_url: str, capsys) -> None:
     assert "wr0ng-s3cret" not in out + err and "postgres:***@127.0.0.1" in err
 
 
+@pytest.mark.slow
+def test_query_password_never_shows_and_the_hints_work_when_pasted(
+    postgres: PostgresServer, pg_url: str, tmp_path: Path, mnist_dir: Path, capsys
+) -> None:
+    """The password in ``?password=``: not in any line; the hints carry --storage without it
+    and connect as they are with PGPASSWORD set, as PostgreSQL's own clients do."""
+    bare = pg_url.replace(f":{postgres.password}@", "@")
+    in_query = f"{bare}?password={postgres.password}"
+    argv = ["--storage", in_query, "--trials", "1", *UNPRUNED, *tiny(mnist_dir, tmp_path, 1)]
+    status, out, err = run_cli(run.main, argv, capsys)
+    assert status == 0, err
+    assert postgres.password not in out + err
+    assert f"in {bare}?password=***: 0 of 1 trials" in out  # the opening line
+    hints = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in out.splitlines()[-4:-1]}
+    assert set(hints) == {"inspect", "test", "export"}
+    assert all(f"--storage {bare} " in hint + " " for hint in hints.values())
+    assert "~/.pgpass" in out.splitlines()[-1] and "PGPASSWORD" in out.splitlines()[-1]
+    export_hint = hints["export"].split()
+    assert "--storage" in export_hint
+    pasted = subprocess.run(
+        [sys.executable, *export_hint[1:], "--out", str(tmp_path / "best.csv")],
+        cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "PGPASSWORD": postgres.password},
+    )  # fmt: skip
+    assert pasted.returncode == 0, pasted.stderr
+    assert (tmp_path / "best.csv").is_file()
+
+    wrong = in_query.replace(postgres.password, "wr0ng-s3cret")
+    status, out, err = run_cli(run.main, ["--storage", wrong], capsys)
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "wr0ng-s3cret" not in out + err and "?password=***" in err
+
+
 @pytest.mark.parametrize("name", ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)"])
 def test_export_from_postgres_neutralises_formulas(
     name: str, pg_url: str, tiny_config: StudyConfig, tiny_splits: Splits, tmp_path: Path, capsys
