@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from search.config import DEFAULTS, OPTIMIZERS, SEARCH_SPACES, StudyConfig
+from search.config import DEFAULTS, OPTIMIZERS, SEARCH_SPACES, StudyConfig, study_name_problem
 from search.errors import UserError
 from search.signals import graceful_stop
 
@@ -60,10 +60,19 @@ def fraction(text: str) -> float:
     return number(text, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
 
 
+def study_name(text: str) -> str:
+    problem = study_name_problem(text)
+    if problem is not None:
+        shown = repr(text) if len(text) <= 80 else f"{len(text)} characters"
+        raise argparse.ArgumentTypeError(f"{problem}, got {shown}")
+    return text
+
+
 def add_study_flags(parser: argparse.ArgumentParser) -> None:
     """``--study-name`` and ``--storage``, the pair every command that reads a study takes."""
     parser.add_argument(
         "--study-name",
+        type=study_name,
         default=DEFAULTS.study_name,
         metavar="NAME",
         help="name of the study in the storage (default: %(default)s)",

@@ -659,17 +659,29 @@ def test_query_password_never_shows_and_the_hints_work_when_pasted(
     assert "wr0ng-s3cret" not in out + err and "?password=***" in err
 
 
-@pytest.mark.parametrize("name", ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)"])
+@pytest.mark.parametrize("payload", ['=HYPERLINK("http://x")', "+1+2", "\r-2+3", " @SUM(A1)"])
 def test_export_from_postgres_neutralises_formulas(
-    name: str, pg_url: str, tiny_config: StudyConfig, tiny_splits: Splits, tmp_path: Path, capsys
+    payload: str,
+    pg_url: str,
+    tiny_config: StudyConfig,
+    tiny_splits: Splits,
+    tmp_path: Path,
+    capsys,
 ) -> None:
-    config = tiny_config.replace(study_name=name, storage=pg_url, trials=1, epochs=1)
+    config = tiny_config.replace(storage=pg_url, trials=1, epochs=1)
     study = create_study(open_storage(config), config, {})
-    assert run_trials(study, Objective(config, tiny_splits), config) == 1
+    # A text cell the export writes, holding what a hostile writer to the database could put.
+    distribution = optuna.distributions.FloatDistribution(1e-6, 1e-1, log=True)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"weight_decay": 1e-3}, distributions={"weight_decay": distribution},
+            value=0.5, user_attrs={"pruned_reason": payload},
+        )
+    )  # fmt: skip
     out = tmp_path / "all.csv"
-    argv = ["--storage", pg_url, f"--study-name={name}", "--out", str(out), "--all"]
+    argv = ["--storage", pg_url, "--out", str(out), "--all"]
     status, _, err = run_cli(export.main, argv, capsys)
     assert status == 0, err
-    cell = pd.read_csv(out, dtype=str)["study"].iloc[0]
-    assert cell == "'" + name
+    cell = pd.read_csv(out, dtype=str, keep_default_na=False)["pruned_reason"].iloc[0]
+    assert cell == "'" + payload
     assert sqlalchemy.engine.make_url(pg_url).password not in out.read_text()
