@@ -126,6 +126,20 @@ def has_password(url: str) -> bool:
     return bool(url_passwords(url))
 
 
+# Files SQLite and the budget's lock keep beside a study's database file.
+SIDECARS = ("-wal", "-shm", "-journal", ".lock")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL, or None (another backend, in memory, a ``file:`` URI)."""
+    if not url.startswith("sqlite"):
+        return None
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.query.get("uri") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(str(parsed.database))
+
+
 def make_storage(
     url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None
 ) -> RDBStorage:
@@ -306,14 +320,14 @@ def storage_errors(url: str) -> Iterator[None]:
 
     Every trial is committed as it finishes, so what such a failure loses is the trial in
     flight only; the message says how to carry on. Optuna's heartbeat thread may meet a
-    failure first and would print a traceback; it gets one warning line instead, and the
-    main thread reports a database that is gone when it next uses it.
+    failure first and would print a traceback; it stays quiet instead (a debug log), and the
+    main thread reports a database that is gone when it next uses it: one line.
     """
     thread_hook = threading.excepthook
 
     def quiet_storage_failures(args: threading.ExceptHookArgs) -> None:
         if args.exc_value is not None and storage_cause(args.exc_value) is not None:
-            logger.warning(
+            logger.debug(
                 "a running trial's heartbeats stopped (%s); past the grace period another "
                 "worker may judge the trial dead",
                 describe_storage_error(args.exc_value, url),

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import export, run
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.study.budget import FINISHED, ClaimLock
+from search.study.budget import FINISHED, BudgetGate, ClaimLock
 from search.study.drive import run_trials
 from search.study.objective import Objective
 from search.study.storage import (
@@ -211,6 +211,21 @@ def test_claim_lock_admits_one_worker_at_a_time(
 
 
 # --- Storages that can't hold a study: one line each, nothing written ---------------------
+
+
+def test_budget_gate_never_judges_its_own_running_trials_stuck(
+    tiny_config: StudyConfig,
+) -> None:
+    """A trial of this worker that sits still (a long epoch on a busy machine) still holds its
+    place; another's that sits still past ``stuck_after`` doesn't."""
+    url = tiny_config.storage_url
+    study = create_study(make_storage(url), tiny_config, {})
+    lock = ClaimLock(url, tiny_config.study_name, engine_options(url))
+    gate = BudgetGate(study, budget=3, lock=lock, stuck_after=0.0)
+    own, other = study.ask(), study.ask()
+    gate.mine.add(own.number)
+    assert [t.number for t in gate.claimed()] == [own.number, other.number]  # first look
+    assert [t.number for t in gate.claimed()] == [own.number]  # the other sat still since
 
 
 def test_run_refuses_a_database_that_is_not_an_optuna_study(tmp_path: Path, capsys) -> None:
@@ -587,23 +602,31 @@ def test_sigterm_fails_the_running_trial_and_exits_143(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("workers", "parallel"), [(1, 1), (1, 3), (3, 1)])
 def test_database_going_away_is_one_line_and_keeps_finished_trials(
-    tmp_path: Path, mnist_dir: Path, processes: list[subprocess.Popen[str]]
+    workers: int,
+    parallel: int,
+    tmp_path: Path,
+    mnist_dir: Path,
+    processes: list[subprocess.Popen[str]],
 ) -> None:
+    """However many workers, and in either trial loop: one line, from the parent. The
+    heartbeat threads that meet the failure first stay quiet."""
     reason = unavailable()
     if reason is not None:
         pytest.skip(reason)
     server = PostgresServer()  # its own: this test stops it
     try:
         url = server.create_database()
-        command = start("--trials", "50", "--storage", url, *UNPRUNED,
-                        *tiny(mnist_dir, tmp_path, 5))  # fmt: skip
+        command = start("--trials", "50", "--storage", url, *UNPRUNED, "--workers",
+                        str(workers), "--heartbeat-interval", "1", "--grace-period", "2",
+                        *tiny(mnist_dir, tmp_path, 5, parallel))  # fmt: skip
         processes.append(command)
         wait_until(lambda: sum(t.state in FINISHED for t in trials(url)) >= 2, command)
         server.stop()
         _, err = command.communicate(timeout=60)
         assert command.returncode == 1
-        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert err.startswith(
             f"error: --storage postgresql+psycopg://postgres:***@127.0.0.1:{server.port}/"
         )
