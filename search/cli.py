@@ -25,18 +25,13 @@ from search.config import (
     StudyConfig,
     study_name_problem,
 )
+
+# Parser: argparse with one-line errors, defined beside UserError for the data wing too.
+from search.errors import USAGE_ERROR as USAGE_ERROR
+from search.errors import Parser as Parser
 from search.errors import UserError
 from search.signals import graceful_stop
 from search.study.storage import masked, scrubbed
-
-USAGE_ERROR = 2
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line: the usage text is one ``--help`` away."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def positive_int(text: str) -> int:
