@@ -266,7 +266,7 @@ def describe_storage_error(error: BaseException, url: str) -> str:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
         parsed = None
-    text = scrubbed(text, url)
+    text = scrubbed(BACKGROUND_LINK.sub("", text), url)
     database = parsed.database if parsed is not None else None
     lowered = text.lower()
     if "readonly" in lowered or "read-only" in lowered:
@@ -290,6 +290,9 @@ def describe_storage_error(error: BaseException, url: str) -> str:
     return text
 
 
+# SQLAlchemy's "(Background on this error at: https://sqlalche.me/...)": no help in one line.
+BACKGROUND_LINK = re.compile(r"\s*\(Background on this error at: [^)]*\)")
+
 # What drivers say when the server is down, going down, or not answering (psycopg, psycopg2).
 UNREACHABLE = (
     "connection failed", "could not connect", "connection refused", "timeout expired",
@@ -297,6 +300,9 @@ UNREACHABLE = (
     "shutting down",
     "terminating connection", "connection already closed", "connection is closed",
     "consuming input failed", "no route to host",
+    # SQLAlchemy's word once a dropped connection left its transaction invalid (Optuna caught the
+    # first error and fell back): seen with the server stopped mid-study on a busy machine.
+    "can't reconnect until invalid transaction",
 )  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy.exc
 
 from search.study.storage import describe_storage_error, masked, url_passwords
 
@@ -44,3 +45,12 @@ def test_describe_storage_error_scrubs_a_query_password_the_driver_echoes() -> N
     url = "postgresql://u@h/db?password=s3cret"
     error = RuntimeError('invalid connection option "password=s3cret" in postgresql://u@h/db')
     assert "s3cret" not in describe_storage_error(error, url)
+
+
+def test_describe_storage_error_reads_an_invalidated_transaction_as_unreachable() -> None:
+    error = sqlalchemy.exc.PendingRollbackError(
+        "Can't reconnect until invalid transaction is rolled back.  Please rollback() fully "
+        "before proceeding (Background on this error at: https://sqlalche.me/e/21/8s2b)"
+    )
+    line = describe_storage_error(error, "postgresql://u@h/db")
+    assert "the database can't be reached" in line and "sqlalche.me" not in line
