@@ -12,8 +12,16 @@ Importing ``search`` loads neither PyTorch nor Optuna; ``load_best`` does, when 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+# `python -m search.<command>` imports this package first, with sys.argv[0] == "-m" while it
+# does: from here on a Ctrl-C during the command's imports is one line, not a traceback.
+if sys.argv[:1] == ["-m"]:
+    from search.signals import exit_at_once_on_stop
+
+    exit_at_once_on_stop()
 
 if TYPE_CHECKING:
     import torch

@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device cpu")
+    if args.out.is_dir() or (args.out.parent.exists() and not args.out.parent.is_dir()):
+        parser.error(f"--out {args.out}: give a file path for the JSON, not a directory")
     if args.steps > MAX_STEPS:
         parser.error(
             f"--steps must be at most {MAX_STEPS} (one pass over the images), got {args.steps}"

@@ -13,18 +13,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from search.config import DEFAULTS, OPTIMIZERS, SEARCH_SPACES, StudyConfig
+import sqlalchemy
+import sqlalchemy.exc
+
+from search.config import (
+    DEFAULTS,
+    MAX_SEED,
+    MIN_SUBSET,
+    OPTIMIZERS,
+    SEARCH_SPACES,
+    StudyConfig,
+    study_name_problem,
+)
+
+# Parser: argparse with one-line errors, defined beside UserError for the data wing too.
+from search.errors import USAGE_ERROR as USAGE_ERROR
+from search.errors import Parser as Parser
 from search.errors import UserError
 from search.signals import graceful_stop
-
-USAGE_ERROR = 2
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line: the usage text is one ``--help`` away."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+from search.study.storage import masked, scrubbed
 
 
 def integer(text: str, least: int, rule: str) -> int:
@@ -69,16 +76,79 @@ def fraction(text: str) -> float:
     return number(text, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
 
 
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {text!r}")
+    return value
+
+
+def subset(text: str) -> int:
+    value = positive_int(text)
+    if value < MIN_SUBSET:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_SUBSET} images, got {text!r}: validation takes at most as "
+            "many, and on fewer one image moves the accuracy by more than a percent"
+        )
+    return value
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port from 0 to 65535 (0: any free one), got {text!r}"
+        )
+    return value
+
+
+def directory(text: str) -> Path:
+    """A folder flag: an existing directory, or a path where one can be made."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    return path
+
+
+def storage(text: str) -> str:
+    """A SQLAlchemy URL that parses; the error shows it with its password masked."""
+    try:
+        url = sqlalchemy.engine.make_url(text)
+        url.port  # noqa: B018 - parsed lazily: a port like "abc" fails only here
+    except (sqlalchemy.exc.ArgumentError, ValueError) as error:
+        raise argparse.ArgumentTypeError(
+            f"{masked(text)} is not a database URL ({scrubbed(str(error), text)}); write it as "
+            "postgresql+psycopg://user@host:port/database or sqlite:///path/to/study.db"
+        ) from None
+    return text
+
+
+def study_name(text: str) -> str:
+    problem = study_name_problem(text)
+    if problem is not None:
+        shown = repr(text) if len(text) <= 80 else f"{len(text)} characters"
+        raise argparse.ArgumentTypeError(f"{problem}, got {shown}")
+    return text
+
+
 def add_study_flags(parser: argparse.ArgumentParser) -> None:
     """``--study-name`` and ``--storage``, the pair every command that reads a study takes."""
     parser.add_argument(
         "--study-name",
+        type=study_name,
         default=DEFAULTS.study_name,
         metavar="NAME",
         help="name of the study in the storage (default: %(default)s)",
     )
     parser.add_argument(
         "--storage",
+        type=storage,
         default=None,
         metavar="URL",
         help="SQLAlchemy URL of the study's database, e.g. postgresql://user@host/db "
@@ -147,24 +217,31 @@ def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
 def add_data_dir_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
-        type=Path,
+        type=directory,
         default=DEFAULTS.data_dir,
         metavar="DIR",
         help="where MNIST lives in torchvision's layout, DIR/MNIST/raw (default: %(default)s)",
     )
 
 
-def run_command(main: Callable[[list[str] | None], int]) -> NoReturn:
+def run_command(
+    main: Callable[[list[str] | None], int],
+    report: Callable[[UserError], None] | None = None,
+) -> NoReturn:
     """Run a command's ``main`` and exit with its status.
 
-    Known user-facing errors become their one line on stderr. Ctrl-C and SIGTERM stop the
-    command outside any database call (``search.signals``) and end it with 130 and 143.
+    Known user-facing errors become their one line on stderr, or go to ``report`` (a worker
+    hands them to its parent, which prints each once). Ctrl-C and SIGTERM stop the command
+    outside any database call (``search.signals``) and end it with 130 and 143.
     """
     try:
         with graceful_stop():
             status = main(None)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if report is None:
+            print(f"error: {error}", file=sys.stderr)
+        else:
+            report(error)
         status = error.exit_code
     except KeyboardInterrupt as error:
         name = f" by {error}" if str(error) else ""

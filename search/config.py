@@ -8,6 +8,7 @@ changes in one place only. A field carries its flag's name: ``--max-train-acc`` 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -32,6 +33,28 @@ SEARCH_SPACES: tuple[str, ...] = get_args(SearchSpace)
 
 STUDIES_DIR = Path("studies")
 
+# What a study name may be: it names files under studies/ (the SQLite file, exports, reports),
+# so nothing that could leave the folder, hide a file or read as a flag. Optuna itself takes any
+# string; these are the characters of a file name every system and shell take as they are.
+STUDY_NAME_MAX = 64
+STUDY_NAME_CHARS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+# A study's confirmation runs go into a sibling study of this suffix, which may exceed the
+# length by as much, so every valid name has a valid sibling.
+SIBLING_SUFFIX = "-confirm"
+STUDY_NAME_RULE = (
+    f"1 to {STUDY_NAME_MAX} letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+)
+
+
+def study_name_problem(name: str) -> str | None:
+    """Why ``name`` can't name a study (see ``STUDY_NAME_RULE``), or None when it can."""
+    if not STUDY_NAME_CHARS.fullmatch(name) or not name.isascii():
+        return f"a study name is {STUDY_NAME_RULE}"
+    if len(name.removesuffix(SIBLING_SUFFIX)) > STUDY_NAME_MAX:
+        return f"a study name is at most {STUDY_NAME_MAX} characters"
+    return None
+
+
 # The seed experiment's training recipe (../shared/seeds/000_*.txt).
 SEED_EPOCHS = 10
 SEED_BATCH_SIZE = 64
@@ -42,6 +65,12 @@ SEED_LR = 1e-3
 # so studies with different seeds are comparable.
 HOLDOUT_SIZE = 10_000
 HOLDOUT_SEED = 0
+
+# The study seed seeds NumPy's generators (the samplers'), which take 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
+# The smallest --subset: validation takes at most as many images, and on fewer than 100 one
+# image moves the accuracy by more than a percent (on 1, every trial scores 0 or 1).
+MIN_SUBSET = 100
 
 # Trials side by side on a GPU by default: the stacked model of 64 trials is still small
 # (26 MB of weights and Adam moments), and fewer slots leave the GPU idle between kernels.

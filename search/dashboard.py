@@ -24,7 +24,7 @@ import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage
 
-from search.cli import Parser, add_study_flags, run_command, storage_url
+from search.cli import Parser, add_study_flags, port, run_command, storage_url
 from search.errors import UserError
 from search.study.artifacts import add_artifacts_flag, artifact_store
 from search.study.storage import make_storage, masked
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=port,
         default=DEFAULT_PORT,
         metavar="N",
         help="port to listen on, 0 for any free one (default: %(default)s)",

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import NoReturn
+
+USAGE_ERROR = 2
+
 
 class UserError(Exception):
     """Something the user can fix: the message says what is wrong and how to fix it.
@@ -10,3 +15,10 @@ class UserError(Exception):
     """
 
     exit_code = 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line: the usage text is one ``--help`` away."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from search.cli import Parser, add_data_dir_flag, add_study_flags, run_command, storage_url
+from search.cli import (
+    Parser,
+    add_data_dir_flag,
+    add_study_flags,
+    non_negative_int,
+    run_command,
+    storage_url,
+)
 from search.config import DEVICES
 from search.study.artifacts import MODEL_ATTR, add_artifacts_flag, artifact_store
 from search.study.recommend import recommended_trial
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--trial",
-        type=int,
+        type=non_negative_int,
         default=None,
         metavar="N",
         help="with --replay: the trial to replay (default: the best feasible trial)",

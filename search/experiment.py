@@ -24,6 +24,8 @@ from search.cli import (
     non_negative_float,
     positive_int,
     run_command,
+    seed,
+    subset,
 )
 from search.config import DEFAULTS, OPTIMIZERS, SEED_BATCH_SIZE, SEED_EPOCHS, SEED_LR
 
@@ -121,13 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mnist.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=DEFAULTS.seed,
         help="torch seed of every run: initial weights and shuffling (default: %(default)s)",
     )
     mnist.add_argument(
         "--subset",
-        type=positive_int,
+        type=subset,
         default=None,
         metavar="N",
         help="train and validate on the first N images of each set, for quick runs (default: all)",
@@ -167,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipeline.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=DEFAULTS.seed,
         help="seed of the initial weights and batch orders (default: %(default)s)",
     )

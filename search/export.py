@@ -7,8 +7,8 @@ this one has them, read from the attributes each trial stored.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +77,19 @@ CONFIRM_COLUMNS = [
 # Appended to the best CSV once `python -m search.evaluate` has scored the best trial.
 TEST_COLUMNS = ["test_accuracy", "test_loss"]
 
-# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection), also
+# after leading spaces or line breaks, which it skips: ASCII and their fullwidth and small forms.
+FORMULA_STARTS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\u2212")
 
 
 class ExportError(UserError):
-    """Nothing to export, or nowhere to write it: one line for the user."""
+    """Nothing to export: one line for the user."""
+
+
+class OutError(ExportError):
+    """``--out`` can't be written: a usage error."""
+
+    exit_code = 2
 
 
 def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
@@ -169,31 +176,78 @@ def history_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
+def is_formula(value: str) -> bool:
+    """Whether a spreadsheet could take the text cell ``value`` for a formula.
+
+    OWASP's list (``= + - @``, tab, carriage return) and what a spreadsheet skips before it:
+    any leading whitespace or control character, and the fullwidth forms some of them read.
+    A cell that starts with whitespace is prefixed whatever follows: which characters a
+    spreadsheet skips there differs from one to the next.
+    """
+    first = value[:1]
+    return first in FORMULA_STARTS or first.isspace() or (first != "" and not first.isprintable())
+
+
 def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     """Prefix text cells that a spreadsheet would run as a formula with a quote (OWASP's fix)."""
 
     def safe(value: Any) -> Any:
-        if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        if isinstance(value, str) and is_formula(value):
             return "'" + value
         return value
 
-    return frame.map(safe)
+    return frame.map(safe).rename(columns=safe)
+
+
+# A temporary export is ``.<name>.<pid>.tmp`` beside its file: one whose writer is gone (killed
+# mid-write) is removed by the next export to that file.
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_path(out: Path, pid: int) -> Path:
+    return out.parent / f".{out.name}.{pid}{TEMP_SUFFIX}"
+
+
+def remove_stale_temps(out: Path) -> None:
+    """Remove the temporary files earlier exports to ``out`` left when they were killed."""
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*{TEMP_SUFFIX}"):
+        pid = path.name.removeprefix(f".{out.name}.").removesuffix(TEMP_SUFFIX)
+        if pid.isdigit() and not process_alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def write_csv(frame: pd.DataFrame, out: Path) -> None:
-    """Write atomically: a reader never sees half a file, a failed write leaves none."""
+    """Write atomically: a reader never sees half a file, a failed write leaves none.
+
+    The file gets the mode the umask gives (as any file the user creates), and a cell that
+    holds a line break is quoted: RFC 4180's CRLF line ends make the writer quote both.
+    """
+    if out.is_dir():
+        raise OutError(f"--out {out}: is a directory; give a file name, e.g. {out / 'best.csv'}")
     if not out.parent.is_dir():
-        raise ExportError(f"--out {out}: directory {out.parent} does not exist; create it first")
+        raise OutError(f"--out {out}: directory {out.parent} does not exist; create it first")
+    remove_stale_temps(out)
+    tmp = temp_path(out, os.getpid())
     try:
-        handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # less the umask
     except OSError as error:
-        raise ExportError(f"--out {out}: can't write there ({error.strerror})") from None
+        raise OutError(f"--out {out}: can't write there ({error.strerror})") from None
     try:
         with os.fdopen(handle, "w", newline="") as stream:
-            neutralise_formulas(frame).to_csv(stream, index=False)
+            neutralise_formulas(frame).to_csv(stream, index=False, lineterminator="\r\n")
         os.replace(tmp, out)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -26,6 +26,12 @@ from search.study.storage import masked
 from search.study.study import load_existing_study
 
 
+class OutDirError(ReportError):
+    """``--out`` can't hold the report: a usage error."""
+
+    exit_code = 2
+
+
 def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
     """The report's table: what the study is and what it found."""
     config = study.user_attrs.get("config", {})
@@ -121,10 +127,12 @@ figcaption {{ color: #333; max-width: 70em; }}
 
 def write_report(study: optuna.Study, url: str, out: Path) -> list[Path]:
     """Write the figures and ``index.html`` into ``out`` (created if missing); returns paths."""
+    if out.exists() and not out.is_dir():
+        raise OutDirError(f"--out {out}: is a file; give a folder for the figures")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ReportError(f"--out {out}: can't create it ({error.strerror})") from None
+        raise OutDirError(f"--out {out}: can't create it ({error.strerror})") from None
     shown = figures(study)
     written = []
     for f in shown:

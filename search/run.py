@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -27,6 +31,8 @@ from search.cli import (
     positive_float,
     positive_int,
     run_command,
+    seed,
+    subset,
 )
 from search.config import (
     DEFAULTS,
@@ -48,7 +54,14 @@ from search.study.recommend import (
     save_study_note,
     stored_recommendation,
 )
-from search.study.storage import masked, open_storage, storage_errors
+from search.study.storage import (
+    SIDECARS,
+    has_password,
+    masked,
+    open_storage,
+    sqlite_file,
+    storage_errors,
+)
 from search.study.study import (
     best_feasible_trial,
     check_settings,
@@ -142,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=None,
         help=f"study seed: sampler, initial weights and batch orders (default: {d.seed})",
     )
@@ -165,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_artifacts_flag(parser)
     parser.add_argument(
         "--subset",
-        type=positive_int,
+        type=subset,
         default=d.subset,
         metavar="N",
         help="train on the first N training images only (and validate on at "
@@ -288,13 +301,17 @@ def study_attrs(data: Splits) -> dict[str, object]:
     }
 
 
-def study_flags(config: StudyConfig) -> str:
-    """The flags that point another command at this study, for the lines printed after a run."""
-    flags = f"--study-name {config.study_name}"
+def study_flags(config: StudyConfig, artifacts: bool = True) -> str:
+    """The flags that point another command at this study, for the lines printed after a run.
+
+    Pasted, they must work: the URL goes without its password (which would otherwise end up in
+    the shell's history), quoted for the shell; ``print_summary`` says where the password goes.
+    """
+    flags = f"--study-name {shlex.quote(config.study_name)}"
     if config.storage is not None:
-        flags += f" --storage {masked(config.storage)}"
-    if config.artifacts is not None:
-        flags += f" --artifacts {config.artifacts}"
+        flags += f" --storage {shlex.quote(masked(config.storage, hidden=None))}"
+    if artifacts and config.artifacts is not None:
+        flags += f" --artifacts {shlex.quote(str(config.artifacts))}"
     return flags
 
 
@@ -320,8 +337,12 @@ def print_summary(study: optuna.Study, config: StudyConfig) -> None:
         print(describe_recommendation(stored))
     print(f"inspect: python -m search.dashboard {study_flags(config)}")
     print(f"test:    python -m search.evaluate {study_flags(config)}")
-    storage = "" if config.storage is None else f" --storage {masked(config.storage)}"
-    print(f"export:  python -m search.export --study-name {study.study_name}{storage}")
+    print(f"export:  python -m search.export {study_flags(config, artifacts=False)}")
+    if config.storage is not None and has_password(config.storage):
+        print(
+            "(the password is left out of these lines: put it in ~/.pgpass, or in the "
+            "PGPASSWORD environment variable, and they connect as they are)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,32 +351,57 @@ def main(argv: list[str] | None = None) -> int:
         return run_study(config)
 
 
+@contextmanager
+def removed_unless_created(config: StudyConfig) -> Iterator[None]:
+    """A new SQLite study that fails before it exists (its data, a stop) leaves no file behind.
+
+    Opening the storage writes Optuna's schema into a new file at once; without this, a
+    mistake would leave a study database that holds no study.
+    """
+    database = sqlite_file(config.storage_url)
+    paths = [] if database is None else [database, *(Path(f"{database}{s}") for s in SIDECARS)]
+    if config.storage is None:
+        paths.append(STUDIES_DIR)
+    new = [path for path in paths if not path.exists()]
+    try:
+        yield
+    except BaseException:
+        for path in new:
+            if path.is_dir():
+                with suppress(OSError):
+                    path.rmdir()  # only if empty: another study's files stay
+            else:
+                path.unlink(missing_ok=True)
+        raise
+
+
 def run_study(config: StudyConfig) -> int:
     """Open or create the study, run its trials here or in ``--workers`` processes, summarise."""
     from search.data.tasks import load_task
     from search.training.train import resolve_device
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines replace its own
-    if config.storage is None:
-        STUDIES_DIR.mkdir(exist_ok=True)
-    storage = open_storage(config)
-    study = find_study(storage, config)
-    if study is not None and len(finished_trials(study)) >= config.trials:
-        print(f"study {config.study_name!r} already holds {config.trials} finished trials")
-        if needs_confirmation(study, config):
-            confirm_here(study, config, load_task(config, resolve_device(config.device)))
-        print_summary(study, config)
-        return 0
-    device = resolve_device(config.device)
-    data = load_task(config, device)
-    if config.validation == "test":
-        print(
-            "note: validating on the official test set (--validation test), as the seed "
-            "experiment does; its accuracy is then no unbiased test figure",
-            file=sys.stderr,
-        )
-    if study is None:
-        study = create_study(storage, config, study_attrs(data))
+    with removed_unless_created(config):
+        if config.storage is None:
+            STUDIES_DIR.mkdir(exist_ok=True)
+        storage = open_storage(config)
+        study = find_study(storage, config)
+        if study is not None and len(finished_trials(study)) >= config.trials:
+            print(f"study {config.study_name!r} already holds {config.trials} finished trials")
+            if needs_confirmation(study, config):
+                confirm_here(study, config, load_task(config, resolve_device(config.device)))
+            print_summary(study, config)
+            return 0
+        device = resolve_device(config.device)
+        data = load_task(config, device)
+        if config.validation == "test":
+            print(
+                "note: validating on the official test set (--validation test), as the seed "
+                "experiment does; its accuracy is then no unbiased test figure",
+                file=sys.stderr,
+            )
+        if study is None:
+            study = create_study(storage, config, study_attrs(data))
     record_run_settings(study, config)  # the next resume's budget, sampler and pruner
     done = len(finished_trials(study))
     print(
@@ -367,8 +413,16 @@ def run_study(config: StudyConfig) -> int:
     if config.workers > 1:
         del data  # each worker loads its own
         storage.engine.dispose()  # and opens its own connections; this process waits
-        statuses = run_workers(config, worker)
-        status = exit_status(statuses, len(finished_trials(study)) >= config.trials, config)
+        ends = run_workers(config, worker)
+        try:
+            budget_met = len(finished_trials(study)) >= config.trials
+        except Exception:
+            if not any(end.error for end in ends):
+                raise
+            budget_met = False  # the database the workers lost: they said so, in one line
+        status = exit_status(ends, budget_met, config)
+        if not budget_met and any(end.error for end in ends):
+            return status  # their line says it all; the summary would need the database
     else:
         run_here(study, config, data)
     record_best_feasible(study)
@@ -410,11 +464,19 @@ def run_here(study: optuna.Study, config: StudyConfig, data: Splits, label: str 
         run_until_budget(study, config, data, store, [progress.finished], progress.epoch)
 
 
-def worker(config: StudyConfig, index: int, pending: Any, ignored: frozenset[int]) -> None:
-    """One of the ``--workers`` processes (``search.study.workers.run_workers`` starts it)."""
+def worker(
+    config: StudyConfig, index: int, pending: Any, ignored: frozenset[int], errors: Any
+) -> None:
+    """One of the ``--workers`` processes (``search.study.workers.run_workers`` starts it).
+
+    Its one-line error goes to the parent, which prints each distinct one once.
+    """
     for signum in set(STOP_SIGNALS) - ignored:  # started deaf to them; listen from here on
         signal.signal(signum, signal.default_int_handler)
-    run_command(lambda argv: work(config, index, pending.value))
+    run_command(
+        lambda argv: work(config, index, pending.value),
+        report=lambda error: errors.put((index, str(error))),
+    )
 
 
 def work(config: StudyConfig, index: int, pending: int) -> int:

@@ -14,6 +14,7 @@ worker stopped either way leaves no RUNNING trial and exits with 128 + the signa
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -121,3 +122,21 @@ def graceful_stop() -> Iterator[GracefulStop]:
         for signum, handler in previous.items():
             if handler is not None:  # None: set outside Python, can't be put back from here
                 signal.signal(signum, handler)
+
+
+def exit_at_once_on_stop() -> None:
+    """Until a command installs ``graceful_stop``: a stop signal ends it at once, in one line.
+
+    Installed when ``python -m search.<command>`` imports this package, before the command's
+    own imports (Optuna, SQLAlchemy, PyTorch: seconds), which Python's default handler would
+    end with a traceback. Nothing is open yet, so exiting on the spot loses nothing.
+    """
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        os.write(2, f"interrupted by {name} while starting: nothing was changed\n".encode())
+        os._exit(128 + signum)
+
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, stop)

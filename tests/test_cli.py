@@ -88,7 +88,7 @@ def test_run_says_plainly_when_no_trial_is_feasible(tiny_config: StudyConfig, ca
         (["--max-train-acc", "95"], "--max-train-acc: must be a fraction in (0, 1]"),
         (["--sampler", "cmaes"], "--sampler: invalid choice: 'cmaes'"),
         (["--pruner", "asha"], "--pruner: invalid choice: 'asha'"),
-        (["--storage", "not a url"], "--storage not a url: Could not parse SQLAlchemy URL"),
+        (["--storage", "not a url"], "--storage: not a url is not a database URL (Could not"),
         (["--storage", "nosuchdb://x/y"], "--storage nosuchdb://x/y: Can't load plugin"),
         (["--storage", "sqlite:////no/such/dir/s.db"], "directory /no/such/dir does not exist"),
     ],

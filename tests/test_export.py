@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -122,7 +127,17 @@ def test_export_to_a_missing_directory_is_one_line(
     status, _, err = run_cli(
         export.main, ["--storage", tiny_config.storage_url, "--out", str(out)], capsys
     )
-    assert status == 1 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert status == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_to_a_directory_is_one_line_and_exit_2(
+    study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
+) -> None:
+    before = sorted(tmp_path.iterdir())
+    argv = ["--storage", tiny_config.storage_url, "--out", str(tmp_path)]
+    status, _, err = run_cli(export.main, argv, capsys)
+    assert status == 2 and "is a directory" in err and len(err.strip().splitlines()) == 1
+    assert sorted(tmp_path.iterdir()) == before
 
 
 def test_export_neutralises_spreadsheet_formulas(tmp_path: Path) -> None:
@@ -184,3 +199,59 @@ def test_export_all_and_history_are_one_or_the_other(tiny_config: StudyConfig, c
     argv = ["--storage", tiny_config.storage_url, "--all", "--history"]
     status, _, err = run_cli(export.main, argv, capsys)
     assert status == 2 and "not allowed with argument" in err
+
+
+FORMULAS = [
+    "=1+1", "+1+2", "-2+3", "@SUM(A1)", "\r=1+1", "\n=1+1", "\t=1+1", "  =1+1", "\u3000=1+1",
+    "\uff1d1+1", "\uff0b1", "\uff0d1", "\uff20SUM(A1)", "\x00=1", "\u00a0=1+1",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("payload", FORMULAS)
+def test_export_neutralises_a_formula_whatever_leads_it(payload: str, tmp_path: Path) -> None:
+    frame = pd.DataFrame({"study": ["s"], "pruned_reason": [payload], "constraint": [-0.5]})
+    out = tmp_path / "all.csv"
+    export.write_csv(frame, out)
+    with out.open(newline="") as stream:
+        rows = list(csv.reader(stream))
+    assert len(rows) == 2  # a line break in a cell starts no new row
+    assert rows[1] == ["s", "'" + payload, "-0.5"]
+
+
+@pytest.mark.parametrize("text", ["weight decay 1e-3", "a=b", "x-y", "pruned: a\nb"])
+def test_export_leaves_harmless_text_alone_and_quotes_line_breaks(
+    text: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "all.csv"
+    export.write_csv(pd.DataFrame({"pruned_reason": [text]}), out)
+    with out.open(newline="") as stream:
+        assert list(csv.reader(stream)) == [["pruned_reason"], [text]]
+    assert ("\n" in text) == ('"' in out.read_text())
+
+
+def test_export_file_mode_follows_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        export.write_csv(pd.DataFrame({"a": [1]}), tmp_path / "a.csv")
+        os.umask(0o077)
+        export.write_csv(pd.DataFrame({"a": [1]}), tmp_path / "b.csv")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.csv").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.csv").stat().st_mode) == 0o600
+
+
+def test_export_removes_the_temporary_file_a_killed_export_left(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a writer that no longer exists, as after a SIGKILL mid-write
+    out = tmp_path / "best.csv"
+    stale = export.temp_path(out, gone.pid)
+    stale.write_text("")
+    live = export.temp_path(out, os.getppid())  # a writer still at work: left alone
+    live.write_text("")
+    other = export.temp_path(tmp_path / "other.csv", gone.pid)  # another file's
+    other.write_text("")
+    export.write_csv(pd.DataFrame({"a": [1]}), out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["best.csv", live.name, other.name]
+    )

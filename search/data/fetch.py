@@ -38,6 +38,7 @@ import numpy as np
 
 from search.config import DEFAULTS
 from search.data.splits import DataError
+from search.errors import Parser
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +354,7 @@ def write_idx_labels(path: Path, labels: np.ndarray) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m search.data",
         description="Fetch MNIST if it is missing, verify its md5 and print where it is.",
     )
@@ -368,7 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data_dir.exists() and not args.data_dir.is_dir():
+        parser.error(f"argument --data-dir: {args.data_dir} is a file, not a directory")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         checksums = ensure_mnist(args.data_dir)

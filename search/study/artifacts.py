@@ -84,11 +84,18 @@ def artifact_store(
     return FileSystemArtifactStore(folder)
 
 
+def folder(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    return path
+
+
 def add_artifacts_flag(parser: argparse.ArgumentParser) -> None:
     """``--artifacts DIR``, for every command that writes or reads trials' weights."""
     parser.add_argument(
         "--artifacts",
-        type=Path,
+        type=folder,
         default=None,
         metavar="DIR",
         help="folder of the trials' model weights (default: artifacts/ beside a SQLite "

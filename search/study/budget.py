@@ -140,6 +140,9 @@ class BudgetGate:
         self.stuck_after = stuck_after
         # number -> (what it looked like, since when): how long a running trial has sat still.
         self.seen: dict[int, tuple[tuple[Any, ...], float]] = {}
+        # This worker's own running trials: alive by definition, never judged stuck, however
+        # long an epoch takes on a busy machine.
+        self.mine: set[int] = set()
 
     def __enter__(self) -> BudgetGate:
         return self
@@ -173,7 +176,11 @@ class BudgetGate:
     def admit(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
         def admitted(trial: optuna.Trial) -> float:
             self.lock.release()  # the trial exists now and counts as claimed
-            return objective(trial)
+            self.mine.add(trial.number)
+            try:
+                return objective(trial)
+            finally:
+                self.mine.discard(trial.number)
 
         return admitted
 
@@ -186,12 +193,12 @@ class BudgetGate:
         A trial left RUNNING by a process that never recorded a heartbeat (an older version,
         or a worker killed in the milliseconds between creating its trial and its first beat)
         is never failed by Optuna; without this it would hold a place forever and every
-        worker would wait on it.
+        worker would wait on it. This worker's own trials (``mine``) are never stuck.
         """
         now = time.monotonic()
         claimed = []
         for trial in self.study.get_trials(deepcopy=False, states=CLAIMING):
-            if trial.state == TrialState.RUNNING:
+            if trial.state == TrialState.RUNNING and trial.number not in self.mine:
                 look = (trial.datetime_start, len(trial.intermediate_values))
                 if self.seen.get(trial.number, (None,))[0] != look:
                     self.seen[trial.number] = (look, now)

@@ -29,7 +29,7 @@ from search.study.objective import (
     record_divergence,
     record_outcome,
 )
-from search.study.storage import engine_options, first_line
+from search.study.storage import engine_options, first_line, storage_cause
 from search.study.study import record_best_feasible
 from search.training.pool import TrialPool, parallel_trials
 from search.training.train import DivergedError, EpochMetrics, use_one_cpu_thread
@@ -62,7 +62,12 @@ class Deadline:
 
 
 def gate_and_deadline(study: optuna.Study, config: StudyConfig) -> tuple[BudgetGate, Deadline]:
-    """The budget gate of ``study`` (its claim lock included) and the loop's deadline."""
+    """The budget gate of ``study`` (its claim lock included) and the loop's deadline.
+
+    Also quiets Optuna's logs that repeat an error the loop reports anyway (both loops).
+    """
+    for name in ("optuna.study._optimize", "optuna.storages._rdb.storage"):
+        logging.getLogger(name).addFilter(REPEATED_ERROR_LOGS)
     lock = ClaimLock(config.storage_url, config.study_name, engine_options(config.storage_url))
     gate = BudgetGate(study, config.trials, lock, stuck_after=2 * config.grace_period)
     return gate, Deadline.after(config.timeout)
@@ -104,8 +109,6 @@ def run_trials(
     share it exactly (``search.study.budget``). A worker with nothing left to start waits for the
     others' running trials and takes over from one that fails or whose worker dies.
     """
-    for name in ("optuna.study._optimize", "optuna.storages._rdb.storage"):
-        logging.getLogger(name).addFilter(REPEATED_ERROR_LOGS)
     gate, deadline = gate_and_deadline(study, config)
     ran = 0
 
@@ -279,6 +282,7 @@ def run_pool(
         finally:
             gate.lock.release()  # the trial exists now and counts as claimed
         running[trial.number] = Running(trial, started=time.perf_counter())
+        gate.mine.add(trial.number)
         asked += 1
         heartbeat.beat(trial)
         weight_decay, seed = begin_trial(trial, config)
@@ -294,6 +298,7 @@ def run_pool(
     def tell(number: int, value: float | None, state: TrialState) -> None:
         frozen = study.tell(running[number].trial, value, state=state)
         del running[number]
+        gate.mine.discard(number)
         pool.remove(number)
         record_best_feasible(study)
         for callback in callbacks or []:
@@ -336,8 +341,9 @@ def run_pool(
                 try:
                     study.tell(entry.trial, state=TrialState.FAIL)
                 except Exception as error:  # the storage may be what failed; the original
-                    # error is the one to report, so this stays one line, not a traceback
-                    logger.warning(
+                    # error is the one to report, in one line: a lost database is it again
+                    log = logger.debug if storage_cause(error) is not None else logger.warning
+                    log(
                         "could not mark trial %d failed: %s", entry.trial.number, first_line(error)
                     )
             raise

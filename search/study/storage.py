@@ -6,8 +6,11 @@ database's own words, what they mean and what to do.
 
 from __future__ import annotations
 
+import copy
 import logging
+import re
 import threading
+import urllib.parse
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +21,7 @@ import sqlalchemy
 import sqlalchemy.exc
 from optuna.exceptions import ExperimentalWarning, StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
 
 from search.config import StudyConfig
 from search.errors import UserError
@@ -38,6 +42,29 @@ POOL_OVERFLOW = 2
 STALE_TRIAL_MAX_RETRY = 3
 
 
+# What a retry takes over from the stale trial it replaces: the retry's own bookkeeping, and
+# the parameters Optuna pins through ``fixed_params``. Nothing it measured: its constraint
+# (``constraints:train_accuracy`` and the legacy ``constraints``), notes and metrics.
+RETRY_KEEPS = frozenset({"failed_trial", "retry_history", "fixed_params"})
+
+
+class RetryStaleTrialWithOwnResults(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a stale trial, less what the stale trial measured.
+
+    Optuna's callback copies every attribute of the dead trial onto its retry. A copied
+    ``constraints:train_accuracy`` makes the retry's own ``set_constraint`` a no-op (Optuna
+    keeps the first value of a key), so the retry would be judged feasible or not on the dead
+    trial's training accuracy; copied user attributes would show its metrics until overwritten.
+    The retry starts from the parameters only and records everything else itself.
+    """
+
+    def __call__(self, study: Any, trial: FrozenTrial) -> None:
+        fresh = copy.deepcopy(trial)
+        fresh.user_attrs = {}
+        fresh.system_attrs = {k: v for k, v in trial.system_attrs.items() if k in RETRY_KEEPS}
+        super().__call__(study, fresh)
+
+
 class StudyError(UserError):
     """The storage or the study can't be used as asked: one line saying why and what to do."""
 
@@ -48,12 +75,69 @@ class StorageError(UserError):
     """The study's database failed while a command used it (stopped, unreachable, read-only)."""
 
 
-def masked(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for every message a user sees."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return url
+# The user-info password of a URL as SQLAlchemy parses it: ``scheme://user:PASSWORD@``.
+USERINFO_PASSWORD = re.compile(r"^(?P<head>[\w+.-]+://[^:/@]*):(?P<password>[^@]*)@")
+# A password-like ``key=value`` in a URL's query or a libpq connection string, in any case or
+# driver's spelling: password, sslpassword (libpq), passwd (MySQL), PWD (ODBC), pass.
+PASSWORD_KEY = r"[\w.-]*(?:pass(?:word|wd)?|pwd)"
+QUERY_PASSWORD = re.compile(
+    rf"(?P<sep>[?&;\s]|^)(?P<key>{PASSWORD_KEY})=(?P<value>[^&;#\s]*)", re.I
+)
+HIDDEN = "***"
+
+
+def masked(url: str, hidden: str | None = HIDDEN) -> str:
+    """``url`` with every password in it replaced by ``hidden``, or dropped when it is None.
+
+    The one masking of the commands: opening lines, hints, errors and logs all show URLs
+    through it. Works on text SQLAlchemy can't parse (a bad port, an unclosed ``[``), since
+    those are the URLs error lines show. Dropped, the password leaves a URL that works as
+    typed with the password in ``~/.pgpass`` or ``PGPASSWORD`` (PostgreSQL's own clients do
+    the same: they never echo one).
+    """
+    if hidden is None:
+        base, _, query = USERINFO_PASSWORD.sub(r"\g<head>@", url, count=1).partition("?")
+        kept = [
+            pair
+            for pair in query.split("&")
+            if pair and not re.fullmatch(PASSWORD_KEY, pair.partition("=")[0], re.I)
+        ]
+        return base + ("?" + "&".join(kept) if kept else "")
+    shown = USERINFO_PASSWORD.sub(rf"\g<head>:{hidden}@", url, count=1)
+    return QUERY_PASSWORD.sub(lambda m: f"{m['sep']}{m['key']}={hidden}", shown)
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords written in ``url``, as typed and percent-decoded, longest first."""
+    found = [m["password"] for m in USERINFO_PASSWORD.finditer(url)]
+    found += [m["value"] for m in QUERY_PASSWORD.finditer(url)]
+    every = {p for value in found if value for p in (value, urllib.parse.unquote(value))}
+    return sorted(every, key=len, reverse=True)
+
+
+def scrubbed(text: str, url: str) -> str:
+    """``text`` (a driver's error message, say) with ``url``'s passwords replaced by ***."""
+    for password in url_passwords(url):
+        text = text.replace(password, HIDDEN)
+    return masked(text)
+
+
+def has_password(url: str) -> bool:
+    return bool(url_passwords(url))
+
+
+# Files SQLite and the budget's lock keep beside a study's database file.
+SIDECARS = ("-wal", "-shm", "-journal", ".lock")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL, or None (another backend, in memory, a ``file:`` URI)."""
+    if not url.startswith("sqlite"):
+        return None
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.query.get("uri") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(str(parsed.database))
 
 
 def make_storage(
@@ -86,7 +170,7 @@ def make_storage(
                 heartbeat = {
                     "heartbeat_interval": heartbeat_interval,
                     "grace_period": grace_period,
-                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
+                    "heartbeat_stale_trial_callback": RetryStaleTrialWithOwnResults(
                         max_retry=STALE_TRIAL_MAX_RETRY
                     ),
                 }
@@ -182,8 +266,7 @@ def describe_storage_error(error: BaseException, url: str) -> str:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
         parsed = None
-    if parsed is not None and parsed.password:
-        text = text.replace(str(parsed.password), "***")
+    text = scrubbed(BACKGROUND_LINK.sub("", text), url)
     database = parsed.database if parsed is not None else None
     lowered = text.lower()
     if "readonly" in lowered or "read-only" in lowered:
@@ -207,6 +290,9 @@ def describe_storage_error(error: BaseException, url: str) -> str:
     return text
 
 
+# SQLAlchemy's "(Background on this error at: https://sqlalche.me/...)": no help in one line.
+BACKGROUND_LINK = re.compile(r"\s*\(Background on this error at: [^)]*\)")
+
 # What drivers say when the server is down, going down, or not answering (psycopg, psycopg2).
 UNREACHABLE = (
     "connection failed", "could not connect", "connection refused", "timeout expired",
@@ -214,6 +300,9 @@ UNREACHABLE = (
     "shutting down",
     "terminating connection", "connection already closed", "connection is closed",
     "consuming input failed", "no route to host",
+    # SQLAlchemy's word once a dropped connection left its transaction invalid (Optuna caught the
+    # first error and fell back): seen with the server stopped mid-study on a busy machine.
+    "can't reconnect until invalid transaction",
 )  # fmt: skip
 
 
@@ -237,14 +326,14 @@ def storage_errors(url: str) -> Iterator[None]:
 
     Every trial is committed as it finishes, so what such a failure loses is the trial in
     flight only; the message says how to carry on. Optuna's heartbeat thread may meet a
-    failure first and would print a traceback; it gets one warning line instead, and the
-    main thread reports a database that is gone when it next uses it.
+    failure first and would print a traceback; it stays quiet instead (a debug log), and the
+    main thread reports a database that is gone when it next uses it: one line.
     """
     thread_hook = threading.excepthook
 
     def quiet_storage_failures(args: threading.ExceptHookArgs) -> None:
         if args.exc_value is not None and storage_cause(args.exc_value) is not None:
-            logger.warning(
+            logger.debug(
                 "a running trial's heartbeats stopped (%s); past the grace period another "
                 "worker may judge the trial dead",
                 describe_storage_error(args.exc_value, url),

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -100,19 +101,30 @@ def check_worker_flags(args: StudyConfig) -> str | None:
     return None
 
 
-Target = Callable[[StudyConfig, int, Any, frozenset[int]], None]
+Target = Callable[[StudyConfig, int, Any, frozenset[int], Any], None]
 
 
-def run_workers(config: StudyConfig, target: Target) -> list[int]:
-    """Run ``target(config, index, pending, ignored)`` in ``config.workers`` processes.
+@dataclass(frozen=True)
+class WorkerEnd:
+    """How a worker ended: its exit status, and the one-line error it reported, if any."""
+
+    status: int
+    order: int | None = None  # among the workers' reports: 0 reported first
+    error: str | None = None
+
+
+def run_workers(config: StudyConfig, target: Target) -> list[WorkerEnd]:
+    """Run ``target(config, index, pending, ignored, errors)`` in ``config.workers`` processes.
 
     The workers start with SIGINT and SIGTERM ignored; ``target`` listens to those not in
     ``ignored`` (ignored here too) and then checks ``pending.value``, a stop signal that came
-    before it listened (``search.run.worker`` does both).
+    before it listened (``search.run.worker`` does both). A worker puts its one-line error
+    into ``errors`` as ``(index, message)`` instead of printing it: several workers that meet
+    the same failure (a database gone) make one line, which this process prints.
 
     Returns:
-        each worker's exit status: 0, a command's status (1, 2, 130, 143), or ``-N`` for a
-        worker killed by signal N.
+        how each worker ended: its exit status (0, a command's status 1, 2, 130 or 143, or
+        ``-N`` for a worker killed by signal N) and its error.
 
     Raises:
         Interrupted: this process got SIGINT or SIGTERM; the workers have stopped.
@@ -121,11 +133,14 @@ def run_workers(config: StudyConfig, target: Target) -> list[int]:
     # connections shares both with its parent.
     context = multiprocessing.get_context("spawn")
     pending = context.Value("i", 0, lock=False)
+    errors = context.SimpleQueue()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     ignored = frozenset(s for s, handler in previous.items() if handler is signal.SIG_IGN)
     processes = [
         context.Process(
-            target=target, args=(config, index, pending, ignored), name=f"worker {index}"
+            target=target,
+            args=(config, index, pending, ignored, errors),
+            name=f"worker {index}",
         )
         for index in range(1, config.workers + 1)
     ]
@@ -168,16 +183,35 @@ def run_workers(config: StudyConfig, target: Target) -> list[int]:
                 process.join()
     if received:
         raise Interrupted(received[0])
-    return [process.exitcode if process.exitcode is not None else 1 for process in processes]
+    reported: dict[int, tuple[int, str]] = {}  # index -> (order of report, message)
+    while not errors.empty():  # every worker has exited: what they put is all there
+        index, message = errors.get()
+        reported[index] = (len(reported), message)
+    return [
+        WorkerEnd(
+            process.exitcode if process.exitcode is not None else 1,
+            *reported.get(index, (None, None)),
+        )
+        for index, process in enumerate(processes, start=1)
+    ]
 
 
-def exit_status(statuses: list[int], budget_met: bool, config: StudyConfig) -> int:
+def exit_status(ends: list[WorkerEnd], budget_met: bool, config: StudyConfig) -> int:
     """The command's status after its workers ended; says on stderr which of them failed.
 
-    A worker that died leaves its trial to the others: once the budget is met the study is
-    whole, and the command succeeds.
+    The errors the workers reported make one line, however many met one: the first reported,
+    the cause the others met too (a database that went away reads differently to a worker
+    cut off mid-query and to one refused a new connection). A worker that died leaves its
+    trial to the others: once the budget is met the study is whole, and the command succeeds.
     """
-    for index, status in enumerate(statuses, start=1):
+    reported = sorted((end.order, end.error) for end in ends if end.order is not None)
+    if reported:
+        print(f"error: {reported[0][1]}", file=sys.stderr)
+    statuses = [end.status for end in ends]
+    for index, end in enumerate(ends, start=1):
+        status = end.status
+        if end.error is not None:
+            continue
         if status < 0:
             print(
                 f"worker {index} was killed by {signal.Signals(-status).name}: its running trial "

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import export, run
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.study.budget import FINISHED, ClaimLock
+from search.study.budget import FINISHED, BudgetGate, ClaimLock
 from search.study.drive import run_trials
 from search.study.objective import Objective
 from search.study.storage import (
@@ -211,6 +211,21 @@ def test_claim_lock_admits_one_worker_at_a_time(
 
 
 # --- Storages that can't hold a study: one line each, nothing written ---------------------
+
+
+def test_budget_gate_never_judges_its_own_running_trials_stuck(
+    tiny_config: StudyConfig,
+) -> None:
+    """A trial of this worker that sits still (a long epoch on a busy machine) still holds its
+    place; another's that sits still past ``stuck_after`` doesn't."""
+    url = tiny_config.storage_url
+    study = create_study(make_storage(url), tiny_config, {})
+    lock = ClaimLock(url, tiny_config.study_name, engine_options(url))
+    gate = BudgetGate(study, budget=3, lock=lock, stuck_after=0.0)
+    own, other = study.ask(), study.ask()
+    gate.mine.add(own.number)
+    assert [t.number for t in gate.claimed()] == [own.number, other.number]  # first look
+    assert [t.number for t in gate.claimed()] == [own.number]  # the other sat still since
 
 
 def test_run_refuses_a_database_that_is_not_an_optuna_study(tmp_path: Path, capsys) -> None:
@@ -446,6 +461,71 @@ def test_killed_run_is_finished_by_the_same_command_run_again(
     assert retry.params == study_trials[0].params and retry.state == TrialState.COMPLETE
 
 
+# A worker that has recorded its trial's outcome, constraint included, and hangs before telling
+# it: the moment a SIGKILL leaves the most behind on a stale trial. The accuracy of 1.25 is
+# impossible, so no real trial can share the values it records.
+RECORDED_THEN_HANGS = """
+import sys, threading
+from search import run
+from search.study.objective import begin_trial, record_outcome
+from search.study.storage import open_storage
+from search.study.study import create_study
+from search.training.train import EpochMetrics
+
+config = run.parse_config(sys.argv[1:])
+study = create_study(open_storage(config), config, {})
+
+def objective(trial):
+    begin_trial(trial, config)
+    record_outcome(trial, [EpochMetrics(1, 9.0, 1.25, 9.0, 0.01, 0.0)], config, 0.0)
+    print("recorded", flush=True)
+    threading.Event().wait()
+
+study.optimize(objective)
+"""
+
+
+@pytest.mark.slow
+def test_retry_of_a_killed_trial_records_its_own_constraint_and_metrics(
+    tmp_path: Path, mnist_dir: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    """Optuna's retry copies the dead trial's attributes; the constraint among them would make
+    the retry's own ``set_constraint`` a no-op and its feasibility the dead trial's."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    argv = [
+        "--trials", "1", "--storage", url, *UNPRUNED, "--heartbeat-interval", "1",
+        "--grace-period", "2", *tiny(mnist_dir, tmp_path, 2),
+    ]  # fmt: skip
+    dying = subprocess.Popen(
+        [sys.executable, "-c", RECORDED_THEN_HANGS, *argv],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    processes.append(dying)
+    assert dying.stdout is not None and dying.stdout.readline() == "recorded\n"
+    os.killpg(dying.pid, signal.SIGKILL)
+    dying.communicate()
+    (dead,) = trials(url)
+    assert dead.state == TrialState.RUNNING
+    assert dead.constraints == {"train_accuracy": 0.25, "0": 0.25}
+
+    again = start(*argv)
+    processes.append(again)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    dead, retry = trials(url)
+    assert dead.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.system_attrs["failed_trial"] == dead.number and retry.params == dead.params
+    own = retry.user_attrs["train_accuracy"] - 1.0  # --max-train-acc 1: feasible
+    assert own <= 0 and retry.system_attrs["constraints:train_accuracy"] == pytest.approx(own)
+    assert retry.system_attrs["constraints"] == [pytest.approx(own)]
+    assert retry.user_attrs["feasible"] is True and retry.user_attrs["val_accuracy"] != 0.01
+    assert retry.user_attrs["seed"] != dead.user_attrs["seed"]  # its own number's seed
+    study = optuna.load_study(study_name=STUDY, storage=url)
+    assert study.best_trial.number == retry.number
+    assert f"trial   {retry.number}" in out and "feasible" in out
+
+
 @pytest.mark.slow
 def test_killed_trial_pool_is_retried_by_a_run_after_the_grace_period(
     tmp_path: Path, mnist_dir: Path, processes: list[subprocess.Popen[str]]
@@ -522,23 +602,31 @@ def test_sigterm_fails_the_running_trial_and_exits_143(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("workers", "parallel"), [(1, 1), (1, 3), (3, 1)])
 def test_database_going_away_is_one_line_and_keeps_finished_trials(
-    tmp_path: Path, mnist_dir: Path, processes: list[subprocess.Popen[str]]
+    workers: int,
+    parallel: int,
+    tmp_path: Path,
+    mnist_dir: Path,
+    processes: list[subprocess.Popen[str]],
 ) -> None:
+    """However many workers, and in either trial loop: one line, from the parent. The
+    heartbeat threads that meet the failure first stay quiet."""
     reason = unavailable()
     if reason is not None:
         pytest.skip(reason)
     server = PostgresServer()  # its own: this test stops it
     try:
         url = server.create_database()
-        command = start("--trials", "50", "--storage", url, *UNPRUNED,
-                        *tiny(mnist_dir, tmp_path, 5))  # fmt: skip
+        command = start("--trials", "50", "--storage", url, *UNPRUNED, "--workers",
+                        str(workers), "--heartbeat-interval", "1", "--grace-period", "2",
+                        *tiny(mnist_dir, tmp_path, 5, parallel))  # fmt: skip
         processes.append(command)
         wait_until(lambda: sum(t.state in FINISHED for t in trials(url)) >= 2, command)
         server.stop()
         _, err = command.communicate(timeout=60)
         assert command.returncode == 1
-        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert err.startswith(
             f"error: --storage postgresql+psycopg://postgres:***@127.0.0.1:{server.port}/"
         )
@@ -561,17 +649,62 @@ def test_wrong_password_is_not_printed_either(pg_url: str, capsys) -> None:
     assert "wr0ng-s3cret" not in out + err and "postgres:***@127.0.0.1" in err
 
 
-@pytest.mark.parametrize("name", ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)"])
-def test_export_from_postgres_neutralises_formulas(
-    name: str, pg_url: str, tiny_config: StudyConfig, tiny_splits: Splits, tmp_path: Path, capsys
+@pytest.mark.slow
+def test_query_password_never_shows_and_the_hints_work_when_pasted(
+    postgres: PostgresServer, pg_url: str, tmp_path: Path, mnist_dir: Path, capsys
 ) -> None:
-    config = tiny_config.replace(study_name=name, storage=pg_url, trials=1, epochs=1)
+    """The password in ``?password=``: not in any line; the hints carry --storage without it
+    and connect as they are with PGPASSWORD set, as PostgreSQL's own clients do."""
+    bare = pg_url.replace(f":{postgres.password}@", "@")
+    in_query = f"{bare}?password={postgres.password}"
+    argv = ["--storage", in_query, "--trials", "1", *UNPRUNED, *tiny(mnist_dir, tmp_path, 1)]
+    status, out, err = run_cli(run.main, argv, capsys)
+    assert status == 0, err
+    assert postgres.password not in out + err
+    assert f"in {bare}?password=***: 0 of 1 trials" in out  # the opening line
+    hints = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in out.splitlines()[-4:-1]}
+    assert set(hints) == {"inspect", "test", "export"}
+    assert all(f"--storage {bare} " in hint + " " for hint in hints.values())
+    assert "~/.pgpass" in out.splitlines()[-1] and "PGPASSWORD" in out.splitlines()[-1]
+    export_hint = hints["export"].split()
+    assert "--storage" in export_hint
+    pasted = subprocess.run(
+        [sys.executable, *export_hint[1:], "--out", str(tmp_path / "best.csv")],
+        cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "PGPASSWORD": postgres.password},
+    )  # fmt: skip
+    assert pasted.returncode == 0, pasted.stderr
+    assert (tmp_path / "best.csv").is_file()
+
+    wrong = in_query.replace(postgres.password, "wr0ng-s3cret")
+    status, out, err = run_cli(run.main, ["--storage", wrong], capsys)
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "wr0ng-s3cret" not in out + err and "?password=***" in err
+
+
+@pytest.mark.parametrize("payload", ['=HYPERLINK("http://x")', "+1+2", "\r-2+3", " @SUM(A1)"])
+def test_export_from_postgres_neutralises_formulas(
+    payload: str,
+    pg_url: str,
+    tiny_config: StudyConfig,
+    tiny_splits: Splits,
+    tmp_path: Path,
+    capsys,
+) -> None:
+    config = tiny_config.replace(storage=pg_url, trials=1, epochs=1)
     study = create_study(open_storage(config), config, {})
-    assert run_trials(study, Objective(config, tiny_splits), config) == 1
+    # A text cell the export writes, holding what a hostile writer to the database could put.
+    distribution = optuna.distributions.FloatDistribution(1e-6, 1e-1, log=True)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"weight_decay": 1e-3}, distributions={"weight_decay": distribution},
+            value=0.5, user_attrs={"pruned_reason": payload},
+        )
+    )  # fmt: skip
     out = tmp_path / "all.csv"
-    argv = ["--storage", pg_url, f"--study-name={name}", "--out", str(out), "--all"]
+    argv = ["--storage", pg_url, "--out", str(out), "--all"]
     status, _, err = run_cli(export.main, argv, capsys)
     assert status == 0, err
-    cell = pd.read_csv(out, dtype=str)["study"].iloc[0]
-    assert cell == "'" + name
+    cell = pd.read_csv(out, dtype=str, keep_default_na=False)["pruned_reason"].iloc[0]
+    assert cell == "'" + payload
     assert sqlalchemy.engine.make_url(pg_url).password not in out.read_text()
