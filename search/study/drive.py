@@ -199,28 +199,25 @@ class Heartbeat:
         self.due = now + self.every
 
 
-def awaits_first_result(study: optuna.Study, budget: int, k: int) -> bool:
+def awaits_first_result(study: optuna.Study, budget: int, k: int, own_running: int) -> bool:
     """Whether the pool holds its last trials back until the study's first one completes.
 
     Passes over a pool cost the same however many slots are full, so a slot left empty while
     others train costs no time; but a trial asked before any trial completed is proposed
     blind (its sampler knows only the trials stopped early). The last ``min(k // 2, budget //
-    3)`` trials of the budget wait for a first complete trial, so a 25-trial study spends
-    8 of them where the first results point. Never while nothing runs: then nothing would
-    ever complete.
+    3)`` trials of a budget larger than the pool wait for a first complete trial, so a
+    25-trial study spends 8 of them where the first results point. Only while this process
+    trains trials of its own, which will finish: another's may be a dead worker's, failed
+    only once a trial is claimed (``search.study.budget``).
     """
+    if budget <= k or own_running == 0:
+        return False  # a budget the pool holds at once is asked at once, as before
     reserve = min(k // 2, budget // 3)
-    if reserve == 0:
-        return False
     trials = study.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     )
-    states = {t.state for t in trials}
-    return (
-        TrialState.COMPLETE not in states
-        and TrialState.RUNNING in states
-        and len(trials) >= budget - reserve
-    )
+    complete = any(t.state == TrialState.COMPLETE for t in trials)
+    return not complete and len(trials) >= budget - reserve
 
 
 def run_pool(
@@ -267,7 +264,11 @@ def run_pool(
     def refill() -> bool:
         """Start one trial in a free slot if the budget has a place for it."""
         nonlocal asked
-        if len(pool) == k or deadline.passed() or awaits_first_result(study, config.trials, k):
+        if (
+            len(pool) == k
+            or deadline.passed()
+            or awaits_first_result(study, config.trials, k, len(running))
+        ):
             return False
         # Beat first: a long pause since the last step (evaluation, callbacks) must not make
         # this worker's own trials look stale to the claim's stale-trial check.

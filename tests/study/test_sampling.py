@@ -128,18 +128,18 @@ def test_pool_holds_its_last_trials_back_until_a_first_result() -> None:
     study = optuna.create_study(direction="maximize")
     running = [study.ask() for _ in range(16)]
     # 25 trials, 16 slots: the last min(16 // 2, 25 // 3) = 8 wait for a first complete trial.
-    assert not awaits_first_result(study, budget=25, k=16)
+    assert not awaits_first_result(study, budget=25, k=16, own_running=16)
     study.ask()
-    assert awaits_first_result(study, budget=25, k=16)
+    assert awaits_first_result(study, budget=25, k=16, own_running=17)
     study.tell(running[0], 0.9)
-    assert not awaits_first_result(study, budget=25, k=16)
+    assert not awaits_first_result(study, budget=25, k=16, own_running=16)
 
 
-def test_pool_never_holds_back_when_nothing_runs() -> None:
+def test_pool_never_holds_back_with_nothing_of_its_own_running() -> None:
     study = optuna.create_study(direction="maximize")
-    for trial in [study.ask() for _ in range(20)]:
-        study.tell(trial, state=TrialState.PRUNED)  # every first trial stopped early
-    assert not awaits_first_result(study, budget=25, k=16)
+    for _ in range(20):
+        study.ask()  # a killed run's trials: running in the storage, trained by no one
+    assert not awaits_first_result(study, budget=25, k=16, own_running=0)
 
 
 def test_edge_sampler_before_any_feasible_trial_searches_beyond_the_least_infeasible() -> None:
