@@ -251,6 +251,8 @@ def settle_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         key: value for key, value in vars(args).items() if key not in (*RECORDED, *RUN_SETTINGS)
     }
     config = StudyConfig(**rest)
+    # The flags' own rules first: a mistake in them is reported as that, not as a mismatch.
+    check_rules(parser, config.replace(**given))
     stored = peek_settings(config.storage_url, config.study_name) or {}
     check_settings(
         config.study_name, stored, {key: given[key] for key in RECORDED if key in given}
@@ -261,8 +263,8 @@ def settle_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return config
 
 
-def check_config(parser: argparse.ArgumentParser, config: StudyConfig) -> None:
-    """The rules between flags, and the device; a broken one is ``parser.error``'s one line."""
+def check_rules(parser: argparse.ArgumentParser, config: StudyConfig) -> None:
+    """The rules between flags; a broken one is ``parser.error``'s one line."""
     if config.wd_low >= config.wd_high:
         parser.error(
             f"--wd-low must be below --wd-high, got {config.wd_low} and {config.wd_high}: "
@@ -273,6 +275,11 @@ def check_config(parser: argparse.ArgumentParser, config: StudyConfig) -> None:
             "--validation test: the synthetic task has no test set, it validates on its own "
             "200 held-out rows; drop --validation"
         )
+
+
+def check_config(parser: argparse.ArgumentParser, config: StudyConfig) -> None:
+    """The rules between flags, and the device; a broken one is ``parser.error``'s one line."""
+    check_rules(parser, config)
     import torch
 
     from search.training.pool import check_recipe

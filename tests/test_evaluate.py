@@ -283,7 +283,7 @@ def test_load_best_returns_the_recommended_trials_model_in_eval_mode(
     study: optuna.Study, tiny_config: StudyConfig, tiny_splits: Splits
 ) -> None:
     from search import load_best
-    from search.study.study import recommended_trial
+    from search.study.recommend import recommended_trial
 
     model = load_best(tiny_config.study_name, storage=tiny_config.storage_url, device="cpu")
     best = recommended_trial(study)
