@@ -26,7 +26,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.study.objective import record_constraint, suggest_optimizer, suggest_weight_decay
+from search.study.objective import (
+    constraint_value,
+    record_last_epoch,
+    suggest_optimizer,
+    suggest_weight_decay,
+)
 from search.study.recommend import Candidate, candidates, confirm_study_name, record_recommendation
 from search.study.storage import first_line
 from search.training.pool import TrialPool, check_recipe
@@ -202,17 +207,7 @@ def finish_run(confirm_study: optuna.Study, run: Run, config: StudyConfig) -> No
         confirm_study.tell(run.trial, state=TrialState.FAIL)
         return
     last = run.history[-1]
-    value = last.train_accuracy - config.max_train_acc
-    record_constraint(run.trial, value)
-    for key, attr in {
-        "train_loss": last.train_loss,
-        "train_accuracy": last.train_accuracy,
-        "val_loss": last.val_loss,
-        "val_accuracy": last.val_accuracy,
-        "feasible": value <= 0,
-        "epochs_run": last.epoch,
-    }.items():
-        run.trial.set_user_attr(key, attr)
+    record_last_epoch(run.trial, last, constraint_value(last.train_accuracy, config))
     confirm_study.tell(run.trial, last.val_accuracy)
 
 

@@ -77,6 +77,27 @@ def projected_train_accuracy(history: list[EpochMetrics], epochs: int) -> float:
     return min(1.0, last.train_accuracy + gain * (epochs - last.epoch))
 
 
+def record_last_epoch(
+    trial: optuna.Trial, last: EpochMetrics, constraint: float
+) -> dict[str, Any]:
+    """The constraint and the last epoch's metrics, where every reader looks; returns them.
+
+    Search trials and confirmation runs (``search.study.confirm``) record alike.
+    """
+    record_constraint(trial, constraint)
+    attrs: dict[str, Any] = {
+        "train_loss": last.train_loss,
+        "train_accuracy": last.train_accuracy,
+        "val_loss": last.val_loss,
+        "val_accuracy": last.val_accuracy,
+        "feasible": constraint <= 0,
+        "epochs_run": last.epoch,
+    }
+    for key, attr in attrs.items():
+        trial.set_user_attr(key, attr)
+    return attrs
+
+
 def record_outcome(
     trial: optuna.Trial,
     history: list[EpochMetrics],
@@ -96,23 +117,15 @@ def record_outcome(
     if pruned_reason is not None and pruned_reason.startswith(INFEASIBLE):
         projected = projected_train_accuracy(history, config.epochs)
         value = constraint_value(projected, config)
-    record_constraint(trial, value)
-    attrs: dict[str, Any] = {
-        "train_loss": last.train_loss,
-        "train_accuracy": last.train_accuracy,
-        "val_loss": last.val_loss,
-        "val_accuracy": last.val_accuracy,
-        # For a pruned trial this is feasibility as of the epoch it stopped: training
-        # accuracy only rises, so "infeasible" there is final and "feasible" provisional.
-        "feasible": value <= 0,
-        "epochs_run": last.epoch,
-        "duration_s": round(time.perf_counter() - started, 3),
-    }
+    # For a pruned trial ``feasible`` is as of the epoch it stopped: training accuracy only
+    # rises, so "infeasible" there is final and "feasible" provisional.
+    record_last_epoch(trial, last, value)
+    extra: dict[str, Any] = {"duration_s": round(time.perf_counter() - started, 3)}
     if pruned_reason is not None:
-        attrs["pruned_reason"] = pruned_reason
+        extra["pruned_reason"] = pruned_reason
     if projected is not None:
-        attrs["projected_train_accuracy"] = projected
-    for key, attr in attrs.items():
+        extra["projected_train_accuracy"] = projected
+    for key, attr in extra.items():
         trial.set_user_attr(key, attr)
     rows = [m.as_dict() for m in history]
     save_history_note(trial, rows, value, config.max_train_acc, pruned_reason)
