@@ -1,6 +1,6 @@
 """``python -m search.evaluate``: the chosen trial on the test set, and replaying any trial.
 
-    python -m search.evaluate                      # best feasible trial on the MNIST test set
+    python -m search.evaluate                      # recommended trial on the MNIST test set
     python -m search.evaluate --trial 7 --replay   # retrain trial 7: same numbers as recorded?
 
 Searching selects on validation data and never reads the official test set (unless the study
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m search.evaluate",
-        description="Evaluate the best feasible trial's weights on the official MNIST test set "
+        description="Evaluate the recommended trial's weights on the official MNIST test set "
         "and store the result on the study; or, with --replay, retrain a trial and check that "
         "it reproduces every recorded per-epoch metric.",
     )
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_int,
         default=None,
         metavar="N",
-        help="with --replay: the trial to replay (default: the best feasible trial)",
+        help="with --replay: the trial to replay (default: the recommended trial)",
     )
     parser.add_argument(
         "--quiet",
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.trial is not None and not args.replay:
         parser.error(
-            "--trial needs --replay: only the best feasible trial meets the test set, since "
+            "--trial needs --replay: only the recommended trial meets the test set, since "
             "picking a trial by its test score would make the test set a validation set"
         )
     import torch  # after parsing: --help and flag errors don't wait for PyTorch
@@ -121,7 +121,7 @@ def evaluate_command(
             file=sys.stderr,
         )
     print(
-        f"best feasible trial #{result['trial']}: weight_decay={result['weight_decay']:.4g}  "
+        f"recommended trial #{result['trial']}: weight_decay={result['weight_decay']:.4g}  "
         f"val_accuracy={result['val_accuracy']:.4f}"
     )
     print(

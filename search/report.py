@@ -20,7 +20,11 @@ import optuna
 from search.cli import Parser, add_study_flags, run_command, storage_url
 from search.config import STUDIES_DIR
 from search.study.figures import STYLES, ReportError, ReportFigure, figures, records
-from search.study.recommend import recommended_trial
+from search.study.recommend import (
+    describe_recommendation,
+    recommended_trial,
+    stored_recommendation,
+)
 from search.study.results import stored_test_result
 from search.study.storage import masked
 from search.study.study import load_existing_study
@@ -61,15 +65,24 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
     ]
     best = recommended_trial(study)
     if best is None:
-        rows.append(("best feasible trial", "none: no trial met the constraint"))
+        rows.append(("recommended trial", "none: no trial met the constraint"))
         return rows
     attrs = best.user_attrs
     rows.append(
         (
-            "best feasible trial",
+            "recommended trial",
             f"#{best.number}: weight decay {best.params['weight_decay']:.4g}, validation "
             f"accuracy {attrs['val_accuracy']:.4f}, training accuracy "
             f"{attrs['train_accuracy']:.4f}",
+        )
+    )
+    confirmed = stored_recommendation(study)
+    rows.append(
+        (
+            "seed confirmation",
+            "none: run with --confirm-seeds R to retrain the best candidates with R more seeds"
+            if confirmed is None
+            else describe_recommendation(confirmed).split("\n")[0].split(": ", 1)[1],
         )
     )
     tested = stored_test_result(study)

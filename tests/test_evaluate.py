@@ -140,7 +140,7 @@ def test_evaluate_scores_the_best_trial_on_the_test_set(
     loss, accuracy = score(load_model(study, best.number, store), x, y)
     assert (result["test_loss"], result["test_accuracy"]) == (loss, accuracy)
     assert 0.5 < accuracy < 1
-    assert f"best feasible trial #{best.number}" in out
+    assert f"recommended trial #{best.number}" in out
     assert f"test_accuracy={accuracy:.4f}" in out and f"test_loss={loss:.4f}" in out
     # The dashboard's study note and the best-configuration CSV carry it too.
     assert f"accuracy = {accuracy:.4f}" in get_note(study)
