@@ -110,7 +110,7 @@ def confirm(
         Candidate.from_runs(
             trial,
             [
-                runs_of(confirm_study, done[(trial.number, r)])
+                done[(trial.number, r)]
                 for r in range(config.confirm_seeds)
                 if (trial.number, r) in done  # a diverged run failed: it counts as infeasible
             ],
@@ -123,17 +123,15 @@ def confirm(
     return record_recommendation(study, confirmed, cost)
 
 
-def finished_runs(confirm_study: optuna.Study) -> dict[tuple[int, int], int]:
-    """(candidate trial, seed index) -> confirmation trial number, for the complete runs."""
+def finished_runs(confirm_study: optuna.Study) -> dict[tuple[int, int], tuple[float, float]]:
+    """(candidate trial, seed index) -> (train, validation accuracy) of the complete runs."""
     return {
-        (t.user_attrs["confirms"], t.user_attrs["replicate"]): t.number
+        (t.user_attrs["confirms"], t.user_attrs["replicate"]): (
+            t.user_attrs["train_accuracy"],
+            t.user_attrs["val_accuracy"],
+        )
         for t in confirm_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     }
-
-
-def runs_of(confirm_study: optuna.Study, number: int) -> tuple[float, float]:
-    attrs = confirm_study.get_trials(deepcopy=False)[number].user_attrs
-    return attrs["train_accuracy"], attrs["val_accuracy"]
 
 
 def start_run(
@@ -158,8 +156,8 @@ def start_run(
 def train_runs(runs: list[Run], config: StudyConfig, data: Splits) -> None:
     """Every run's epochs: all at once in the pool where the recipe allows, else one by one."""
     try:
-        check_recipe(config)
-        poolable = all(r.optimizer == config.optimizer for r in runs)
+        check_recipe(config)  # the study's recipe, which its trials (and so these runs) share
+        poolable = True
     except ValueError:
         poolable = False
     if poolable:
