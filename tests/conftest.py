@@ -16,9 +16,13 @@ from tests.helpers import REPO
 DATA_DIR = REPO / "data"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def mnist_dir() -> Path:
-    """Real MNIST in the repo's git-ignored data/, fetched and verified once per machine."""
+    """Real MNIST in the repo's git-ignored data/, fetched and verified once per machine.
+
+    Autouse: in a fresh clone the first test must not be one whose subprocess (a Ctrl-C at
+    start-up, a worker) would fetch MNIST itself, racing its own timing or another process.
+    """
     ensure_mnist(DATA_DIR)
     return DATA_DIR
 
