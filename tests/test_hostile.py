@@ -186,7 +186,11 @@ def loaded(pid: int, library: str) -> bool:
 def test_ctrl_c_while_starting_is_one_line_and_exit_130(library: str, tmp_path: Path) -> None:
     """SIGINT while the command imports SQLAlchemy (its module imports) or PyTorch (after its
     flags are parsed): one line, 130, nothing created."""
-    command = start_command("search.run", "--trials", "1", "--subset", "100", cwd=tmp_path)
+    # MNIST from the repo's data/: a fetch here would put a pip subprocess in the signal's way.
+    data = str(REPO / "data")
+    command = start_command(
+        "search.run", "--trials", "1", "--subset", "100", "--data-dir", data, cwd=tmp_path
+    )
     deadline = time.monotonic() + 120
     while not loaded(command.pid, library):
         assert command.poll() is None, command.communicate()

@@ -559,10 +559,11 @@ def test_killed_trial_pool_is_retried_by_a_run_after_the_grace_period(
 def test_ctrl_c_stops_the_workers_fails_their_trials_and_a_rerun_resumes(
     pg_url: str, tmp_path: Path, mnist_dir: Path, processes: list[subprocess.Popen[str]]
 ) -> None:
-    # 150 epochs (a few seconds a trial): long enough that no trial can finish between the
-    # moment both are seen training and the Ctrl-C, even on a busy machine.
+    # 2,000 epochs (a minute a trial or more): long enough that no trial can finish between
+    # the moment both are seen training and the Ctrl-C, even on an idle fast machine (150
+    # epochs finished first on one); the Ctrl-C ends them anyway.
     argv = ["--workers", "2", "--trials", "2", "--storage", pg_url, *UNPRUNED,
-            *tiny(mnist_dir, tmp_path, 150)]  # fmt: skip
+            *tiny(mnist_dir, tmp_path, 2000)]  # fmt: skip
     command = start(*argv)
     processes.append(command)
     wait_until(training(pg_url, 2), command)
