@@ -88,6 +88,18 @@ def start(*argv: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+def start_held(hold: Path, *argv: str) -> subprocess.Popen[str]:
+    """``start``, with every trial holding after its first epoch until ``hold`` is removed
+    (tests/held_run.py): a kill or a signal then finds them mid-training however fast the
+    machine, and the test lets them go on by removing ``hold``."""
+    hold.touch()
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "held_run.py"), *argv],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "SEARCH_TEST_HOLD": str(hold)}, start_new_session=True,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[str]]]:
     """Commands a test started; any still running at its end are killed with their workers."""
@@ -345,7 +357,7 @@ def test_sqlite_workers_share_the_budget_while_the_dashboard_reads(
     study_trials = trials(url)
     assert len(study_trials) == 6 and all(t.state in FINISHED for t in study_trials)
     assert answers.count(200) > 3 and not set(answers) - {200, 404}
-    dashboard.send_signal(signal.SIGINT)
+    dashboard.terminate()  # what it wrote so far is all this test reads
     _, dashboard_err = dashboard.communicate(timeout=30)
     assert "locked" not in dashboard_err
     with sqlite3.connect(tmp_path / "study.db") as connection:
@@ -415,13 +427,15 @@ def test_killed_worker_trial_is_retried_after_the_grace_period(
 ) -> None:
     """SIGKILL one of two workers mid-trial: once its heartbeat is 2 s old, the other worker
     fails the trial, runs its parameters again and still fills the budget."""
-    command = start(
-        "--workers", "2", "--trials", "4", "--storage", pg_url, *UNPRUNED,
-        "--heartbeat-interval", "1", "--grace-period", "2", *tiny(mnist_dir, tmp_path, 40),
+    hold = tmp_path / "hold"
+    command = start_held(
+        hold, "--workers", "2", "--trials", "4", "--storage", pg_url, *UNPRUNED,
+        "--heartbeat-interval", "1", "--grace-period", "2", *tiny(mnist_dir, tmp_path, 5),
     )  # fmt: skip
     processes.append(command)
     wait_until(training(pg_url, 2), command)
     os.kill(worker_pids(command.pid)[0], signal.SIGKILL)
+    hold.unlink()
     out, err = command.communicate(timeout=300)
     assert command.returncode == 0, err
     assert "worker 1 was killed by SIGKILL" in err and "Traceback" not in err
@@ -440,9 +454,9 @@ def test_killed_run_is_finished_by_the_same_command_run_again(
     url = f"sqlite:///{tmp_path / 'study.db'}"
     argv = [
         "--trials", "2", "--storage", url, *UNPRUNED, "--heartbeat-interval", "1",
-        "--grace-period", "2", *tiny(mnist_dir, tmp_path, 40),
+        "--grace-period", "2", *tiny(mnist_dir, tmp_path, 5),
     ]  # fmt: skip
-    first = start(*argv)
+    first = start_held(tmp_path / "hold", *argv)
     processes.append(first)
     wait_until(training(url, 1), first)
     os.killpg(first.pid, signal.SIGKILL)
@@ -535,9 +549,9 @@ def test_killed_trial_pool_is_retried_by_a_run_after_the_grace_period(
     url = f"sqlite:///{tmp_path / 'study.db'}"
     argv = [
         "--trials", "3", "--storage", url, *UNPRUNED, "--heartbeat-interval", "1",
-        "--grace-period", "2", *tiny(mnist_dir, tmp_path, 40, parallel=3),
+        "--grace-period", "2", *tiny(mnist_dir, tmp_path, 5, parallel=3),
     ]  # fmt: skip
-    first = start(*argv)
+    first = start_held(tmp_path / "hold", *argv)
     processes.append(first)
     wait_until(training(url, 3), first)
     os.killpg(first.pid, signal.SIGKILL)
@@ -559,12 +573,9 @@ def test_killed_trial_pool_is_retried_by_a_run_after_the_grace_period(
 def test_ctrl_c_stops_the_workers_fails_their_trials_and_a_rerun_resumes(
     pg_url: str, tmp_path: Path, mnist_dir: Path, processes: list[subprocess.Popen[str]]
 ) -> None:
-    # 2,000 epochs (a minute a trial or more): long enough that no trial can finish between
-    # the moment both are seen training and the Ctrl-C, even on an idle fast machine (150
-    # epochs finished first on one); the Ctrl-C ends them anyway.
     argv = ["--workers", "2", "--trials", "2", "--storage", pg_url, *UNPRUNED,
-            *tiny(mnist_dir, tmp_path, 2000)]  # fmt: skip
-    command = start(*argv)
+            *tiny(mnist_dir, tmp_path, 3)]  # fmt: skip
+    command = start_held(tmp_path / "hold", *argv)  # held: the Ctrl-C ends them mid-training
     processes.append(command)
     wait_until(training(pg_url, 2), command)
     os.killpg(command.pid, signal.SIGINT)  # what Ctrl-C does: the parent and its workers
@@ -578,6 +589,7 @@ def test_ctrl_c_stops_the_workers_fails_their_trials_and_a_rerun_resumes(
     assert "Traceback" not in err
     assert states(trials(pg_url)) == {"FAIL": 2}
 
+    (tmp_path / "hold").unlink()
     again = start(*argv)
     processes.append(again)
     out, err = again.communicate(timeout=300)
@@ -591,8 +603,8 @@ def test_sigterm_fails_the_running_trial_and_exits_143(
     tmp_path: Path, mnist_dir: Path, processes: list[subprocess.Popen[str]]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    command = start("--trials", "2", "--storage", url, *UNPRUNED,
-                    *tiny(mnist_dir, tmp_path, 60))  # fmt: skip
+    command = start_held(tmp_path / "hold", "--trials", "2", "--storage", url, *UNPRUNED,
+                         *tiny(mnist_dir, tmp_path, 3))  # fmt: skip
     processes.append(command)
     wait_until(training(url, 1), command)
     command.send_signal(signal.SIGTERM)
@@ -619,7 +631,8 @@ def test_database_going_away_is_one_line_and_keeps_finished_trials(
     server = PostgresServer()  # its own: this test stops it
     try:
         url = server.create_database()
-        command = start("--trials", "50", "--storage", url, *UNPRUNED, "--workers",
+        # 1,000 trials: the budget can't be met before the server stops, however fast.
+        command = start("--trials", "1000", "--storage", url, *UNPRUNED, "--workers",
                         str(workers), "--heartbeat-interval", "1", "--grace-period", "2",
                         *tiny(mnist_dir, tmp_path, 5, parallel))  # fmt: skip
         processes.append(command)
