@@ -212,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=d.confirm_candidates,
         metavar="N",
-        help="how many of the best feasible trials to confirm (default: %(default)s)",
+        help="how many of the best feasible trials to confirm, at most: those within 0.5 "
+        "points of the best first, the others only if none of those holds "
+        "(default: %(default)s)",
     )
     add_worker_flags(parser)
     parser.add_argument(

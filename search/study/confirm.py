@@ -3,8 +3,9 @@
 Across seeds a trial's training and validation accuracy move by about 0.1 to 0.3 points, so a
 best trial on the feasibility edge can be feasible by its seed's luck, and a user who retrains
 it breaks the constraint. After the search, each candidate (``search.study.recommend
-.candidates``) is trained again with ``confirm_seeds`` seeds of its own, all of them at once
-in the trial pool, and ``search.study.recommend`` recommends the best one that holds.
+.candidates``) is trained again with ``confirm_seeds`` seeds of its own, those of one round
+all at once in the trial pool, and ``search.study.recommend`` recommends the best one that
+holds.
 
 The runs are trials of a study beside the searched one (``<study>-confirm``), so a person can
 inspect them in the dashboard; they never count toward ``--trials`` and the sampler never sees
@@ -32,7 +33,13 @@ from search.study.objective import (
     suggest_optimizer,
     suggest_weight_decay,
 )
-from search.study.recommend import Candidate, candidates, confirm_study_name, record_recommendation
+from search.study.recommend import (
+    Candidate,
+    candidates,
+    confirm_study_name,
+    confirmation_rounds,
+    record_recommendation,
+)
 from search.study.storage import first_line
 from search.training.pool import TrialPool, check_recipe
 from search.training.seeds import derive_seed
@@ -70,6 +77,10 @@ def confirm(
 ) -> dict[str, Any] | None:
     """Confirm the study's best ``n_candidates`` with ``config.confirm_seeds`` seeds each.
 
+    In rounds (``search.study.recommend.confirmation_rounds``): the candidates close to the
+    best trial first, the others only if none of those holds, so the usual confirmation trains
+    the runs that can change the answer and no more.
+
     Returns the stored recommendation (``search.study.recommend.record_recommendation``), or
     None when the study has no feasible trial to confirm.
     """
@@ -82,6 +93,29 @@ def confirm(
         direction="maximize",
         load_if_exists=True,
     )
+    started = time.perf_counter()
+    confirmed: list[Candidate] = []
+    trained = 0
+    for round_ in confirmation_rounds(chosen):
+        if any(c.holds for c in confirmed):
+            break  # a closer candidate held: the rest could not change the answer
+        if confirmed:
+            say("no candidate held the limit: confirming the next ones")
+        trained += confirm_round(confirm_study, round_, config, data, say)
+        confirmed += candidates_from_runs(finished_runs(confirm_study), round_, config)
+    seconds = time.perf_counter() - started
+    cost = {"confirm_runs": trained, "confirm_seconds": round(seconds, 1)}
+    return record_recommendation(study, confirmed, cost)
+
+
+def confirm_round(
+    confirm_study: optuna.Study,
+    chosen: list[FrozenTrial],
+    config: StudyConfig,
+    data: Splits,
+    say: Callable[[str], None],
+) -> int:
+    """Train the runs of ``chosen`` that the confirmation study lacks; returns how many."""
     done = finished_runs(confirm_study)
     todo = [
         (trial, r)
@@ -89,24 +123,31 @@ def confirm(
         for r in range(config.confirm_seeds)
         if (trial.number, r) not in done
     ]
-    started = time.perf_counter()
-    if todo:
-        say(
-            f"confirming {len(chosen)} candidates with {config.confirm_seeds} seeds each: "
-            f"{len(todo)} runs of {config.epochs} epochs, not counted in --trials"
-        )
-        runs = [start_run(confirm_study, config, trial, r) for trial, r in todo]
-        try:
-            train_runs(runs, config, data)
-        except BaseException:
-            for run in runs:  # a re-run confirms them again
-                _fail_quietly(confirm_study, run.trial)
-            raise
-        for run in runs:
-            finish_run(confirm_study, run, config)
-        done = finished_runs(confirm_study)
-    seconds = time.perf_counter() - started
-    confirmed = [
+    if not todo:
+        return 0
+    say(
+        f"confirming {len(chosen)} candidate{'s' if len(chosen) > 1 else ''} with "
+        f"{config.confirm_seeds} seeds each: {len(todo)} runs of {config.epochs} epochs, "
+        "not counted in --trials"
+    )
+    runs = [start_run(confirm_study, config, trial, r) for trial, r in todo]
+    try:
+        train_runs(runs, config, data)
+    except BaseException:
+        for run in runs:  # a re-run confirms them again
+            _fail_quietly(confirm_study, run.trial)
+        raise
+    for run in runs:
+        finish_run(confirm_study, run, config)
+    return len(todo)
+
+
+def candidates_from_runs(
+    done: dict[tuple[int, int], tuple[float, float]],
+    chosen: list[FrozenTrial],
+    config: StudyConfig,
+) -> list[Candidate]:
+    return [
         Candidate.from_runs(
             trial,
             [
@@ -119,8 +160,6 @@ def confirm(
         )
         for trial in chosen
     ]
-    cost = {"confirm_runs": len(todo), "confirm_seconds": round(seconds, 1)}
-    return record_recommendation(study, confirmed, cost)
 
 
 def finished_runs(confirm_study: optuna.Study) -> dict[tuple[int, int], tuple[float, float]]:
