@@ -38,6 +38,7 @@ from search.study.recommend import (
     candidates,
     confirm_study_name,
     confirmation_rounds,
+    plural,
     record_recommendation,
 )
 from search.study.storage import first_line
@@ -126,7 +127,7 @@ def confirm_round(
     if not todo:
         return 0
     say(
-        f"confirming {len(chosen)} candidate{'s' if len(chosen) > 1 else ''} with "
+        f"confirming {plural(len(chosen), 'candidate')} with "
         f"{config.confirm_seeds} seeds each: {len(todo)} runs of {config.epochs} epochs, "
         "not counted in --trials"
     )

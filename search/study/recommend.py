@@ -36,6 +36,10 @@ CANDIDATE_SPACING = 2 * EDGE_RESOLUTION
 CONTENTION_MARGIN = 0.005
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def confirm_study_name(study_name: str) -> str:
     return study_name + CONFIRM_SUFFIX
 
@@ -211,7 +215,7 @@ def describe_recommendation(stored: dict[str, Any]) -> str:
         f"{verdict}; val_accuracy {stored['val_accuracy_mean']:.4f} +- "
         f"{stored['val_accuracy_std']:.4f}, train_accuracy {stored['train_accuracy_mean']:.4f} "
         f"(means over those seeds)\n"
-        f"confirmation: {len(stored['candidates'])} candidates x {seeds} seeds in study "
-        f"{stored['confirm_study']!r}, {stored['confirm_runs']} runs trained now in "
+        f"confirmation: {plural(len(stored['candidates']), 'candidate')} x {seeds} seeds in "
+        f"study {stored['confirm_study']!r}, {stored['confirm_runs']} runs trained now in "
         f"{stored['confirm_seconds']:.0f}s, not counted in --trials"
     )
