@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import optuna
@@ -25,6 +26,19 @@ def mnist_dir() -> Path:
     """
     ensure_mnist(DATA_DIR)
     return DATA_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_reaches_the_commands() -> None:
+    """The commands the tests start get SIGINT as a terminal's foreground job has it.
+
+    A suite started in the background (``bash .ci/run &``) runs with SIGINT ignored, as a
+    shell starts background jobs, and its commands inherit that and rightly keep it ignored
+    (``search.signals``): the Ctrl-C tests would see it do nothing. Python handling SIGINT
+    here leaves them the default.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
