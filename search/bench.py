@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from search.cli import Parser, add_data_dir_flag, positive_int, run_command
+from search.cli import Parser, add_data_dir_flag, positive_int, positive_ints, run_command
 from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, DEVICES, STUDIES_DIR
 
 SEED_TRAIN_IMAGES = 60_000
@@ -83,25 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_dir_flag(parser)
     parser.add_argument(
         "--ks",
-        type=pool_sizes,
+        type=positive_ints,
         default=None,
         metavar="K,K,...",
         help=f"pool sizes to time (default: {','.join(map(str, CPU_KS))}, "
         f"and {CUDA_PARALLEL_TRIALS} on a GPU)",
     )
     return parser
-
-
-def pool_sizes(text: str) -> tuple[int, ...]:
-    try:
-        ks = tuple(int(k) for k in text.split(","))
-    except ValueError:
-        ks = ()
-    if not ks or min(ks) < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be positive integers separated by commas, e.g. 1,8,16, got {text!r}"
-        )
-    return ks
 
 
 def measure(paths: dict[str, tuple[int, Callable[[int], float]]], steps: int) -> dict[str, float]:

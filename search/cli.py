@@ -10,11 +10,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import NoReturn
-
-import sqlalchemy
-import sqlalchemy.exc
 
 from search.config import (
     DEFAULTS,
@@ -30,8 +26,8 @@ from search.config import (
 from search.errors import USAGE_ERROR as USAGE_ERROR
 from search.errors import Parser as Parser
 from search.errors import UserError
+from search.errors import directory as directory
 from search.signals import graceful_stop
-from search.study.storage import masked, scrubbed
 
 
 def integer(text: str, least: int, rule: str) -> int:
@@ -47,6 +43,19 @@ def integer(text: str, least: int, rule: str) -> int:
 
 def positive_int(text: str) -> int:
     return integer(text, 1, "a positive integer")
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """A list flag: positive integers separated by commas, e.g. 25,50."""
+    try:
+        values = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be positive integers separated by commas, e.g. 25,50, got {text!r}"
+        )
+    return values
 
 
 def non_negative_int(text: str) -> int:
@@ -108,16 +117,13 @@ def port(text: str) -> int:
     return value
 
 
-def directory(text: str) -> Path:
-    """A folder flag: an existing directory, or a path where one can be made."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
-    return path
-
-
 def storage(text: str) -> str:
     """A SQLAlchemy URL that parses; the error shows it with its password masked."""
+    # Imported here: commands that take no --storage (bench, experiment) never load them.
+    import sqlalchemy.exc
+
+    from search.study.storage import masked, scrubbed
+
     try:
         url = sqlalchemy.engine.make_url(text)
         url.port  # noqa: B018 - parsed lazily: a port like "abc" fails only here

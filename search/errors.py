@@ -1,8 +1,10 @@
-"""The one exception type a command turns into a single line for the user."""
+"""The one exception type a command turns into a single line for the user, and the argparse
+pieces every command shares without importing the study (``search.data`` among them)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import NoReturn
 
 USAGE_ERROR = 2
@@ -22,3 +24,11 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def directory(text: str) -> Path:
+    """A folder flag: an existing directory, or a path where one can be made."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    return path

@@ -22,15 +22,15 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from search.cli import Parser, add_data_dir_flag, positive_int
+from search.cli import Parser, add_data_dir_flag, positive_int, positive_ints
 from search.config import DEFAULTS, STUDIES_DIR, StudyConfig
 from search.errors import UserError
 
 GRID_SEED_KEY = 0x6121  # grid runs' seeds, apart from every study trial's and confirmation's
-OPTIMUM_FEASIBLE_FRACTION = 0.8
 
 
 class QualityError(UserError):
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--trials",
-        type=trial_counts,
+        type=positive_ints,
         default=str(DEFAULTS.trials),
         metavar="N[,N...]",
         help="study budgets to measure (default: %(default)s)",
@@ -88,23 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def trial_counts(text: str) -> tuple[int, ...]:
-    try:
-        counts = tuple(int(n) for n in text.split(","))
-    except ValueError:
-        counts = ()
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be positive integers separated by commas, e.g. 25,50, got {text!r}"
-        )
-    return counts
-
-
 def grid_optimum(config: StudyConfig, points: int, seeds: int) -> dict[str, Any]:
     """Find the edge on a coarse grid, then the optimum on a dense one across it."""
     import numpy as np
 
     from search.data.tasks import load_task
+    from search.study.recommend import Candidate, choose
     from search.training.grid import train_grid
     from search.training.pool import default_parallel_trials
     from search.training.seeds import derive_seed
@@ -138,20 +127,18 @@ def grid_optimum(config: StudyConfig, points: int, seeds: int) -> dict[str, Any]
     metrics = train_grid(
         data, config, runs, capacity, lambda n: print(f"  {n}/{len(runs)}", flush=True)
     )
-    table = []
-    for i, w in enumerate(dense):
-        mine = metrics[i * seeds : (i + 1) * seeds]
-        ok = [m for m in mine if m is not None]
-        table.append(
-            {
-                "weight_decay": w,
-                "feasible_fraction": sum(m.train_accuracy <= limit for m in ok) / seeds,
-                "val_accuracy_mean": statistics.fmean(m.val_accuracy for m in ok),
-                "train_accuracy_mean": statistics.fmean(m.train_accuracy for m in ok),
-            }
+    # Each weight decay's seeds judged as a study's candidates are: the optimum is the one the
+    # study's confirmation would recommend among them.
+    finished = [None if m is None else (m.train_accuracy, m.val_accuracy) for m in metrics]
+    judged = [
+        Candidate.from_runs(
+            i, w, [r for r in finished[i * seeds : (i + 1) * seeds] if r], seeds, limit
         )
-    held = [row for row in table if row["feasible_fraction"] >= OPTIMUM_FEASIBLE_FRACTION]
-    best = max(held, key=lambda row: row["val_accuracy_mean"]) if held else None
+        for i, w in enumerate(dense)
+    ]
+    chosen, held = choose(judged)
+    table = [asdict(c) for c in judged]
+    best = asdict(chosen) if held else None
     return {"optimum": best, "dense": table}
 
 
@@ -207,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     grid = grid_optimum(config, args.grid_points, args.grid_seeds)
     optimum = grid["optimum"]
     if optimum is None:
+        from search.study.recommend import MIN_FEASIBLE_FRACTION
+
         raise QualityError(
-            "no weight decay of the dense grid was feasible in 80% of its seeds: "
+            f"no weight decay of the dense grid was feasible in {MIN_FEASIBLE_FRACTION:.0%} "
+            "of its seeds: "
             "raise --grid-points or --grid-seeds"
         )
     print(

@@ -21,7 +21,7 @@ from search.cli import Parser, add_study_flags, run_command, storage_url
 from search.config import STUDIES_DIR
 from search.study.figures import STYLES, ReportError, ReportFigure, figures, records
 from search.study.recommend import (
-    describe_recommendation,
+    how_it_held,
     recommended_trial,
     stored_recommendation,
 )
@@ -82,7 +82,7 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
             "seed confirmation",
             "none: run with --confirm-seeds R to retrain the best candidates with R more seeds"
             if confirmed is None
-            else describe_recommendation(confirmed).split("\n")[0].split(": ", 1)[1],
+            else how_it_held(confirmed),
         )
     )
     tested = stored_test_result(study)

@@ -31,14 +31,20 @@ def study(tiny_config: StudyConfig, tiny_splits: Splits) -> optuna.Study:
     return enqueued_study(config, tiny_splits, [1e-6, 1e-1, 1e-1])
 
 
+def exported(url: str, out: Path, capsys, *flags: str) -> tuple[str, pd.DataFrame]:
+    """``search.export`` of the study at ``url`` to ``out``: its stdout and the CSV it wrote."""
+    argv = ["--storage", url, "--out", str(out), *flags]
+    status, stdout, err = run_cli(export.main, argv, capsys)
+    assert status == 0, err
+    return stdout, pd.read_csv(out)
+
+
 def test_export_best_writes_the_best_feasible_trial(
     study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "best.csv"
-    argv = ["--storage", tiny_config.storage_url, "--out", str(out)]
-    status, stdout, _ = run_cli(export.main, argv, capsys)
-    assert status == 0 and f"wrote 1 row to {out}" in stdout
-    frame = pd.read_csv(out)
+    stdout, frame = exported(tiny_config.storage_url, out, capsys)
+    assert f"wrote 1 row to {out}" in stdout
     assert list(frame.columns) == BEST_COLUMNS + CONFIRM_COLUMNS and len(frame) == 1
     assert frame[CONFIRM_COLUMNS].isna().all(axis=None)  # this study was never confirmed
     row = frame.iloc[0]
@@ -54,18 +60,15 @@ def test_export_best_writes_the_best_feasible_trial(
 def test_export_best_adds_the_test_set_figure_of_the_best_trial_only(
     study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
 ) -> None:
-    out = tmp_path / "best.csv"
-    argv = ["--storage", tiny_config.storage_url, "--out", str(out)]
+    url, out = tiny_config.storage_url, tmp_path / "best.csv"
     best = study.best_trial.number
     # As `python -m search.evaluate` stores it, but first for a trial that is not the best:
     # a stale figure (the study found a better trial since) is left out.
     result = {"trial": best + 1, "test_loss": 0.25, "test_accuracy": 0.9312}
     study.set_user_attr("test_evaluation", result)
-    assert run_cli(export.main, argv, capsys)[0] == 0
-    assert list(pd.read_csv(out).columns) == BEST_COLUMNS + CONFIRM_COLUMNS
+    assert list(exported(url, out, capsys)[1].columns) == BEST_COLUMNS + CONFIRM_COLUMNS
     study.set_user_attr("test_evaluation", result | {"trial": best})
-    assert run_cli(export.main, argv, capsys)[0] == 0
-    frame = pd.read_csv(out)
+    _, frame = exported(url, out, capsys)
     assert list(frame.columns) == [*BEST_COLUMNS, *CONFIRM_COLUMNS, "test_accuracy", "test_loss"]
     assert (frame.loc[0, "test_accuracy"], frame.loc[0, "test_loss"]) == (0.9312, 0.25)
 
@@ -73,10 +76,7 @@ def test_export_best_adds_the_test_set_figure_of_the_best_trial_only(
 def test_export_all_has_state_constraint_feasibility_and_timing(
     study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
 ) -> None:
-    out = tmp_path / "all.csv"
-    argv = ["--storage", tiny_config.storage_url, "--out", str(out), "--all"]
-    assert run_cli(export.main, argv, capsys)[0] == 0
-    frame = pd.read_csv(out)
+    _, frame = exported(tiny_config.storage_url, tmp_path / "all.csv", capsys, "--all")
     assert len(frame) == 3
     assert list(frame["state"]) == ["PRUNED", "COMPLETE", "COMPLETE"]
     assert list(frame["feasible"]) == [False, True, True]
@@ -164,10 +164,7 @@ def test_export_neutralises_spreadsheet_formulas(tmp_path: Path) -> None:
 def test_export_seed_is_the_trials_own_and_study_seed_the_studys(
     study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
 ) -> None:
-    out = tmp_path / "all.csv"
-    argv = ["--storage", tiny_config.storage_url, "--out", str(out), "--all"]
-    assert run_cli(export.main, argv, capsys)[0] == 0
-    frame = pd.read_csv(out)
+    _, frame = exported(tiny_config.storage_url, tmp_path / "all.csv", capsys, "--all")
     assert frame["seed"].tolist() == [trial_seed(0, n) for n in range(3)]
     assert frame["seed"].nunique() == 3 and (frame["study_seed"] == 0).all()
     # The pruned trial's figures are those of the epoch it stopped at, and the row says which.
@@ -181,11 +178,9 @@ def test_export_history_is_long_one_row_per_trial_and_epoch(
     study: optuna.Study, tiny_config: StudyConfig, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "history.csv"
-    argv = ["--storage", tiny_config.storage_url, "--out", str(out), "--history"]
-    status, stdout, _ = run_cli(export.main, argv, capsys)
-    frame = pd.read_csv(out)
+    stdout, frame = exported(tiny_config.storage_url, out, capsys, "--history")
     epochs = [len(trial_history(t)) for t in study.trials]
-    assert status == 0 and f"wrote {sum(epochs)} rows" in stdout
+    assert f"wrote {sum(epochs)} rows" in stdout
     assert list(frame.columns) == HISTORY_COLUMNS
     assert frame.groupby("trial")["epoch"].max().tolist() == epochs
     assert frame.groupby("trial")["state"].first().tolist() == ["PRUNED", "COMPLETE", "COMPLETE"]

@@ -38,7 +38,7 @@ import numpy as np
 
 from search.config import DEFAULTS
 from search.data.splits import DataError
-from search.errors import Parser
+from search.errors import Parser, directory
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--data-dir",
-        type=Path,
+        type=directory,
         default=DEFAULTS.data_dir,
         metavar="DIR",
         help="data directory; MNIST goes to DIR/MNIST/raw (default: %(default)s)",
@@ -369,11 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.data_dir.exists() and not args.data_dir.is_dir():
-        parser.error(f"argument --data-dir: {args.data_dir} is a file, not a directory")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
     try:
         checksums = ensure_mnist(args.data_dir)
     except DataError as error:

@@ -31,7 +31,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search.config import DEFAULTS, STUDIES_DIR, StudyConfig
-from search.errors import UserError
+from search.errors import UserError, directory
 
 if TYPE_CHECKING:
     import torch
@@ -84,18 +84,11 @@ def artifact_store(
     return FileSystemArtifactStore(folder)
 
 
-def folder(text: str) -> Path:
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
-    return path
-
-
 def add_artifacts_flag(parser: argparse.ArgumentParser) -> None:
     """``--artifacts DIR``, for every command that writes or reads trials' weights."""
     parser.add_argument(
         "--artifacts",
-        type=folder,
+        type=directory,
         default=None,
         metavar="DIR",
         help="folder of the trials' model weights (default: artifacts/ beside a SQLite "

@@ -150,7 +150,8 @@ def candidates_from_runs(
 ) -> list[Candidate]:
     return [
         Candidate.from_runs(
-            trial,
+            trial.number,
+            float(trial.params["weight_decay"]),
             [
                 done[(trial.number, r)]
                 for r in range(config.confirm_seeds)

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.config import StudyConfig
 from search.data.splits import Splits
 from search.study.artifacts import save_model
-from search.study.budget import WAIT_POLL_S, BudgetGate, ClaimLock
+from search.study.budget import CLAIMING, WAIT_POLL_S, BudgetGate, ClaimLock
 from search.study.objective import (
     Objective,
     begin_trial,
@@ -213,9 +213,7 @@ def awaits_first_result(study: optuna.Study, budget: int, k: int, own_running: i
     if budget <= k or own_running == 0:
         return False  # a budget the pool holds at once is asked at once, as before
     reserve = min(k // 2, budget // 3)
-    trials = study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    )
+    trials = study.get_trials(deepcopy=False, states=CLAIMING)
     complete = any(t.state == TrialState.COMPLETE for t in trials)
     return not complete and len(trials) >= budget - reserve
 

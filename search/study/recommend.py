@@ -17,12 +17,11 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
+from search.config import SIBLING_SUFFIX
 from search.study.notes import best_feasible_note
-from search.study.sampling import EDGE_RESOLUTION, is_feasible, unit_scale
-from search.study.study import best_feasible_trial
+from search.study.sampling import EDGE_RESOLUTION, best_feasible_trial, is_feasible, unit_scale
 
 RECOMMENDATION_ATTR = "recommendation"  # the study user attribute that holds it
-CONFIRM_SUFFIX = "-confirm"  # the sibling study that holds the confirmation runs
 # A candidate is confirmed when at least this share of its confirmation runs is feasible.
 MIN_FEASIBLE_FRACTION = 0.8
 # Candidates are at least this far apart (share of the weight decay's log range, 0.05 decades):
@@ -41,7 +40,7 @@ def plural(count: int, noun: str) -> str:
 
 
 def confirm_study_name(study_name: str) -> str:
-    return study_name + CONFIRM_SUFFIX
+    return study_name + SIBLING_SUFFIX  # the sibling study that holds the runs
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,12 @@ class Candidate:
 
     @classmethod
     def from_runs(
-        cls, trial: FrozenTrial, runs: list[tuple[float, float]], seeds: int, limit: float
+        cls,
+        trial: int,
+        weight_decay: float,
+        runs: list[tuple[float, float]],
+        seeds: int,
+        limit: float,
     ) -> Candidate:
         """``runs``: (train accuracy, validation accuracy) of each of the ``seeds`` runs that
         finished; one that did not (it diverged) counts as infeasible."""
@@ -71,8 +75,8 @@ class Candidate:
         val = [v for _, v in runs]
         nan = float("nan")
         return cls(
-            trial=trial.number,
-            weight_decay=float(trial.params["weight_decay"]),
+            trial=trial,
+            weight_decay=weight_decay,
             confirm_seeds=seeds,
             val_accuracy_mean=statistics.fmean(val) if val else nan,
             val_accuracy_std=statistics.stdev(val) if len(val) > 1 else 0.0,
@@ -203,6 +207,17 @@ def recommended_trial(study: optuna.Study) -> FrozenTrial | None:
 def describe_recommendation(stored: dict[str, Any]) -> str:
     """The recommendation in a few lines: what to ship, how it held, what confirming cost."""
     seeds = stored["confirm_seeds"]
+    return (
+        f"recommended trial #{stored['trial']}: {how_it_held(stored)}\n"
+        f"confirmation: {plural(len(stored['candidates']), 'candidate')} x {seeds} seeds in "
+        f"study {stored['confirm_study']!r}, {stored['confirm_runs']} runs trained now in "
+        f"{stored['confirm_seconds']:.0f}s, not counted in --trials"
+    )
+
+
+def how_it_held(stored: dict[str, Any]) -> str:
+    """The recommended weight decay, its verdict and its means over the further seeds."""
+    seeds = stored["confirm_seeds"]
     held = round(stored["feasible_fraction"] * seeds)
     verdict = (
         f"feasible in {held} of {seeds} further seeds"
@@ -211,11 +226,7 @@ def describe_recommendation(stored: dict[str, Any]) -> str:
         f"of {seeds} further seeds; the most often feasible one held in {held}"
     )
     return (
-        f"recommended trial #{stored['trial']}: weight_decay={stored['weight_decay']:.4g}, "
-        f"{verdict}; val_accuracy {stored['val_accuracy_mean']:.4f} +- "
-        f"{stored['val_accuracy_std']:.4f}, train_accuracy {stored['train_accuracy_mean']:.4f} "
-        f"(means over those seeds)\n"
-        f"confirmation: {plural(len(stored['candidates']), 'candidate')} x {seeds} seeds in "
-        f"study {stored['confirm_study']!r}, {stored['confirm_runs']} runs trained now in "
-        f"{stored['confirm_seconds']:.0f}s, not counted in --trials"
+        f"weight_decay={stored['weight_decay']:.4g}, {verdict}; val_accuracy "
+        f"{stored['val_accuracy_mean']:.4f} +- {stored['val_accuracy_std']:.4f}, train_accuracy "
+        f"{stored['train_accuracy_mean']:.4f} (means over those seeds)"
     )

@@ -29,12 +29,12 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study.budget import CLAIMING, FINISHED
+
 # A bracket narrower than this share of the parameter's range (in log space for a log
 # parameter: 0.025 decades of weight decay's five, 6%) is not split again: finer than the
 # seed-to-seed spread of the edge, further bisection would only chase one seed's luck.
 EDGE_RESOLUTION = 0.005
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def violation(trial: FrozenTrial) -> float | None:
@@ -74,7 +74,7 @@ class EdgeSampler(BaseSampler):
         self._resolution = resolution
 
     def _in_startup(self, study: Study) -> bool:
-        states = (*FINISHED, TrialState.RUNNING)  # the trial being sampled is running
+        states = CLAIMING  # the trial being sampled is running
         return len(study._get_trials(deepcopy=False, states=states)) <= self._n_startup
 
     def infer_relative_search_space(
@@ -142,8 +142,8 @@ class EdgeSampler(BaseSampler):
         distribution = search_space.get(self._param)
         if not isinstance(distribution, FloatDistribution) or len(study.directions) != 1:
             return None
-        trials = study._get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-        best = best_feasible(study)
+        trials = study._get_trials(deepcopy=False, states=CLAIMING)
+        best = best_feasible_trial(study)
         infeasible = [t for t in trials if t.state != TrialState.RUNNING and not is_feasible(t)]
         anchor = best or min(infeasible, key=lambda t: violation(t) or 0.0, default=None)
         if anchor is None or self._param not in anchor.params:
@@ -182,17 +182,19 @@ class EdgeSampler(BaseSampler):
         return {**others, self._param: from_unit((low + high) / 2)}
 
 
-def best_feasible(study: Study) -> FrozenTrial | None:
-    """The complete feasible trial with the best value, or None."""
-    feasible = [
-        t
-        for t in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and is_feasible(t)
-    ]
-    if not feasible:
+def best_feasible_trial(study: Study) -> FrozenTrial | None:
+    """The complete, feasible trial with the highest validation accuracy, if any.
+
+    What the search found; what the study *recommends* after seed confirmation is
+    ``search.study.recommend.recommended_trial``, which everything that names "the" result
+    (the run's summary, the best export, the report, evaluate, ``load_best``) asks.
+    """
+    # Optuna's ``study.best_trial`` already skips infeasible trials; this only turns its
+    # "nothing yet" errors into None.
+    try:
+        return study.best_trial
+    except ValueError:
         return None
-    sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-    return max(feasible, key=lambda t: sign * float(t.value))  # type: ignore[arg-type]
 
 
 def unit_scale(

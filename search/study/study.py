@@ -21,7 +21,7 @@ from optuna_dashboard import save_note
 from search.config import CPU_PARALLEL_TRIALS, RUN_SETTINGS, StudyConfig, flag_of
 from search.study.budget import FINISHED
 from search.study.notes import best_feasible_note
-from search.study.sampling import ConstrainedMedianPruner, EdgeSampler
+from search.study.sampling import ConstrainedMedianPruner, EdgeSampler, best_feasible_trial
 from search.study.storage import StudyError, make_storage, masked
 from search.training.seeds import derive_seed
 
@@ -208,21 +208,6 @@ def create_study(
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=FINISHED)
-
-
-def best_feasible_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The complete, feasible trial with the highest validation accuracy, if any.
-
-    What the search found; what the study *recommends* after seed confirmation is
-    ``search.study.recommend.recommended_trial``, which everything that names "the" result
-    (the run's summary, the best export, the report, evaluate, ``load_best``) asks.
-    """
-    # Optuna's ``study.best_trial`` already skips infeasible trials; this only turns its
-    # "nothing yet" errors into None.
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
 
 
 def record_best_feasible(study: optuna.Study) -> None:

@@ -5,7 +5,6 @@ and Adam's L2 weight decay; the slow path kept on purpose, so its numbers are th
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,10 +40,6 @@ def seed_loaders(data_dir: Path, subset: int | None = None) -> tuple[DataLoader,
     return train_loader, val_loader
 
 
-def is_terminal() -> bool:
-    return sys.stderr.isatty()
-
-
 def seed_train(
     model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: optim.Optimizer
 ) -> tuple[float, float]:
@@ -52,8 +47,9 @@ def seed_train(
     model.train()
     total_loss = 0.0
     correct = 0
-    # A bar over the epoch's batches on a terminal only: an epoch of the slow path is minutes.
-    batches = tqdm(loader, desc="training", unit="batch", leave=False, disable=not is_terminal())
+    # A bar over the epoch's batches on a terminal only (tqdm's disable=None: not a TTY, no
+    # bar): an epoch of the slow path is minutes.
+    batches = tqdm(loader, desc="training", unit="batch", leave=False, disable=None)
     for data, target in batches:
         optimizer.zero_grad()
         output = model(data)  # (B, 10) logits, from (B, 1, 28, 28)

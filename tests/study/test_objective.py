@@ -68,11 +68,11 @@ def test_objective_stores_history_metrics_and_constraint(
     (trial,) = study.trials
     attrs = trial.user_attrs
     assert trial.state == TrialState.COMPLETE
-    assert [h["epoch"] for h in trial_history(trial)] == [1, 2]
     history = trial_history(trial)
+    assert [h["epoch"] for h in history] == [1, 2]
     assert trial.intermediate_values == {h["epoch"]: h["val_accuracy"] for h in history}
-    assert trial.value == attrs["val_accuracy"] == trial_history(trial)[-1]["val_accuracy"]
-    assert attrs["train_accuracy"] == trial_history(trial)[-1]["train_accuracy"]
+    assert trial.value == attrs["val_accuracy"] == history[-1]["val_accuracy"]
+    assert attrs["train_accuracy"] == history[-1]["train_accuracy"]
     assert attrs["epochs_run"] == 2 and attrs["duration_s"] > 0
     assert attrs["seed"] == trial_seed(tiny_config.seed, 0)
     assert trial.constraints[CONSTRAINT] == pytest.approx(attrs["train_accuracy"] - 1.0)

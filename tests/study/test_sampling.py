@@ -11,7 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from search.study.drive import awaits_first_result
-from search.study.sampling import ConstrainedMedianPruner, EdgeSampler, best_feasible
+from search.study.sampling import ConstrainedMedianPruner, EdgeSampler, best_feasible_trial
 
 EDGE = 3e-3  # the cheap objective is feasible from here up
 SPACE = FloatDistribution(1e-6, 1e-1, log=True)
@@ -57,11 +57,11 @@ def test_edge_sampler_lands_on_a_known_edge_where_tpe_does_not(seed: int) -> Non
     edge.optimize(edge_objective, n_trials=25)
     tpe = study_with(sampler=optuna.samplers.TPESampler(seed=seed))
     tpe.optimize(edge_objective, n_trials=25)
-    found = best_feasible(edge)
+    found = best_feasible_trial(edge)
     assert found is not None
     # Bisection stops at 0.5% of the log range: 6% of the weight decay.
     assert EDGE <= found.params["weight_decay"] <= EDGE * 1.07
-    baseline = best_feasible(tpe)
+    baseline = best_feasible_trial(tpe)
     assert baseline is not None and baseline.params["weight_decay"] > EDGE * 1.07
 
 

@@ -589,7 +589,6 @@ def test_ctrl_c_stops_the_workers_fails_their_trials_and_a_rerun_resumes(
     assert "Traceback" not in err
     assert states(trials(pg_url)) == {"FAIL": 2}
 
-    (tmp_path / "hold").unlink()
     again = start(*argv)
     processes.append(again)
     out, err = again.communicate(timeout=300)
@@ -701,11 +700,10 @@ def test_export_from_postgres_neutralises_formulas(
     payload: str,
     pg_url: str,
     tiny_config: StudyConfig,
-    tiny_splits: Splits,
     tmp_path: Path,
     capsys,
 ) -> None:
-    config = tiny_config.replace(storage=pg_url, trials=1, epochs=1)
+    config = tiny_config.replace(storage=pg_url)
     study = create_study(open_storage(config), config, {})
     # A text cell the export writes, holding what a hostile writer to the database could put.
     distribution = optuna.distributions.FloatDistribution(1e-6, 1e-1, log=True)
