@@ -12,6 +12,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -88,8 +89,9 @@ def run_until_budget(
     """
     k = parallel_trials(config, data.train_x.device)
     if k > 1:
+        pool = TrialPool(data, config, k)
         return run_pool(
-            study, config, data, k, callbacks=callbacks, artifact_store=store, on_epoch=on_epoch
+            study, config, pool, callbacks=callbacks, artifact_store=store, on_epoch=on_epoch
         )
     use_one_cpu_thread(data.train_x.device)
     objective = Objective(config, data, store, on_epoch=on_epoch)
@@ -218,18 +220,37 @@ def awaits_first_result(study: optuna.Study, budget: int, k: int, own_running: i
     return not complete and len(trials) >= budget - reserve
 
 
+class EpochPool(Protocol):
+    """What ``run_pool`` needs of a pool: ``search.training.pool.TrialPool``, which trains, or
+    the study simulator's curves (``search.study.simulate``), which replay measured ones."""
+
+    capacity: int
+
+    def __len__(self) -> int: ...
+
+    def add(self, key: int, seed: int, weight_decay: float) -> None: ...
+
+    def remove(self, key: int) -> None: ...
+
+    def train_epoch(
+        self, on_step: Callable[[], None] | None = None
+    ) -> dict[int, EpochMetrics | DivergedError]: ...
+
+    def state_dict(self, key: int) -> dict[str, Any]: ...
+
+
 def run_pool(
     study: optuna.Study,
     config: StudyConfig,
-    data: Splits,
-    k: int,
+    pool: EpochPool,
     callbacks: list[Callback] | None = None,
     artifact_store: FileSystemArtifactStore | None = None,
     on_epoch: EpochHook | None = None,
 ) -> int:
     # Over 80 lines: refill, tell and the epoch loop share the pool, the running trials and
     # the gate as closures; apart, they would pass all of them around.
-    """Run trials ``k`` at a time until the study's budget is met; returns how many ran.
+    """Run trials ``pool.capacity`` at a time until the study's budget is met; returns how
+    many ran.
 
     ``run_trials`` for the pool: trials come from ``study.ask()``, train side by
     side, report each epoch through ``end_epoch`` (pruning and the constraint as in the single
@@ -248,12 +269,10 @@ def run_pool(
         on_epoch: told as each trial starts and ends an epoch (see ``EpochHook``).
 
     Raises:
-        ValueError: ``config`` asks for a recipe the pool doesn't train (see
-            ``search.training.pool.TrialPool``).
         KeyboardInterrupt, or whatever training raised, after every running trial is told
         FAIL (a re-run retries them).
     """
-    pool = TrialPool(data, config, k)
+    k = pool.capacity
     running: dict[int, Running] = {}
     heartbeat = Heartbeat(study, running)
     gate, deadline = gate_and_deadline(study, config)

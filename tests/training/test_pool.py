@@ -213,12 +213,17 @@ def test_run_pool_fills_the_budget_and_calls_callbacks(
     config = tiny_config.replace(trials=5, max_train_acc=1.0)
     study = create_study(make_storage(config.storage_url), config, {})
     told: list[int] = []
-    ran = run_pool(study, config, tiny_splits, k=3, callbacks=[lambda s, t: told.append(t.number)])
+    ran = run_pool(
+        study,
+        config,
+        TrialPool(tiny_splits, config, 3),
+        callbacks=[lambda s, t: told.append(t.number)],
+    )
     assert ran == 5 and sorted(told) == [0, 1, 2, 3, 4]
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
     assert study.user_attrs["best_feasible_trial"]["number"] == study.best_trial.number
     # The budget is the study's: a re-run has nothing left to do.
-    assert run_pool(study, config, tiny_splits, k=3) == 0
+    assert run_pool(study, config, TrialPool(tiny_splits, config, 3)) == 0
 
 
 def test_run_pool_counts_other_workers_running_trials(
@@ -227,7 +232,7 @@ def test_run_pool_counts_other_workers_running_trials(
     config = tiny_config.replace(trials=3, max_train_acc=1.0, grace_period=1)
     study = create_study(make_storage(config.storage_url), config, {})
     other = study.ask()  # another worker's trial, running (and, without heartbeats, never failed)
-    ran = run_pool(study, config, tiny_splits, k=4)
+    ran = run_pool(study, config, TrialPool(tiny_splits, config, 4))
     # Two places were free; the pool then waited on the other trial, and took its place only
     # once it had sat still for twice the grace period (search.budget's rule for stuck trials).
     assert ran == 3
@@ -241,7 +246,7 @@ def test_run_pool_stores_each_complete_trials_weights(
     config = tiny_config.replace(trials=2, max_train_acc=1.0)
     study = create_study(make_storage(config.storage_url), config, {})
     store = artifact_store(config.storage_url, tmp_path / "artifacts", create=True)
-    run_pool(study, config, tiny_splits, k=2, artifact_store=store)
+    run_pool(study, config, TrialPool(tiny_splits, config, 2), artifact_store=store)
     for trial in study.trials:
         model = init_model(0)
         model.load_state_dict(load_state_dict(study, trial.number, store))
@@ -254,7 +259,7 @@ def test_run_pool_prunes_an_infeasible_trial_like_the_single_path(
 ) -> None:
     config = tiny_config.replace(trials=1, epochs=3, max_train_acc=0.1)
     study = enqueued_study(config, [1e-5], config.storage_url)
-    run_pool(study, config, tiny_splits, k=2)
+    run_pool(study, config, TrialPool(tiny_splits, config, 2))
     (trial,) = study.trials
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs["pruned_reason"].startswith("infeasible: train accuracy")
@@ -269,7 +274,7 @@ def test_run_pool_prunes_a_diverged_trial_like_the_single_path(
     broken = Splits(x, tiny_splits.train_y, tiny_splits.val_x, tiny_splits.val_y, "holdout", {})
     config = tiny_config.replace(trials=2)
     pooled = create_study(make_storage(config.storage_url), config, {})
-    run_pool(pooled, config, broken, k=2)
+    run_pool(pooled, config, TrialPool(broken, config, 2))
     single = create_study(make_storage(f"sqlite:///{tmp_path / 'single.db'}"), config, {})
     run_trials(single, Objective(config, broken), config)
     for p, s in zip(pooled.trials, single.trials, strict=True):
@@ -285,7 +290,7 @@ def test_run_pool_trials_equal_run_trials_trials(
     config = tiny_config.replace(trials=4, epochs=3, max_train_acc=0.83)
     weight_decays = [1e-6, 1e-3, 3e-2, 1e-1]
     pooled = enqueued_study(config, weight_decays, config.storage_url)
-    run_pool(pooled, config, tiny_splits, k=3)
+    run_pool(pooled, config, TrialPool(tiny_splits, config, 3))
     single = enqueued_study(config, weight_decays, f"sqlite:///{tmp_path / 'single.db'}")
     run_trials(single, Objective(config, tiny_splits), config)
     assert {t.state for t in pooled.trials} == {TrialState.COMPLETE, TrialState.PRUNED}
@@ -306,7 +311,7 @@ def test_run_pool_fails_running_trials_on_interrupt(
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_pool(study, config, tiny_splits, k=3, callbacks=[interrupt])
+        run_pool(study, config, TrialPool(tiny_splits, config, 3), callbacks=[interrupt])
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
 
@@ -335,7 +340,7 @@ def test_run_pool_keeps_heartbeats_and_retries_stale_trials(
             # running) would look as stale as the crashed one (SQLite keeps whole seconds).
             time.sleep(2.1)
 
-    run_pool(study, config, tiny_splits, k=2, callbacks=[pause])
+    run_pool(study, config, TrialPool(tiny_splits, config, 2), callbacks=[pause])
     trials = study.trials
     assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
     (retry,) = (t for t in trials if "failed_trial" in t.system_attrs)
