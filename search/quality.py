@@ -2,15 +2,21 @@
 
     python -m search.bench quality                      # 5 studies of 50 trials, ~15 min
     python -m search.bench quality --trials 25,50 --seeds 3 -- --sampler tpe
+    python -m search.bench quality --seeds 0 --simulate 200   # simulated studies only
 
 First the ground truth, trained through the trial pool on the studies' own split and recipe:
 a coarse grid over the whole weight-decay range (one seed) finds the feasibility edge, and a
 dense grid across it (``--grid-points`` weight decays by ``--grid-seeds`` seeds) gives the
 grid optimum: the best mean validation accuracy among weight decays feasible in at least 80%
-of their seeds. Then ``--seeds`` studies per ``--trials``, each run as a user runs it
-(``python -m search.run`` in a process of its own, timed as a whole), with any flags after
-``--`` passed on. Prints a table and writes it as JSON. A benchmark, not a test: it takes
-minutes.
+of their seeds. The grid honours the flags after ``--`` that shape the objective
+(``--max-train-acc``, ``--wd-low``/``--wd-high``, ``--epochs``, ...).
+
+Then ``--simulate`` studies per ``--trials`` replayed on the grid's own learning curves
+(``search.study.simulate``: the real driver and sampler, no training; a second each), which
+gives the distribution of the distance over many seeds, and ``--seeds`` real studies per
+``--trials``, each run as a user runs it (``python -m search.run`` in a process of its own,
+timed as a whole), with the flags after ``--`` passed on. Prints a table and writes it as JSON.
+A benchmark, not a test: it takes minutes.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from search.cli import Parser, add_data_dir_flag, positive_int, positive_ints
+from search.cli import Parser, add_data_dir_flag, non_negative_int, positive_int, positive_ints
 from search.config import DEFAULTS, STUDIES_DIR, StudyConfig
 from search.errors import UserError
 
@@ -52,10 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--seeds",
-        type=positive_int,
+        type=non_negative_int,
         default=5,
         metavar="N",
-        help="studies per budget, with study seeds 0..N-1 (default: %(default)s)",
+        help="real studies per budget, with study seeds 0..N-1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--simulate",
+        type=non_negative_int,
+        default=100,
+        metavar="N",
+        help="studies per budget simulated on the grid's curves, with study seeds 0..N-1 "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--grid-points",
@@ -78,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="where the JSON goes; the studies go beside it (default: %(default)s)",
     )
+    parser.add_argument(
+        "--grid-from",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="reuse the grid of an earlier run's JSON instead of training one (the same "
+        "flags after -- must apply)",
+    )
     add_data_dir_flag(parser)
     parser.add_argument(
         "run_args",
@@ -89,12 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def grid_optimum(config: StudyConfig, points: int, seeds: int) -> dict[str, Any]:
-    """Find the edge on a coarse grid, then the optimum on a dense one across it."""
+    """Find the edge on a coarse grid, then the optimum on a dense one across it.
+
+    Returns the optimum, the dense grid's candidates and every run's curves (``curves``: the
+    weight decays, and for each every seed's run as [training, validation] accuracy per
+    epoch, None where it diverged), which ``search.study.simulate`` replays.
+    """
     import numpy as np
 
     from search.data.tasks import load_task
     from search.study.recommend import Candidate, choose
-    from search.training.grid import train_grid
+    from search.training.grid import train_grid_histories
     from search.training.pool import default_parallel_trials
     from search.training.seeds import derive_seed
     from search.training.train import resolve_device, use_one_cpu_thread
@@ -110,8 +137,8 @@ def grid_optimum(config: StudyConfig, points: int, seeds: int) -> dict[str, Any]
 
     coarse = [float(w) for w in np.geomspace(config.wd_low, config.wd_high, capacity)]
     print(f"grid: {len(coarse)} weight decays over the whole range, to find the edge", flush=True)
-    rows = train_grid(data, config, [(w, seed(0)) for w in coarse], capacity)
-    feasible = [m is not None and m.train_accuracy <= limit for m in rows]
+    coarse_runs = train_grid_histories(data, config, [(w, seed(0)) for w in coarse], capacity)
+    feasible = [h is not None and h[-1].train_accuracy <= limit for h in coarse_runs]
     edge = next((i for i, ok in enumerate(feasible) if ok and i > 0 and not feasible[i - 1]), None)
     if edge is None:
         raise QualityError(
@@ -124,12 +151,14 @@ def grid_optimum(config: StudyConfig, points: int, seeds: int) -> dict[str, Any]
         flush=True,
     )
     runs = [(w, seed(s)) for w in dense for s in range(seeds)]
-    metrics = train_grid(
+    histories = train_grid_histories(
         data, config, runs, capacity, lambda n: print(f"  {n}/{len(runs)}", flush=True)
     )
     # Each weight decay's seeds judged as a study's candidates are: the optimum is the one the
     # study's confirmation would recommend among them.
-    finished = [None if m is None else (m.train_accuracy, m.val_accuracy) for m in metrics]
+    finished = [
+        None if h is None else (h[-1].train_accuracy, h[-1].val_accuracy) for h in histories
+    ]
     judged = [
         Candidate.from_runs(
             i, w, [r for r in finished[i * seeds : (i + 1) * seeds] if r], seeds, limit
@@ -139,7 +168,61 @@ def grid_optimum(config: StudyConfig, points: int, seeds: int) -> dict[str, Any]
     chosen, held = choose(judged)
     table = [asdict(c) for c in judged]
     best = asdict(chosen) if held else None
-    return {"optimum": best, "dense": table}
+
+    def curve(history: list[Any] | None) -> list[list[float]] | None:
+        return None if history is None else [[m.train_accuracy, m.val_accuracy] for m in history]
+
+    by_decay = {w: [curve(h)] for w, h in zip(coarse, coarse_runs, strict=True)}
+    for i, w in enumerate(dense):
+        by_decay[w] = [curve(h) for h in histories[i * seeds : (i + 1) * seeds]]
+    decays = sorted(by_decay)
+    curves = {"weight_decays": decays, "runs": [by_decay[w] for w in decays]}
+    return {"optimum": best, "dense": table, "curves": curves}
+
+
+def simulated(
+    config: StudyConfig, curves: dict[str, Any], trials: int, seeds: int, optimum: float
+) -> dict[str, Any]:
+    """``seeds`` studies of ``trials`` replayed on the grid's curves: their distances."""
+    from search.study.simulate import MeasuredCurves, Spread, regret, simulate_study
+    from search.training.pool import parallel_trials
+    from search.training.train import resolve_device
+
+    capacity = parallel_trials(config, resolve_device(config.device))  # as the real studies'
+    replay = MeasuredCurves(curves["weight_decays"], curves["runs"])
+    distances = []
+    for seed in range(seeds):
+        study = simulate_study(config.replace(trials=trials, seed=seed), replay, capacity)
+        distances.append(regret(study, optimum))
+    spread = Spread.of(distances)
+    print(f"simulated, {trials} trials: distance to the optimum {spread}", flush=True)
+    return {"trials": trials, "distances": distances, **asdict(spread)}
+
+
+def earlier_grid(path: Path) -> dict[str, Any]:
+    """The grid of an earlier run's JSON (``--grid-from``)."""
+    try:
+        grid = json.loads(path.read_text())["grid"]
+    except (OSError, ValueError, KeyError) as error:
+        raise QualityError(
+            f"--grid-from {path}: no grid in it ({error}); give a JSON "
+            "written by python -m search.bench quality"
+        ) from None
+    if "curves" not in grid:
+        raise QualityError(
+            f"--grid-from {path}: its grid has no curves (written before they "
+            "were kept); run without --grid-from once"
+        )
+    return dict(grid)
+
+
+def objective_config(run_args: list[str], data_dir: Path) -> StudyConfig:
+    """The defaults, with the flags of ``python -m search.run`` in ``run_args`` applied."""
+    from search.run import build_parser as run_parser
+
+    args = run_parser().parse_args(run_args)
+    given = {key: value for key, value in vars(args).items() if value is not None}
+    return DEFAULTS.replace(**given).replace(data_dir=data_dir)
 
 
 def run_study(trials: int, seed: int, storage: str, run_args: list[str]) -> dict[str, Any]:
@@ -190,8 +273,12 @@ def run_study(trials: int, seed: int, storage: str, run_args: list[str]) -> dict
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run_args = [a for a in args.run_args if a != "--"]
-    config = DEFAULTS.replace(data_dir=args.data_dir)
-    grid = grid_optimum(config, args.grid_points, args.grid_seeds)
+    config = objective_config(run_args, args.data_dir)
+    grid = (
+        grid_optimum(config, args.grid_points, args.grid_seeds)
+        if args.grid_from is None
+        else earlier_grid(args.grid_from)
+    )
     optimum = grid["optimum"]
     if optimum is None:
         from search.study.recommend import MIN_FEASIBLE_FRACTION
@@ -206,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{optimum['val_accuracy_mean']:.4f} (mean of {args.grid_seeds} seeds)",
         flush=True,
     )
+    simulations = [
+        simulated(config, grid["curves"], trials, args.simulate, optimum["val_accuracy_mean"])
+        for trials in args.trials
+        if args.simulate
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     database = args.out.with_suffix(".db")
     database.unlink(missing_ok=True)
@@ -215,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'trials':>6} {'seed':>4} {'best val':>8} {'to opt':>7} {'wd':>9} {'infeas':>6} "
         f"{'complete':>8} {'wall s':>7}  recommended (feasible fraction, val mean)"
     )
-    print(header)
+    if args.seeds:
+        print(header)
     for trials in args.trials:
         for seed in range(args.seeds):
             row = run_study(trials, seed, storage, run_args)
@@ -227,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             studies.append(row)
             print(format_row(row), flush=True)
     summary = {}
-    for trials in args.trials:
+    for trials in args.trials if args.seeds else ():
         distances = [
             math.inf if r["distance"] is None else r["distance"]
             for r in studies
@@ -244,7 +337,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{trials} trials: distance to the optimum median {100 * median:.2f} points, "
             f"worst {100 * max(distances):.2f}; median wall {statistics.median(walls):.0f} s"
         )
-    report = {"grid": grid, "run_args": run_args, "studies": studies, "summary": summary}
+    report = {
+        "grid": grid,
+        "run_args": run_args,
+        "simulated": simulations,
+        "studies": studies,
+        "summary": summary,
+    }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

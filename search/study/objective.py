@@ -65,16 +65,21 @@ def projected_train_accuracy(history: list[EpochMetrics], epochs: int) -> float:
     """Where a trial stopped for infeasibility would have ended, for its constraint value.
 
     Measured at the epoch it stopped, weight decay 2e-5 over the limit at epoch 2 reads as
-    +0.0001, "almost feasible", though it would end near 99%: a sampler that models the
-    constraint's size (GP) would then look for feasible trials there. Its last epoch's gain
-    carried over the epochs it did not train, capped at 100%, is never below the measured
-    value and, as training accuracy rises ever more slowly, above where it would end.
+    +0.0001, "almost feasible", though it would end near 99%. Training *error* shrinks by a
+    roughly steady factor per epoch, so the last epoch's factor is carried over the epochs the
+    trial did not train (before a second epoch, from an error of 1). Unlike a gain carried
+    linearly and capped at 100%, where most trials stopped early tied at the cap, this ranks
+    every stopped trial: further over the limit, or over it sooner, projects higher. It is
+    never below the measured value, and as the factor creeps towards 1 it lands above where
+    the trial would have ended, never below.
     """
     last = history[-1]
-    if len(history) < 2:
+    error = 1.0 - last.train_accuracy
+    previous = 1.0 - history[-2].train_accuracy if len(history) > 1 else 1.0
+    if error <= 0.0 or previous <= 0.0:
         return last.train_accuracy
-    gain = max(0.0, last.train_accuracy - history[-2].train_accuracy)
-    return min(1.0, last.train_accuracy + gain * (epochs - last.epoch))
+    factor = min(1.0, error / previous)
+    return 1.0 - error * factor ** (epochs - last.epoch)
 
 
 def record_last_epoch(

@@ -21,7 +21,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any, NamedTuple
 
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.pruners import BasePruner
@@ -57,6 +59,9 @@ class EdgeSampler(BaseSampler):
         n_startup: trials, running ones included, that ``startup`` proposes.
         param: the float parameter whose edge is bisected.
         resolution: the narrowest gap, as a share of ``param``'s range, that is still split.
+        direction: +1 if the constraint is expected to fall as ``param`` rises (weight decay
+            lowers training accuracy), -1 if to rise, 0 to expect nothing; the trials can
+            overrule it (``constraint_direction``).
     """
 
     def __init__(
@@ -66,8 +71,10 @@ class EdgeSampler(BaseSampler):
         n_startup: int,
         param: str = "weight_decay",
         resolution: float = EDGE_RESOLUTION,
+        direction: int = 1,
     ) -> None:
         self._base = base
+        self._direction = direction
         self._startup = startup
         self._n_startup = n_startup
         self._param = param
@@ -96,7 +103,11 @@ class EdgeSampler(BaseSampler):
         if proposal is not None:
             return proposal
         space = self._base.infer_relative_search_space(study, trial)
-        return self._base.sample_relative(study, trial, space)
+        proposal = self._base.sample_relative(study, trial, space)
+        distribution = space.get(self._param)
+        if self._param in proposal and isinstance(distribution, FloatDistribution):
+            proposal[self._param] = self.alive(study, proposal, distribution)
+        return proposal
 
     def sample_independent(
         self,
@@ -106,7 +117,10 @@ class EdgeSampler(BaseSampler):
         param_distribution: BaseDistribution,
     ) -> Any:
         sampler = self._startup if self._in_startup(study) else self._base
-        return sampler.sample_independent(study, trial, param_name, param_distribution)
+        value = sampler.sample_independent(study, trial, param_name, param_distribution)
+        if param_name == self._param and isinstance(param_distribution, FloatDistribution):
+            return self.alive(study, {**trial.params, param_name: value}, param_distribution)
+        return value
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._startup.before_trial(study, trial)
@@ -133,53 +147,263 @@ class EdgeSampler(BaseSampler):
 
         The bracket runs from an anchor to its nearest finished neighbour on a side where
         that neighbour's feasibility differs. The anchor is the best feasible complete trial;
-        before there is one, the least infeasible finished trial, bracketed up to the range's
-        end or the first trial not known to be infeasible. The running trials inside a
-        bracket split it into gaps, so trials asked together spread over it instead of piling
-        up. Only trials with the anchor's values for every other parameter count, and only
-        final verdicts: a trial pruned while still under the limit might have ended over it.
+        before there is one, the infeasible trial nearest the feasible side (``Edge.frontier``),
+        bracketed up to the range's end or the first trial not known to be infeasible. The
+        running trials inside a bracket split it into gaps, so trials asked together spread
+        over it instead of piling up. Only trials with the anchor's values for every other
+        parameter count, and only final verdicts: a trial pruned while still under the limit
+        might have ended over it.
         """
         distribution = search_space.get(self._param)
         if not isinstance(distribution, FloatDistribution) or len(study.directions) != 1:
             return None
         trials = study._get_trials(deepcopy=False, states=CLAIMING)
         best = best_feasible_trial(study)
-        infeasible = [t for t in trials if t.state != TrialState.RUNNING and not is_feasible(t)]
-        anchor = best or min(infeasible, key=lambda t: violation(t) or 0.0, default=None)
-        if anchor is None or self._param not in anchor.params:
+        edge = Edge.of(trials, self._param, distribution, best, self._direction)
+        if edge is None:
             return None
-        others = {k: v for k, v in anchor.params.items() if k != self._param}
-        to_unit, from_unit = unit_scale(distribution)
-        known: list[tuple[float, bool]] = []  # (x, feasible) of the final verdicts
-        running: list[float] = []
-        for t in trials:
-            if self._param not in t.params or any(t.params.get(k) != v for k, v in others.items()):
-                continue
-            x = to_unit(t.params[self._param])
-            if t.state == TrialState.RUNNING:
-                running.append(x)
-            elif t.state == TrialState.COMPLETE or not is_feasible(t):
-                known.append((x, is_feasible(t)))
-        x_anchor = to_unit(anchor.params[self._param])
-        gaps: list[tuple[float, float, float]] = []
+        v_anchor = violation(edge.anchor) or 0.0
+        gaps: list[tuple[float, float]] = []  # (weight, where to split)
         for side in (-1.0, 1.0):
-            beyond = [(x, ok) for x, ok in known if (x - x_anchor) * side > 0]
+            beyond = [v for v in edge.known if (v.x - edge.x_anchor) * side > 0]
             if best is None:  # an infeasible anchor: up to the range's end, if nothing between
-                beyond.append((max(0.0, side), True))
+                beyond.append(Verdict(max(0.0, side), True, None))
             if not beyond:
                 continue
-            x_next, next_ok = min(beyond, key=lambda p: abs(p[0] - x_anchor))
-            if next_ok == (best is not None):
+            neighbour = min(beyond, key=lambda v: abs(v.x - edge.x_anchor))
+            if neighbour.feasible == (best is not None):
                 continue  # the same verdict at both ends: no edge between them
-            low, high = sorted((x_anchor, x_next))
-            points = sorted([low, high, *(x for x in running if low < x < high)])
-            gaps += [(b - a, a, b) for a, b in zip(points, points[1:], strict=False)]
+            low, high = sorted((edge.x_anchor, neighbour.x))
+            belief = edge_belief(edge.x_anchor, v_anchor, neighbour.x, neighbour.value)
+            points = sorted([low, high, *(x for x in edge.running if low < x < high)])
+            for a, b in zip(points, points[1:], strict=False):
+                if b - a >= self._resolution and not edge.is_dead((a + b) / 2):
+                    gaps.append(belief.split(a, b, bracket=high - low))
         if not gaps:
             return None
-        width, low, high = max(gaps)
-        if width < self._resolution:
+        _, x = max(gaps)
+        return {**edge.others, self._param: edge.from_unit(x)}
+
+    def alive(
+        self, study: Study, params: dict[str, Any], distribution: FloatDistribution
+    ) -> float:
+        """The proposal ``params``' value of the parameter, or the edge if finished trials
+        prove it infeasible.
+
+        A proposal beyond the frontier (``Edge.is_dead``) moves to the middle of the gap just
+        on the feasible side of it: the edge, where another trial can still change the answer.
+        Only where the proposal's other parameters (as far as they are chosen yet) are the
+        edge's: another optimizer, say, has an edge of its own.
+        """
+        value = float(params[self._param])
+        trials = study._get_trials(deepcopy=False, states=CLAIMING)
+        best = best_feasible_trial(study)
+        edge = Edge.of(trials, self._param, distribution, best, self._direction)
+        if edge is None or not edge.is_dead(edge.to_unit(value)):
+            return value
+        if any(params.get(k, v) != v for k, v in edge.others.items()):
+            return value
+        if any(k not in params for k in edge.others):
+            return value  # the other parameters are not chosen yet: their edge is unknown
+        return edge.from_unit(edge.edge_gap_middle())
+
+
+class Verdict(NamedTuple):
+    """A finished trial's final feasibility at position ``x`` of the parameter's range."""
+
+    x: float
+    feasible: bool
+    value: float | None  # its constraint value
+
+
+# The spread of the belief about where the edge lies, as a share of the bracket: interpolated
+# constraint values point at it, but a stopped trial's value is a projection.
+BELIEF_SPREAD = 0.25
+
+
+@dataclass(frozen=True)
+class Belief:
+    """Where in a bracket the edge lies: a normal distribution, or uniform (``spread`` None)."""
+
+    centre: float
+    spread: float | None
+
+    def split(self, a: float, b: float, bracket: float) -> tuple[float, float]:
+        """The gap (a, b)'s weight (its share of the belief, scaled by the bracket's width,
+        so gaps of brackets alike compare by width) and where to split it: at the centre if
+        the gap's middle half holds it, else where it halves the gap's share, held inside
+        the gap's middle 80% so that a split never lands on a trial already there."""
+        if self.spread is None:
+            return b - a, (a + b) / 2
+        normal = NormalDist(self.centre, self.spread)
+        low, high = normal.cdf(a), normal.cdf(b)
+        quarter = (b - a) / 4
+        if a + quarter <= self.centre <= b - quarter:
+            return bracket * (high - low), self.centre
+        x = normal.inv_cdf((low + high) / 2) if high - low > 1e-12 else (a + b) / 2
+        margin = (b - a) / 10
+        return bracket * (high - low), min(b - margin, max(a + margin, x))
+
+
+def edge_belief(x0: float, v0: float | None, x1: float, v1: float | None) -> Belief:
+    """Where the constraint crosses 0 between two trials, interpolated from their values.
+
+    Linear in position (regula falsi), held inside the bracket's middle 80% against a
+    projected value far off; uniform where a value is missing or both have one sign.
+    """
+    width = abs(x1 - x0)
+    if v0 is None or v1 is None or v0 * v1 > 0 or v0 == v1:
+        return Belief((x0 + x1) / 2, None)
+    share = min(0.9, max(0.1, v0 / (v0 - v1)))
+    return Belief(x0 + share * (x1 - x0), BELIEF_SPREAD * width)
+
+
+@dataclass
+class Edge:
+    """What a study's finished trials say of the feasibility edge in one float parameter.
+
+    Positions are in [0, 1] of the parameter's range (``unit_scale``). ``direction`` is +1
+    when the constraint falls as the parameter rises (weight decay lowers training accuracy:
+    the feasible side is above), -1 when it rises, 0 when the trials show no clear direction.
+    With a direction, ``frontier`` is the furthest infeasible trial on the infeasible side of
+    every feasible one: everything beyond it, away from the feasible side, is proven
+    infeasible (``is_dead``) and is worth no trial.
+    """
+
+    anchor: FrozenTrial
+    x_anchor: float
+    others: dict[str, Any]  # the anchor's values of the other parameters
+    known: list[Verdict]  # the final verdicts
+    running: list[float]
+    direction: int
+    frontier: float | None
+    to_unit: Callable[[float], float]
+    from_unit: Callable[[float], float]
+
+    @classmethod
+    def of(
+        cls,
+        trials: Sequence[FrozenTrial],
+        param: str,
+        distribution: FloatDistribution,
+        best: FrozenTrial | None,
+        expected: int,
+    ) -> Edge | None:
+        """The edge around the best feasible trial ``best``, or before there is one, around
+        the infeasible trial nearest the feasible side; None if there is no such trial.
+
+        ``expected`` is the direction expected of the parameter (``EdgeSampler``'s).
+        """
+        verdicts = [t for t in trials if has_verdict(t) and param in t.params]
+        infeasible = [t for t in verdicts if not is_feasible(t)]
+        # Before a feasible trial: the group of the least infeasible trial, which the
+        # projected constraint ranks (how far over the limit, and how early it went over).
+        seed = best or min(infeasible, key=lambda t: violation(t) or 0.0, default=None)
+        if seed is None:
             return None
-        return {**others, self._param: from_unit((low + high) / 2)}
+        others = {k: v for k, v in seed.params.items() if k != param}
+
+        def same_group(t: FrozenTrial) -> bool:
+            return param in t.params and all(t.params.get(k) == v for k, v in others.items())
+
+        to_unit, from_unit = unit_scale(distribution)
+        group = [t for t in verdicts if same_group(t)]
+        known = [Verdict(to_unit(t.params[param]), is_feasible(t), violation(t)) for t in group]
+        running = [
+            to_unit(t.params[param])
+            for t in trials
+            if t.state == TrialState.RUNNING and same_group(t)
+        ]
+        direction = constraint_direction(
+            [(to_unit(t.params[param]), violation(t) or 0.0) for t in group], expected
+        )
+        frontier = frontier_of(known, direction)
+        anchor = best
+        if anchor is None:
+            frontier_trials = [t for t in group if to_unit(t.params[param]) == frontier]
+            anchor = frontier_trials[0] if frontier_trials else seed
+        x_anchor = to_unit(anchor.params[param])
+        return cls(
+            anchor, x_anchor, others, known, running, direction, frontier, to_unit, from_unit
+        )
+
+    def is_dead(self, x: float) -> bool:
+        """Whether ``x`` lies beyond the frontier, away from the feasible side."""
+        return self.frontier is not None and (x - self.frontier) * self.direction < 0
+
+    def edge_gap_middle(self) -> float:
+        """The middle of the widest gap between the frontier and the nearest feasible trial
+        (or the range's end), split by the trials there, finished or running.
+
+        Where the bracket is already at resolution, this places replicates: the same edge
+        again with new seeds, which is where the noise between seeds decides the answer.
+        """
+        frontier = self.frontier
+        assert frontier is not None and self.direction != 0
+        end = 1.0 if self.direction > 0 else 0.0
+        feasible = [
+            v.x for v in self.known if v.feasible and (v.x - frontier) * self.direction > 0
+        ]
+        nearest = min(feasible, key=lambda x: abs(x - frontier), default=end)
+        low, high = sorted((frontier, nearest))
+        points = [v.x for v in self.known] + self.running
+        cuts = sorted({low, high, *(x for x in points if low < x < high)})
+        _, middle = max((b - a, (a + b) / 2) for a, b in zip(cuts, cuts[1:], strict=False))
+        return middle
+
+
+def has_verdict(trial: FrozenTrial) -> bool:
+    """Whether the trial's feasibility is final: it completed, or it stopped over the limit
+    (training accuracy only rises, so a trial over the limit stays over it). A trial pruned
+    under the limit might have ended over it."""
+    if trial.state == TrialState.COMPLETE:
+        return True
+    return trial.state == TrialState.PRUNED and not is_feasible(trial)
+
+
+# How strongly the trials must rank position against constraint value (Kendall's tau) to show a
+# direction: seed noise near the edge swaps a few neighbours, a parameter with no monotone
+# effect scatters them.
+DIRECTION_TAU = 0.5
+DIRECTION_MIN_TRIALS = 4
+
+
+def constraint_direction(points: Sequence[tuple[float, float]], expected: int = 0) -> int:
+    """+1 when the constraint falls as the parameter rises, -1 when it rises, 0 when neither.
+
+    ``points`` are (position, constraint value) of the trials with a final verdict. Their
+    Kendall tau decides where there are enough of them and it is clear (``DIRECTION_TAU``);
+    a tau between says the parameter has no clear direction, and the sampler then proves
+    nothing infeasible and brackets the edge on both sides of its anchor. Where the trials
+    can't tell (too few, or every value tied, as stopped trials were when their projection
+    was capped), the ``expected`` direction stands.
+    """
+    if len(points) < DIRECTION_MIN_TRIALS:
+        return expected
+    from scipy.stats import kendalltau
+
+    tau = kendalltau([x for x, _ in points], [v for _, v in points]).statistic
+    if not math.isfinite(tau):
+        return expected
+    if abs(tau) < DIRECTION_TAU:
+        return 0
+    return 1 if tau < 0 else -1
+
+
+def frontier_of(known: Sequence[Verdict], direction: int) -> float | None:
+    """The infeasible trial nearest the feasible side among those beyond every feasible one.
+
+    With the feasible side above (``direction`` +1): the highest infeasible position below the
+    lowest feasible one, so seed noise that puts a feasible trial below an infeasible one
+    narrows what counts as proven instead of contradicting it. None without a direction or
+    without such a trial.
+    """
+    if direction == 0:
+        return None
+    oriented = [(v.x * direction, v.feasible) for v in known]
+    lowest_feasible = min((y for y, ok in oriented if ok), default=math.inf)
+    below = [y for y, ok in oriented if not ok and y < lowest_feasible]
+    return max(below) * direction if below else None
 
 
 def best_feasible_trial(study: Study) -> FrozenTrial | None:

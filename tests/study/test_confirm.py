@@ -16,7 +16,6 @@ from search.config import StudyConfig
 from search.data.splits import Splits
 from search.export import CONFIRM_COLUMNS
 from search.study.confirm import confirm, confirmation_seed
-from search.study.objective import projected_train_accuracy
 from search.study.recommend import (
     Candidate,
     candidates,
@@ -27,7 +26,6 @@ from search.study.recommend import (
     stored_recommendation,
 )
 from search.training.seeds import trial_seed
-from search.training.train import EpochMetrics
 from tests.helpers import run_cli
 
 
@@ -113,16 +111,6 @@ def test_far_candidates_are_confirmed_only_when_the_near_ones_fail(
     assert stored is not None and stored["confirm_runs"] == trained
     assert {c["trial"]: c["feasible_fraction"] for c in stored["candidates"]} == fractions
     assert stored["trial"] == recommended and stored["confirmed"] is True
-
-
-def test_projected_train_accuracy_carries_the_last_gain_to_the_end() -> None:
-    def epochs(*accuracies: float) -> list[EpochMetrics]:
-        return [EpochMetrics(i + 1, 0.1, a, 0.1, 0.9, 1.0) for i, a in enumerate(accuracies)]
-
-    assert projected_train_accuracy(epochs(0.940, 0.951), 3) == pytest.approx(0.962)
-    assert projected_train_accuracy(epochs(0.900, 0.951), 10) == 1.0  # capped
-    assert projected_train_accuracy(epochs(0.951), 10) == 0.951  # one epoch: no gain known
-    assert projected_train_accuracy(epochs(0.96, 0.95), 10) == 0.95  # never below measured
 
 
 @pytest.mark.slow

@@ -13,10 +13,10 @@ from optuna.trial import TrialState
 from search.config import StudyConfig
 from search.data.splits import Splits
 from search.study.history import to_columns, to_rows, trial_history
-from search.study.objective import CONSTRAINT
+from search.study.objective import CONSTRAINT, projected_train_accuracy
 from search.study.study import record_best_feasible
 from search.training.seeds import trial_seed
-from search.training.train import init_model, train
+from search.training.train import EpochMetrics, init_model, train
 from tests.helpers import enqueued_study
 
 
@@ -167,3 +167,31 @@ def test_trial_history_reads_studies_stored_before(tmp_path: Path) -> None:
     trial.set_user_attr("history", rows)
     study.tell(trial, 0.95)
     assert trial_history(study.trials[0]) == rows
+
+
+def epochs(*accuracies: float) -> list[EpochMetrics]:
+    """A trial's history with these training accuracies, epoch 1 on."""
+    return [EpochMetrics(i + 1, 0.1, a, 0.1, 0.9, 1.0) for i, a in enumerate(accuracies)]
+
+
+def test_projected_train_accuracy_carries_the_last_error_factor_to_the_end() -> None:
+    # Error 0.06 -> 0.049 is a factor of 49/60 an epoch, carried over one more epoch.
+    assert projected_train_accuracy(epochs(0.940, 0.951), 3) == pytest.approx(
+        1 - 0.049 * 0.049 / 0.06
+    )
+    assert projected_train_accuracy(epochs(0.951), 10) == pytest.approx(1 - 0.049**10)
+    assert projected_train_accuracy(epochs(0.96, 0.95), 10) == 0.95  # never below measured
+    assert projected_train_accuracy(epochs(0.90, 0.96), 2) == 0.96  # the last epoch: measured
+
+
+def test_projected_train_accuracy_ranks_trials_the_old_cap_tied() -> None:
+    """Carried linearly and capped at 100%, all four projected exactly 1.0 from epoch 2 or 3."""
+    crossed = {
+        "far over, at epoch 2": epochs(0.93, 0.97),
+        "over, at epoch 2": epochs(0.92, 0.955),
+        "far over, at epoch 3": epochs(0.90, 0.94, 0.965),
+        "just over, at epoch 3": epochs(0.90, 0.93, 0.951),
+    }
+    projected = {name: projected_train_accuracy(h, 10) for name, h in crossed.items()}
+    assert all(0.95 < p < 1.0 for p in projected.values())
+    assert list(projected) == sorted(projected, key=projected.__getitem__, reverse=True)

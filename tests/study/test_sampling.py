@@ -11,7 +11,14 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from search.study.drive import awaits_first_result
-from search.study.sampling import ConstrainedMedianPruner, EdgeSampler, best_feasible_trial
+from search.study.sampling import (
+    ConstrainedMedianPruner,
+    EdgeSampler,
+    Verdict,
+    best_feasible_trial,
+    constraint_direction,
+    frontier_of,
+)
 
 EDGE = 3e-3  # the cheap objective is feasible from here up
 SPACE = FloatDistribution(1e-6, 1e-1, log=True)
@@ -44,6 +51,12 @@ def finished(weight_decay: float, value: float, violation: float, **params: obje
     )
 
 
+def crossing(low: float, v_low: float, high: float, v_high: float) -> float:
+    """Where the constraint crosses 0 between two weight decays, linear in log weight decay."""
+    share = v_low / (v_low - v_high)
+    return low * (high / low) ** share
+
+
 def study_with(*trials, sampler=None) -> optuna.Study:
     study = optuna.create_study(direction="maximize", sampler=sampler or edge_sampler())
     for trial in trials:
@@ -72,7 +85,7 @@ def test_edge_sampler_spreads_trials_asked_together_over_the_bracket() -> None:
     asked = [study.ask().suggest_float("weight_decay", 1e-6, 1e-1, log=True) for _ in range(3)]
     assert all(2e-3 < value < 4e-3 for value in asked)
     assert len(set(asked)) == 3
-    assert asked[0] == pytest.approx(math.sqrt(2e-3 * 4e-3))  # the bracket's middle, in log
+    assert asked[0] == pytest.approx(crossing(2e-3, 0.2, 4e-3, -0.1))
 
 
 def test_edge_sampler_leaves_an_interior_optimum_to_its_base() -> None:
@@ -100,7 +113,7 @@ def test_edge_sampler_brackets_among_trials_with_the_best_ones_other_parameters(
     space = {"weight_decay": SPACE, "optimizer": CategoricalDistribution(["adam", "sgd"])}
     proposal = edge_sampler().edge_proposal(study, space)
     assert proposal is not None and proposal["optimizer"] == "adam"
-    assert proposal["weight_decay"] == pytest.approx(math.sqrt(1e-3 * 4e-3))
+    assert proposal["weight_decay"] == pytest.approx(crossing(1e-3, 0.2, 4e-3, -0.1))
 
 
 def test_constrained_median_pruner_judges_against_feasible_trials_only() -> None:
@@ -159,4 +172,94 @@ def test_edge_sampler_ignores_a_trial_pruned_under_the_limit_as_a_neighbour() ->
     study = study_with(finished(4e-3, 2.4, -0.1), pruned, finished(1e-3, 3.0, 0.2))
     proposal = edge_sampler().edge_proposal(study, {"weight_decay": SPACE})
     assert proposal is not None
-    assert proposal["weight_decay"] == pytest.approx(math.sqrt(1e-3 * 4e-3))
+    assert proposal["weight_decay"] == pytest.approx(crossing(1e-3, 0.2, 4e-3, -0.1))
+
+
+def stopped(weight_decay: float, violation: float):
+    """A trial stopped over the limit (PRUNED), with its projected constraint value."""
+    trial = finished(weight_decay, 0.9, violation)
+    trial.state, trial.value = TrialState.PRUNED, None
+    return trial
+
+
+# Five trials stopped over the limit, all projected at the old cap (+0.05, tied), as in the
+# study that missed: the sampler then anchored on the lowest one and spent trials below it.
+TIED = [stopped(w, 0.05) for w in (1.5e-6, 1e-5, 2e-4, 1.87e-3, 4.03e-3)]
+
+
+def asked_weight_decays(study: optuna.Study, n: int) -> list[float]:
+    return [study.ask().suggest_float("weight_decay", 1e-6, 1e-1, log=True) for _ in range(n)]
+
+
+def test_edge_sampler_never_anchors_below_the_largest_proven_infeasible_trial() -> None:
+    study = study_with(*TIED, sampler=edge_sampler(n_startup=0))
+    asked = asked_weight_decays(study, 16)  # a pool's worth, asked before any result
+    assert min(asked) > 4.03e-3
+    assert asked[0] == pytest.approx(math.sqrt(4.03e-3 * 1e-1))  # up to the range's end
+
+
+def test_edge_sampler_brackets_between_the_frontier_and_the_first_feasible_trial() -> None:
+    study = study_with(*TIED, finished(1.1e-2, 0.941, -0.006), sampler=edge_sampler(n_startup=0))
+    asked = asked_weight_decays(study, 8)
+    assert all(4.03e-3 < w < 1.1e-2 for w in asked)
+    assert len(set(asked)) == 8
+
+
+def test_edge_sampler_centres_the_bracket_where_the_constraint_crosses() -> None:
+    # Interpolated in log weight decay, the constraint crosses 0 a quarter of the way from the
+    # infeasible trial (+0.01) to the feasible one (-0.03).
+    study = study_with(
+        *TIED[:3], stopped(1e-3, 0.01), finished(1e-2, 0.93, -0.03), sampler=edge_sampler(0, 0)
+    )
+    (first,) = asked_weight_decays(study, 1)
+    assert (
+        first == pytest.approx(1e-3 * 10**0.25) == pytest.approx(crossing(1e-3, 0.01, 1e-2, -0.03))
+    )
+
+
+def test_edge_sampler_moves_a_base_proposal_below_the_frontier_to_the_edge() -> None:
+    study = study_with(*TIED, finished(1.1e-2, 0.941, -0.006), sampler=edge_sampler(n_startup=0))
+    sampler = study.sampler
+    assert isinstance(sampler, EdgeSampler)
+    moved = sampler.alive(study, {"weight_decay": 2e-5}, SPACE)
+    assert 4.03e-3 < moved < 1.1e-2
+    assert sampler.alive(study, {"weight_decay": 5e-2}, SPACE) == 5e-2  # alive: kept
+
+
+def test_edge_sampler_proves_nothing_where_the_constraint_has_no_direction() -> None:
+    # Feasible and infeasible trials interleaved: no side of the range is proven infeasible.
+    scattered = [
+        stopped(1e-5, 0.02),
+        finished(1e-4, 0.95, -0.01),
+        stopped(1e-3, 0.03),
+        finished(1e-2, 0.94, -0.02),
+        stopped(3e-2, 0.01),
+    ]
+    study = study_with(*scattered, sampler=edge_sampler(n_startup=0))
+    sampler = study.sampler
+    assert isinstance(sampler, EdgeSampler)
+    assert sampler.alive(study, {"weight_decay": 2e-6}, SPACE) == 2e-6
+
+
+@pytest.mark.parametrize(
+    ("points", "direction"),
+    [
+        ([(0.1, 0.05), (0.3, 0.03), (0.5, 0.01), (0.7, -0.01), (0.9, -0.04)], 1),
+        ([(0.1, -0.05), (0.3, -0.03), (0.5, 0.01), (0.7, 0.02), (0.9, 0.04)], -1),
+        ([(0.1, 0.02), (0.3, -0.01), (0.5, 0.03), (0.7, -0.02), (0.9, 0.01)], 0),
+        ([(0.1, 0.05), (0.9, -0.04)], 0),  # too few trials to tell
+    ],
+)
+def test_constraint_direction_is_read_off_the_trials(
+    points: list[tuple[float, float]], direction: int
+) -> None:
+    assert constraint_direction(points) == direction
+
+
+def test_frontier_is_the_last_infeasible_trial_before_every_feasible_one() -> None:
+    known = [Verdict(0.1, False, 0.05), Verdict(0.4, False, 0.01), Verdict(0.5, True, -0.01)]
+    assert frontier_of(known, 1) == 0.4
+    # Seed noise: an infeasible trial above a feasible one proves nothing below it.
+    noisy = [*known, Verdict(0.55, False, 0.001)]
+    assert frontier_of(noisy, 1) == 0.4
+    assert frontier_of(known, 0) is None
