@@ -173,9 +173,17 @@ class EdgeSampler(BaseSampler):
             neighbour = min(beyond, key=lambda v: abs(v.x - edge.x_anchor))
             if neighbour.feasible == (best is not None):
                 continue  # the same verdict at both ends: no edge between them
-            low, high = sorted((edge.x_anchor, neighbour.x))
             belief = edge_belief(edge.x_anchor, v_anchor, neighbour.x, neighbour.value)
-            points = sorted([low, high, *(x for x in edge.running if low < x < high)])
+            far = edge.x_anchor
+            if best is not None and edge.direction == -side:
+                # The edge lies below the best trial, which may be feasible by its seed's
+                # luck: the window reaches past it as far again, or to the next trial there.
+                mirror = min(1.0, max(0.0, 2 * edge.x_anchor - neighbour.x))
+                ahead = [v.x for v in edge.known if (v.x - edge.x_anchor) * side < 0]
+                far = min([*ahead, mirror], key=lambda x: abs(x - edge.x_anchor))
+            low, high = sorted((far, neighbour.x))
+            inside = [*edge.running, *(v.x for v in edge.known)]
+            points = sorted({low, high, *(x for x in inside if low < x < high)})
             for a, b in zip(points, points[1:], strict=False):
                 if b - a >= self._resolution and not edge.is_dead((a + b) / 2):
                     gaps.append(belief.split(a, b, bracket=high - low))
@@ -187,11 +195,12 @@ class EdgeSampler(BaseSampler):
     def alive(
         self, study: Study, params: dict[str, Any], distribution: FloatDistribution
     ) -> float:
-        """The proposal ``params``' value of the parameter, or the edge if finished trials
-        prove it infeasible.
+        """The proposal ``params``' value of the parameter, moved if finished trials prove it
+        infeasible.
 
-        A proposal beyond the frontier (``Edge.is_dead``) moves to the middle of the gap just
-        on the feasible side of it: the edge, where another trial can still change the answer.
+        A proposal beyond the frontier (``Edge.is_dead``) moves to the widest gap on the
+        feasible side (``Edge.live_gap_middle``), where another trial can still change the
+        answer.
         Only where the proposal's other parameters (as far as they are chosen yet) are the
         edge's: another optimizer, say, has an edge of its own.
         """
@@ -205,7 +214,7 @@ class EdgeSampler(BaseSampler):
             return value
         if any(k not in params for k in edge.others):
             return value  # the other parameters are not chosen yet: their edge is unknown
-        return edge.from_unit(edge.edge_gap_middle())
+        return edge.from_unit(edge.live_gap_middle())
 
 
 class Verdict(NamedTuple):
@@ -331,21 +340,19 @@ class Edge:
         """Whether ``x`` lies beyond the frontier, away from the feasible side."""
         return self.frontier is not None and (x - self.frontier) * self.direction < 0
 
-    def edge_gap_middle(self) -> float:
-        """The middle of the widest gap between the frontier and the nearest feasible trial
-        (or the range's end), split by the trials there, finished or running.
+    def live_gap_middle(self) -> float:
+        """The middle of the widest gap between the frontier and the range's end on the
+        feasible side, split by the trials there, finished or running.
 
-        Where the bracket is already at resolution, this places replicates: the same edge
-        again with new seeds, which is where the noise between seeds decides the answer.
+        Where a proposal lands beyond the frontier, the edge bracket is already split to its
+        resolution (or it would have been proposed there): what can still change the answer
+        is an optimum inside the feasible side, which the base sampler missed. Trials far
+        inside it are cheap, too: the median pruner stops the weak ones after a few epochs,
+        where a replicate at the edge would train every epoch.
         """
         frontier = self.frontier
         assert frontier is not None and self.direction != 0
-        end = 1.0 if self.direction > 0 else 0.0
-        feasible = [
-            v.x for v in self.known if v.feasible and (v.x - frontier) * self.direction > 0
-        ]
-        nearest = min(feasible, key=lambda x: abs(x - frontier), default=end)
-        low, high = sorted((frontier, nearest))
+        low, high = sorted((frontier, 1.0 if self.direction > 0 else 0.0))
         points = [v.x for v in self.known] + self.running
         cuts = sorted({low, high, *(x for x in points if low < x < high)})
         _, middle = max((b - a, (a + b) / 2) for a, b in zip(cuts, cuts[1:], strict=False))

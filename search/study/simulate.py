@@ -48,6 +48,7 @@ class CurvePool:
         self.capacity = capacity
         # key -> (its curve, or None if it diverges; epochs done)
         self.members: dict[int, tuple[Sequence[tuple[float, float]] | None, int]] = {}
+        self.passes = 0  # epochs trained: what a study's wall time grows with in a real pool
 
     def __len__(self) -> int:
         return len(self.members)
@@ -63,6 +64,7 @@ class CurvePool:
     def train_epoch(
         self, on_step: Callable[[], None] | None = None
     ) -> dict[int, EpochMetrics | DivergedError]:
+        self.passes += 1
         results: dict[int, EpochMetrics | DivergedError] = {}
         for key, (points, done) in list(self.members.items()):
             if points is None:
@@ -117,10 +119,13 @@ class Spread:
 class MeasuredCurves:
     """Curves interpolated from a grid of real runs: one or more seeds at each weight decay.
 
-    A simulated trial takes replicate ``seed % n`` of the ``n`` runs at each of the two grid
-    weight decays around its own and interpolates between them in log space, epoch by epoch;
-    the replicates carry the seed-to-seed spread of the real runs. Where either run diverged,
-    so does the trial.
+    A simulated trial follows the grid's mean curve, interpolated in log weight decay between
+    the two grid points around its own, plus the deviation of one real run from its own
+    point's mean, drawn by the trial's seed from every point with two runs or more. Pooled,
+    the deviations carry the seed-to-seed spread of the real runs with as many distinct
+    draws as there are runs, where taking a trial's run at its own grid point would give only
+    that point's few; trials near the edge land on either side of it as real ones do. A trial
+    diverges where the run of its seed at the nearest grid point did.
 
     Args:
         weight_decays: the grid, ascending.
@@ -137,21 +142,32 @@ class MeasuredCurves:
             raise ValueError("a grid of curves needs runs at two weight decays or more")
         self.log_wd = [math.log(w) for w in weight_decays]
         self.runs = runs
+        self.means: list[np.ndarray | None] = []
+        deviations = []
+        for point in runs:
+            finished = [np.asarray(run, dtype=float) for run in point if run is not None]
+            mean = np.mean(finished, axis=0) if finished else None
+            self.means.append(mean)
+            if len(finished) > 1:
+                deviations += [run - mean for run in finished]
+        self.deviations = deviations or [
+            np.zeros_like(next(m for m in self.means if m is not None))
+        ]
 
     def __call__(self, weight_decay: float, seed: int) -> list[tuple[float, float]] | None:
         x = math.log(weight_decay)
         i = min(max(bisect.bisect_right(self.log_wd, x), 1), len(self.log_wd) - 1)
         x0, x1 = self.log_wd[i - 1], self.log_wd[i]
         share = min(1.0, max(0.0, (x - x0) / (x1 - x0)))
-        low = self.runs[i - 1][seed % len(self.runs[i - 1])]
-        high = self.runs[i][seed % len(self.runs[i])]
+        nearest = i - 1 if share < 0.5 else i
+        if self.runs[nearest][seed % len(self.runs[nearest])] is None:
+            return None
+        low, high = self.means[i - 1], self.means[i]
         low, high = (low, low) if share == 0 else (high, high) if share == 1 else (low, high)
         if low is None or high is None:
             return None
-        return [
-            (a0 + share * (a1 - a0), v0 + share * (v1 - v0))
-            for (a0, v0), (a1, v1) in zip(low, high, strict=True)
-        ]
+        curve = low + share * (high - low) + self.deviations[seed % len(self.deviations)]
+        return [(float(train), float(val)) for train, val in curve]
 
 
 class EdgeCurves:

@@ -38,17 +38,20 @@ def test_curve_pool_reads_each_members_epochs_off_its_curve() -> None:
     assert len(pool) == 1
 
 
-def test_measured_curves_interpolate_in_log_weight_decay_per_replicate() -> None:
+def test_measured_curves_follow_the_mean_plus_one_real_runs_deviation() -> None:
     runs = [
-        [[[0.90, 0.80]], [[0.92, 0.82]]],  # weight decay 1e-4: two replicates, one epoch
-        [[[0.70, 0.60]], None],  # 1e-2: the second replicate diverged
+        [[[0.90, 0.80]], [[0.92, 0.82]]],  # weight decay 1e-4: two runs of one epoch
+        [[[0.70, 0.60]]],  # 1e-2
+        [None],  # 1: diverged
     ]
-    curves = MeasuredCurves([1e-4, 1e-2], runs)
-    (middle,) = curves(1e-3, seed=0) or []  # halfway in log
-    assert middle == pytest.approx((0.80, 0.70))
-    assert curves(1e-4, seed=1) == [pytest.approx((0.92, 0.82))]
-    assert curves(1e-3, seed=1) is None  # interpolated from a run that diverged
+    curves = MeasuredCurves([1e-4, 1e-2, 1.0], runs)
+    # Halfway in log between the means (0.91, 0.81) and (0.70, 0.60), plus a deviation of
+    # -0.01 (seed 0: the first run at 1e-4) or +0.01 (seed 1: the second).
+    assert curves(1e-3, seed=0) == [pytest.approx((0.795, 0.695))]
+    assert curves(1e-3, seed=1) == [pytest.approx((0.815, 0.715))]
+    assert curves(1e-4, seed=1) == [pytest.approx((0.92, 0.82))]  # on a grid point: its run
     assert curves(1e-6, seed=0) == [pytest.approx((0.90, 0.80))]  # held at the grid's end
+    assert curves(0.2, seed=0) is None  # nearest to a run that diverged
 
 
 def test_edge_curves_cross_the_limit_at_the_edge_and_early_far_below_it() -> None:
