@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -293,60 +294,68 @@ def main(argv: list[str] | None = None) -> int:
         f"{optimum['val_accuracy_mean']:.4f} (mean of {args.grid_seeds} seeds)",
         flush=True,
     )
-    simulations = [
-        simulated(config, grid["curves"], trials, args.simulate, optimum["val_accuracy_mean"])
-        for trials in args.trials
-        if args.simulate
-    ]
+    report: dict[str, Any] = {"grid": grid, "run_args": run_args, "simulated": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after each step: a long run stopped halfway keeps what it measured
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+    save()  # the grid alone is worth keeping: --grid-from reuses it
+    for trials in args.trials if args.simulate else ():
+        mean = optimum["val_accuracy_mean"]
+        report["simulated"].append(simulated(config, grid["curves"], trials, args.simulate, mean))
+        save()
+    report["studies"] = run_studies(args, run_args, optimum["val_accuracy_mean"], save)
+    report["summary"] = summarize(report["studies"], args.trials)
+    save()
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_studies(
+    args: argparse.Namespace, run_args: list[str], optimum: float, save: Callable[[], None]
+) -> list[dict[str, Any]]:
+    """``args.seeds`` real studies per budget, a row printed and saved as each ends."""
     database = args.out.with_suffix(".db")
     database.unlink(missing_ok=True)
     storage = f"sqlite:///{database}"
-    studies = []
-    header = (
-        f"{'trials':>6} {'seed':>4} {'best val':>8} {'to opt':>7} {'wd':>9} {'infeas':>6} "
-        f"{'complete':>8} {'wall s':>7}  recommended (feasible fraction, val mean)"
-    )
+    studies: list[dict[str, Any]] = []
     if args.seeds:
-        print(header)
+        print(
+            f"{'trials':>6} {'seed':>4} {'best val':>8} {'to opt':>7} {'wd':>9} {'infeas':>6} "
+            f"{'complete':>8} {'wall s':>7}  recommended (feasible fraction, val mean)"
+        )
     for trials in args.trials:
         for seed in range(args.seeds):
             row = run_study(trials, seed, storage, run_args)
-            row["distance"] = (
-                None
-                if row["best_val_accuracy"] is None
-                else optimum["val_accuracy_mean"] - row["best_val_accuracy"]
-            )
+            best = row["best_val_accuracy"]
+            row["distance"] = None if best is None else optimum - best
             studies.append(row)
             print(format_row(row), flush=True)
+            save()
+    return studies
+
+
+def summarize(studies: list[dict[str, Any]], budgets: tuple[int, ...]) -> dict[str, Any]:
+    """The median and worst distance and the median wall time of each budget's studies."""
     summary = {}
-    for trials in args.trials if args.seeds else ():
-        distances = [
-            math.inf if r["distance"] is None else r["distance"]
-            for r in studies
-            if r["trials"] == trials
-        ]
-        walls = [r["wall_s"] for r in studies if r["trials"] == trials]
+    for trials in budgets:
+        rows = [r for r in studies if r["trials"] == trials]
+        if not rows:
+            continue
+        distances = [math.inf if r["distance"] is None else r["distance"] for r in rows]
+        walls = [r["wall_s"] for r in rows]
         summary[str(trials)] = {
             "median_distance": statistics.median(distances),
             "worst_distance": max(distances),
             "median_wall_s": statistics.median(walls),
         }
-        median = statistics.median(distances)
         print(
-            f"{trials} trials: distance to the optimum median {100 * median:.2f} points, "
-            f"worst {100 * max(distances):.2f}; median wall {statistics.median(walls):.0f} s"
+            f"{trials} trials: distance to the optimum median "
+            f"{100 * statistics.median(distances):.2f} points, worst {100 * max(distances):.2f}"
+            f"; median wall {statistics.median(walls):.0f} s"
         )
-    report = {
-        "grid": grid,
-        "run_args": run_args,
-        "simulated": simulations,
-        "studies": studies,
-        "summary": summary,
-    }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return 0
+    return summary
 
 
 def format_row(row: dict[str, Any]) -> str:

@@ -182,8 +182,7 @@ class EdgeSampler(BaseSampler):
                 ahead = [v.x for v in edge.known if (v.x - edge.x_anchor) * side < 0]
                 far = min([*ahead, mirror], key=lambda x: abs(x - edge.x_anchor))
             low, high = sorted((far, neighbour.x))
-            inside = [*edge.running, *(v.x for v in edge.known)]
-            points = sorted({low, high, *(x for x in inside if low < x < high)})
+            points = sorted({low, high, *(x for x in edge.tried if low < x < high)})
             for a, b in zip(points, points[1:], strict=False):
                 if b - a >= self._resolution and not edge.is_dead((a + b) / 2):
                     gaps.append(belief.split(a, b, bracket=high - low))
@@ -283,7 +282,7 @@ class Edge:
     x_anchor: float
     others: dict[str, Any]  # the anchor's values of the other parameters
     known: list[Verdict]  # the final verdicts
-    running: list[float]
+    tried: list[float]  # every claimed trial's position: finished, pruned or running
     direction: int
     frontier: float | None
     to_unit: Callable[[float], float]
@@ -318,11 +317,7 @@ class Edge:
         to_unit, from_unit = unit_scale(distribution)
         group = [t for t in verdicts if same_group(t)]
         known = [Verdict(to_unit(t.params[param]), is_feasible(t), violation(t)) for t in group]
-        running = [
-            to_unit(t.params[param])
-            for t in trials
-            if t.state == TrialState.RUNNING and same_group(t)
-        ]
+        tried = [to_unit(t.params[param]) for t in trials if same_group(t)]
         direction = constraint_direction(
             [(to_unit(t.params[param]), violation(t) or 0.0) for t in group], expected
         )
@@ -333,7 +328,15 @@ class Edge:
             anchor = frontier_trials[0] if frontier_trials else seed
         x_anchor = to_unit(anchor.params[param])
         return cls(
-            anchor, x_anchor, others, known, running, direction, frontier, to_unit, from_unit
+            anchor,
+            x_anchor,
+            others,
+            known,
+            tried,
+            direction,
+            frontier,
+            to_unit,
+            from_unit,
         )
 
     def is_dead(self, x: float) -> bool:
@@ -353,8 +356,7 @@ class Edge:
         frontier = self.frontier
         assert frontier is not None and self.direction != 0
         low, high = sorted((frontier, 1.0 if self.direction > 0 else 0.0))
-        points = [v.x for v in self.known] + self.running
-        cuts = sorted({low, high, *(x for x in points if low < x < high)})
+        cuts = sorted({low, high, *(x for x in self.tried if low < x < high)})
         _, middle = max((b - a, (a + b) / 2) for a, b in zip(cuts, cuts[1:], strict=False))
         return middle
 
