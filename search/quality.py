@@ -230,8 +230,8 @@ def run_study(trials: int, seed: int, storage: str, run_args: list[str]) -> dict
     """One study as a user runs it, timed as a whole; what it found."""
     import optuna
 
+    from search.study.edge import is_feasible
     from search.study.recommend import stored_recommendation
-    from search.study.sampling import is_feasible
     from search.study.study import best_feasible_trial
 
     name = f"quality-t{trials}-s{seed}"

@@ -18,8 +18,9 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
 from search.config import SIBLING_SUFFIX
+from search.study.edge import is_feasible, unit_scale
 from search.study.notes import best_feasible_note
-from search.study.sampling import EDGE_RESOLUTION, best_feasible_trial, is_feasible, unit_scale
+from search.study.sampling import EDGE_RESOLUTION, best_feasible_trial
 
 RECOMMENDATION_ATTR = "recommendation"  # the study user attribute that holds it
 # A candidate is confirmed when at least this share of its confirmation runs is feasible.

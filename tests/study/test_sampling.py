@@ -11,14 +11,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from search.study.drive import awaits_first_result
-from search.study.sampling import (
-    ConstrainedMedianPruner,
-    EdgeSampler,
-    Verdict,
-    best_feasible_trial,
-    constraint_direction,
-    frontier_of,
-)
+from search.study.edge import Verdict, constraint_direction, frontier_of
+from search.study.sampling import ConstrainedMedianPruner, EdgeSampler, best_feasible_trial
 
 EDGE = 3e-3  # the cheap objective is feasible from here up
 SPACE = FloatDistribution(1e-6, 1e-1, log=True)
