@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--grid-from",
-        type=Path,
+        type=earlier_grid,
         default=None,
         metavar="FILE",
         help="reuse the grid of an earlier run's JSON instead of training one (the same "
@@ -200,21 +200,21 @@ def simulated(
     return {"trials": trials, "distances": distances, **asdict(spread)}
 
 
-def earlier_grid(path: Path) -> dict[str, Any]:
-    """The grid of an earlier run's JSON (``--grid-from``)."""
+def earlier_grid(text: str) -> dict[str, Any]:
+    """``--grid-from``: the grid of an earlier run's JSON."""
     try:
-        grid = json.loads(path.read_text())["grid"]
-    except (OSError, ValueError, KeyError) as error:
-        raise QualityError(
-            f"--grid-from {path}: no grid in it ({error}); give a JSON "
-            "written by python -m search.bench quality"
+        grid = json.loads(Path(text).read_text())["grid"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise argparse.ArgumentTypeError(
+            f"{text}: no grid in it ({type(error).__name__}: {error}); give a JSON written by "
+            "python -m search.bench quality"
         ) from None
-    if "curves" not in grid:
-        raise QualityError(
-            f"--grid-from {path}: its grid has no curves (written before they "
-            "were kept); run without --grid-from once"
+    if not isinstance(grid, dict) or "curves" not in grid or "optimum" not in grid:
+        raise argparse.ArgumentTypeError(
+            f"{text}: its grid has no curves (written before they were kept); run without "
+            "--grid-from once"
         )
-    return dict(grid)
+    return grid
 
 
 def objective_config(run_args: list[str], data_dir: Path) -> StudyConfig:
@@ -275,11 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run_args = [a for a in args.run_args if a != "--"]
     config = objective_config(run_args, args.data_dir)
-    grid = (
-        grid_optimum(config, args.grid_points, args.grid_seeds)
-        if args.grid_from is None
-        else earlier_grid(args.grid_from)
-    )
+    grid = args.grid_from or grid_optimum(config, args.grid_points, args.grid_seeds)
     optimum = grid["optimum"]
     if optimum is None:
         from search.study.recommend import MIN_FEASIBLE_FRACTION

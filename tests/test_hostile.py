@@ -126,6 +126,13 @@ CASES: list[tuple[Main, list[str], int, str]] = [
     (experiment.main, ["pipeline", "--seed", "2**40"], 2, "--seed: must be an integer"),
     (bench.main, ["--out", "studies"], 2, "--out studies: give a file path"),
     (bench.main, ["--steps", "0"], 2, "--steps: must be a positive integer"),
+    (
+        bench.main,
+        ["quality", "--grid-from", "a-file.txt"],
+        2,
+        "--grid-from: a-file.txt: no grid in it",
+    ),
+    (bench.main, ["quality", "--simulate", "-1"], 2, "--simulate: must be an integer of 0"),
     (fetch.main, ["--data-dir", "a-file.txt"], 2, "--data-dir: a-file.txt is a file"),
 ]
 

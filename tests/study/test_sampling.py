@@ -275,3 +275,30 @@ def test_frontier_is_the_last_infeasible_trial_before_every_feasible_one() -> No
     noisy = [*known, Verdict(0.55, False, 0.001)]
     assert frontier_of(noisy, 1) == 0.4
     assert frontier_of(known, 0) is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_edge_sampler_never_proposes_below_proven_infeasible_trials_with_tied_values(
+    seed: int,
+) -> None:
+    """A whole study on the cheap objective, with every infeasible trial tied at +0.05, as the
+    capped projection stored them: no proposal goes below what is proven infeasible when it
+    is asked, and the study lands on the edge."""
+    study = study_with(sampler=edge_sampler(seed, n_startup=10))
+    for _ in range(30):
+        finished_trials = study.get_trials(states=(TrialState.COMPLETE,))
+        infeasible = [t.params["weight_decay"] for t in finished_trials if t.values[0] < 0]
+        lowest_feasible = min(
+            (t.params["weight_decay"] for t in finished_trials if t.values[0] >= 0), default=1.0
+        )
+        proven = max((w for w in infeasible if w < lowest_feasible), default=0.0)
+        trial = study.ask()
+        weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True)
+        if len(study.trials) > 10:  # past the start
+            assert weight_decay > proven
+        feasible = weight_decay >= EDGE
+        trial.set_constraint("train_accuracy", -0.01 if feasible else 0.05)
+        # The value's sign records the verdict for the check above; higher is better.
+        study.tell(trial, -math.log10(weight_decay) if feasible else -1.0)
+    found = best_feasible_trial(study)
+    assert found is not None and EDGE <= found.params["weight_decay"] <= EDGE * 1.07
