@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         mean = optimum["val_accuracy_mean"]
         report["simulated"].append(simulated(config, grid["curves"], trials, args.simulate, mean))
         save()
-    report["studies"] = run_studies(args, run_args, optimum["val_accuracy_mean"], save)
+    report["studies"] = []
+    run_studies(args, run_args, optimum["val_accuracy_mean"], report["studies"], save)
     report["summary"] = summarize(report["studies"], args.trials)
     save()
     print(f"wrote {args.out}")
@@ -309,13 +310,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_studies(
-    args: argparse.Namespace, run_args: list[str], optimum: float, save: Callable[[], None]
-) -> list[dict[str, Any]]:
-    """``args.seeds`` real studies per budget, a row printed and saved as each ends."""
+    args: argparse.Namespace,
+    run_args: list[str],
+    optimum: float,
+    studies: list[dict[str, Any]],
+    save: Callable[[], None],
+) -> None:
+    """``args.seeds`` real studies per budget, each row added to ``studies``, printed and
+    saved as its study ends."""
     database = args.out.with_suffix(".db")
     database.unlink(missing_ok=True)
     storage = f"sqlite:///{database}"
-    studies: list[dict[str, Any]] = []
     if args.seeds:
         print(
             f"{'trials':>6} {'seed':>4} {'best val':>8} {'to opt':>7} {'wd':>9} {'infeas':>6} "
@@ -329,7 +334,6 @@ def run_studies(
             studies.append(row)
             print(format_row(row), flush=True)
             save()
-    return studies
 
 
 def summarize(studies: list[dict[str, Any]], budgets: tuple[int, ...]) -> dict[str, Any]:
