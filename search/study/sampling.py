@@ -161,6 +161,9 @@ class EdgeSampler(BaseSampler):
         edge = Edge.of(trials, self._param, distribution, best, self._direction)
         if edge is None:
             return None
+        if best is None and edge.frontier is not None:
+            x_first = self.first_open_gap(edge)
+            return None if x_first is None else {**edge.others, self._param: x_first}
         v_anchor = violation(edge.anchor) or 0.0
         gaps: list[tuple[float, float]] = []  # (weight, where to split)
         for side in (-1.0, 1.0):
@@ -189,6 +192,32 @@ class EdgeSampler(BaseSampler):
             return None
         _, x = max(gaps)
         return {**edge.others, self._param: edge.from_unit(x)}
+
+    def first_open_gap(self, edge: Edge) -> float | None:
+        """Before any trial is feasible: the edge lies beyond the frontier, most likely below
+        the first trial there not yet known to be infeasible (a running one, say), which the
+        constraint may still catch. The widest gap between the frontier and that trial is
+        split first; only once every gap there is at resolution does the window reach to the
+        next such trial, and so on up to the range's end. Far inside the feasible side a
+        trial trains every epoch before the pruner can judge it, so going there blind, before
+        the gaps near the frontier, would cost the most and tell the least.
+        """
+        frontier, direction = edge.frontier, edge.direction
+        assert frontier is not None and direction != 0
+        infeasible = {v.x for v in edge.known if not v.feasible}
+        ahead = sorted(
+            (x for x in edge.tried if (x - frontier) * direction > 0 and x not in infeasible),
+            key=lambda x: abs(x - frontier),
+        )
+        cuts = [x for x in edge.tried if (x - frontier) * direction > 0]
+        for ceiling in [*ahead, 1.0 if direction > 0 else 0.0]:
+            low, high = sorted((frontier, ceiling))
+            points = sorted({low, high, *(x for x in cuts if low < x < high)})
+            gaps = [(b - a, (a + b) / 2) for a, b in zip(points, points[1:], strict=False)]
+            wide = [gap for gap in gaps if gap[0] >= self._resolution]
+            if wide:
+                return edge.from_unit(max(wide)[1])
+        return None
 
     def alive(
         self, study: Study, params: dict[str, Any], distribution: FloatDistribution
