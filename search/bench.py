@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from search.cli import Parser, add_data_dir_flag, positive_int, positive_ints, run_command
-from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, DEVICES, STUDIES_DIR
+from search.cli import Parser, add_flags, run_command
+from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, STUDIES_DIR
+from search.flag_values import positive_int, positive_ints
 
 SEED_TRAIN_IMAGES = 60_000
 STEPS_PER_TRIAL_EPOCH = math.ceil(SEED_TRAIN_IMAGES / DEFAULTS.batch_size)  # 938
@@ -74,13 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="where the JSON goes (default: %(default)s)",
     )
-    parser.add_argument(
-        "--device",
-        choices=DEVICES,
-        default=DEFAULTS.device,
-        help="auto: CUDA when present, else CPU (default: %(default)s)",
-    )
-    add_data_dir_flag(parser)
+    add_flags(parser, "--device", "--data-dir")
     parser.add_argument(
         "--ks",
         type=positive_ints,
@@ -123,6 +118,8 @@ def table(results: list[Result], floor: float, flops: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Over 60 lines: the benchmark in order (flags, data, the paths side by side, the JSON);
+    # each step reads what the ones before made.
     args_given = sys.argv[1:] if argv is None else argv
     if args_given[:1] == ["quality"]:  # the search-quality benchmark (search.quality)
         from search.quality import main as quality
@@ -134,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from search.data.mnist import load_splits
     from search.training.timing import gemm_flops, pool_path, seed_loop, single_path
-    from search.training.train import resolve_device
+    from search.training.train import device_problem, resolve_device
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available here; use --device cpu")
+    problem = device_problem(args.device)
+    if problem is not None:
+        parser.error(problem)
     if args.out.is_dir() or (args.out.parent.exists() and not args.out.parent.is_dir()):
         parser.error(f"--out {args.out}: give a file path for the JSON, not a directory")
     if args.steps > MAX_STEPS:

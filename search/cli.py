@@ -1,4 +1,5 @@
-"""What every command shares: one-line argument errors, typed flag values, the study flags.
+"""What every command shares: one-line argument errors, typed flag values, and the catalogue
+of flags (``FLAGS``): each shared flag declared once, its default from ``StudyConfig``.
 
 A user's mistake is one line naming the flag and the fix, and exit status 2; never a
 traceback, and never a study changed on the way.
@@ -7,250 +8,281 @@ traceback, and never a study changed on the way.
 from __future__ import annotations
 
 import argparse
-import math
-import sys
-from collections.abc import Callable
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import Any
 
 from search.config import (
     DEFAULTS,
-    MAX_SEED,
-    MIN_SUBSET,
+    DEVICES,
+    MAX_GRACE_PERIOD_S,
     OPTIMIZERS,
+    PRUNERS,
+    SAMPLERS,
     SEARCH_SPACES,
+    TASKS,
+    VALIDATIONS,
     StudyConfig,
-    study_name_problem,
 )
 
 # Parser: argparse with one-line errors, defined beside UserError for the data wing too.
 from search.errors import USAGE_ERROR as USAGE_ERROR
 from search.errors import Parser as Parser
-from search.errors import UserError
 from search.errors import directory as directory
-from search.signals import graceful_stop
+from search.flag_values import (
+    fraction,
+    grace_period,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed,
+    storage,
+    study_name,
+    subset,
+)
+from search.signals import run_command as run_command  # what every command ends with
 
 
-def integer(text: str, least: int, rule: str) -> int:
-    """An int flag value of at least ``least``, or argparse's error stating ``rule``."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = least - 1
-    if value < least:
-        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
-    return value
+@dataclass(frozen=True)
+class Flag:
+    """One flag of the catalogue: its argparse options, and a help text whose ``{default}`` is
+    filled in with the command's default, or this one (a new study's, from ``DEFAULTS``) where
+    the command's is None."""
+
+    name: str
+    options: dict[str, Any]
+    help: str
+    default: Any = None  # shown in the help as {default}, and the default unless overridden
 
 
-def positive_int(text: str) -> int:
-    return integer(text, 1, "a positive integer")
+def _flags(*flags: Flag) -> dict[str, Flag]:
+    return {flag.name: flag for flag in flags}
 
 
-def positive_ints(text: str) -> tuple[int, ...]:
-    """A list flag: positive integers separated by commas, e.g. 25,50."""
-    try:
-        values = tuple(int(n) for n in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be positive integers separated by commas, e.g. 25,50, got {text!r}"
+d = DEFAULTS
+# Every flag that more than one command takes, or that sets a ``StudyConfig`` field: declared
+# here once, so its type, help and default read alike in every command.
+FLAGS = _flags(
+    Flag(
+        "--study-name",
+        dict(type=study_name, metavar="NAME"),
+        "name of the study in the storage (default: {default})",
+        d.study_name,
+    ),
+    Flag(
+        "--storage",
+        dict(type=storage, metavar="URL"),
+        "SQLAlchemy URL of the study's database, e.g. postgresql://user@host/db "
+        "(default: sqlite:///studies/<study-name>.db)",
+    ),
+    Flag(
+        "--trials",
+        dict(type=positive_int, metavar="N"),
+        "total trials in the study, counted across re-runs: a re-run resumes up to N "
+        "(default: {default})",
+        d.trials,
+    ),
+    Flag(
+        "--timeout",
+        dict(type=positive_float, metavar="S"),
+        "stop starting trials after S seconds (default: no limit)",
+    ),
+    Flag(
+        "--wd-low",
+        dict(type=positive_float, metavar="X"),
+        "lowest weight decay, log-uniform range (default: {default})",
+        d.wd_low,
+    ),
+    Flag(
+        "--wd-high",
+        dict(type=positive_float, metavar="X"),
+        "highest weight decay (default: {default})",
+        d.wd_high,
+    ),
+    Flag(
+        "--max-train-acc",
+        dict(type=fraction, metavar="F"),
+        "constraint: final training accuracy must stay at or under F (default: {default})",
+        d.max_train_acc,
+    ),
+    Flag(
+        "--no-constraint-pruning",
+        dict(dest="constraint_pruning", action="store_false"),
+        "train infeasible trials to the end instead of stopping them once their training "
+        "accuracy passes the limit",
+    ),
+    Flag(
+        "--epochs",
+        dict(type=positive_int, metavar="N"),
+        "epochs per trial (default: {default})",
+        d.epochs,
+    ),
+    Flag(
+        "--batch-size",
+        dict(type=positive_int, metavar="N"),
+        "training batch size (default: {default})",
+        d.batch_size,
+    ),
+    Flag(
+        "--lr",
+        dict(type=positive_float, metavar="X"),
+        "learning rate of the optimizer (default: {default})",
+        d.lr,
+    ),
+    Flag(
+        "--optimizer",
+        dict(choices=OPTIMIZERS),
+        "adam: weight decay is an L2 term added to the gradient (the seed's); adamw: "
+        "decoupled decay, param -= lr * wd * param; sgd: SGD with momentum 0.9 at the same "
+        "--lr, which at 1e-3 learns far slower than Adam (default: {default})",
+        d.optimizer,
+    ),
+    Flag(
+        "--decay-biases",
+        dict(action=argparse.BooleanOptionalAction),
+        "apply weight decay to biases and normalisation parameters too, as PyTorch does "
+        "by default; --no-decay-biases decays only weight matrices (default: {default})",
+        d.decay_biases,
+    ),
+    Flag(
+        "--search-space",
+        dict(choices=SEARCH_SPACES),
+        "weight_decay: search the weight decay alone; full: the study also chooses "
+        "--optimizer and --decay-biases, and those flags are ignored (default: {default})",
+        d.search_space,
+    ),
+    Flag("--sampler", dict(choices=SAMPLERS), "Optuna sampler (default: {default})", d.sampler),
+    Flag(
+        "--pruner",
+        dict(choices=PRUNERS),
+        "Optuna pruner on per-epoch validation accuracy (default: {default})",
+        d.pruner,
+    ),
+    Flag(
+        "--seed",
+        dict(type=seed),
+        "seed of the sampler, the initial weights and the batch orders (default: {default})",
+        d.seed,
+    ),
+    Flag(
+        "--task",
+        dict(choices=TASKS),
+        "mnist: the seed's MNIST MLP; synthetic: the seed pipeline's 1,000-row table of 10 "
+        "features and a binary label, 800 rows train and 200 validate (default: {default})",
+        d.task,
+    ),
+    Flag(
+        "--validation",
+        dict(choices=VALIDATIONS),
+        "holdout: 10,000 of the training images; test: the official test set, as the seed "
+        "experiment does (default: {default})",
+        d.validation,
+    ),
+    Flag(
+        "--data-dir",
+        dict(type=directory, metavar="DIR"),
+        "where MNIST lives in torchvision's layout, DIR/MNIST/raw (default: {default})",
+        d.data_dir,
+    ),
+    Flag(
+        "--artifacts",
+        dict(type=directory, metavar="DIR"),
+        "folder of the trials' model weights (default: artifacts/ beside a SQLite study, "
+        "else studies/artifacts)",
+    ),
+    Flag(
+        "--subset",
+        dict(type=subset, metavar="N"),
+        "train on the first N training images only (and validate on at most N), for quick "
+        "runs (default: all)",
+    ),
+    Flag(
+        "--device",
+        dict(choices=DEVICES),
+        "auto: CUDA when present, else CPU (default: {default})",
+        d.device,
+    ),
+    Flag(
+        "--parallel-trials",
+        dict(type=positive_int, metavar="K"),
+        "trials trained side by side as one stacked model; 1 trains one at a time "
+        "(default: 16 on a CPU, 64 on a GPU, 1 for recipes the pool doesn't train)",
+    ),
+    Flag(
+        "--confirm-seeds",
+        dict(type=non_negative_int, metavar="R"),
+        "after the search, retrain the best candidates with R further seeds each and "
+        "recommend the best one feasible in at least 80%% of them; 0: no confirmation "
+        "(default: {default})",
+        d.confirm_seeds,
+    ),
+    Flag(
+        "--confirm-candidates",
+        dict(type=positive_int, metavar="N"),
+        "how many of the best feasible trials to confirm, at most: those within 0.5 points "
+        "of the best first, the others only if none of those holds (default: {default})",
+        d.confirm_candidates,
+    ),
+    Flag(
+        "--workers",
+        dict(type=positive_int, metavar="N"),
+        "processes on this machine running trials of the study, sharing its --trials budget; "
+        "the same command on other machines with the same PostgreSQL --storage joins them "
+        "(default: {default})",
+        d.workers,
+    ),
+    Flag(
+        "--heartbeat-interval",
+        dict(type=positive_int, metavar="S"),
+        "a running trial records a heartbeat in the study every S seconds (default: {default})",
+        d.heartbeat_interval,
+    ),
+    Flag(
+        "--grace-period",
+        dict(type=grace_period, metavar="S"),
+        "a running trial whose last heartbeat is older than S seconds (its worker died) is "
+        "marked failed and its parameters are tried again by the next worker or run; at "
+        f"most {MAX_GRACE_PERIOD_S} (default: {{default}})",
+        d.grace_period,
+    ),
+    Flag(
+        "--quiet",
+        dict(action="store_true"),
+        "no progress display: neither the live bar on a terminal nor the line per trial",
+    ),
+)
+del d
+
+UNSET: Any = object()
+
+
+def add_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *names: str,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """Add the catalogue's ``names`` (``"--seed"``) to ``parser``, in that order.
+
+    ``defaults`` sets a flag's default for this command: None for the flags a resumed study
+    takes from what it stored, so that a flag left out can be told from one given; the help
+    then shows the catalogue's (a new study's) default.
+    """
+    for name in names:
+        flag = FLAGS[name]
+        default = (defaults or {}).get(name, UNSET)
+        default = flag.default if default is UNSET else default
+        if flag.options.get("action") == "store_true":
+            default = False if default is None else default
+        shown = flag.default if default is None else default
+        parser.add_argument(
+            name, default=default, help=flag.help.format(default=shown), **flag.options
         )
-    return values
-
-
-def non_negative_int(text: str) -> int:
-    return integer(text, 0, "an integer of 0 or more")
-
-
-def number(text: str, accept: Callable[[float], bool], rule: str) -> float:
-    """A float flag value that ``accept`` allows, or argparse's error stating ``rule``."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not accept(value):  # NaN fails every rule
-        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    return number(text, lambda v: 0 < v < math.inf, "a positive number")
-
-
-def non_negative_float(text: str) -> float:
-    return number(text, lambda v: 0 <= v < math.inf, "a number of 0 or more")
-
-
-def fraction(text: str) -> float:
-    return number(text, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
-
-
-def seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {text!r}")
-    return value
-
-
-def subset(text: str) -> int:
-    value = positive_int(text)
-    if value < MIN_SUBSET:
-        raise argparse.ArgumentTypeError(
-            f"must be at least {MIN_SUBSET} images, got {text!r}: validation takes at most as "
-            "many, and on fewer one image moves the accuracy by more than a percent"
-        )
-    return value
-
-
-def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"must be a port from 0 to 65535 (0: any free one), got {text!r}"
-        )
-    return value
-
-
-def storage(text: str) -> str:
-    """A SQLAlchemy URL that parses; the error shows it with its password masked."""
-    # Imported here: commands that take no --storage (bench, experiment) never load them.
-    import sqlalchemy.exc
-
-    from search.study.storage import masked, scrubbed
-
-    try:
-        url = sqlalchemy.engine.make_url(text)
-        url.port  # noqa: B018 - parsed lazily: a port like "abc" fails only here
-    except (sqlalchemy.exc.ArgumentError, ValueError) as error:
-        raise argparse.ArgumentTypeError(
-            f"{masked(text)} is not a database URL ({scrubbed(str(error), text)}); write it as "
-            "postgresql+psycopg://user@host:port/database or sqlite:///path/to/study.db"
-        ) from None
-    return text
-
-
-def study_name(text: str) -> str:
-    problem = study_name_problem(text)
-    if problem is not None:
-        shown = repr(text) if len(text) <= 80 else f"{len(text)} characters"
-        raise argparse.ArgumentTypeError(f"{problem}, got {shown}")
-    return text
 
 
 def add_study_flags(parser: argparse.ArgumentParser) -> None:
     """``--study-name`` and ``--storage``, the pair every command that reads a study takes."""
-    parser.add_argument(
-        "--study-name",
-        type=study_name,
-        default=DEFAULTS.study_name,
-        metavar="NAME",
-        help="name of the study in the storage (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--storage",
-        type=storage,
-        default=None,
-        metavar="URL",
-        help="SQLAlchemy URL of the study's database, e.g. postgresql://user@host/db "
-        "(default: sqlite:///studies/<study-name>.db)",
-    )
+    add_flags(parser, "--study-name", "--storage")
 
 
 def storage_url(args: argparse.Namespace) -> str:
     """The URL ``--storage`` and ``--study-name`` point at: ``--storage``, or the study's file."""
     return StudyConfig(study_name=args.study_name, storage=args.storage).storage_url
-
-
-def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
-    """A trial's training recipe: ``--epochs``, ``--batch-size``, ``--lr``, ``--optimizer``,
-    ``--decay-biases`` and ``--search-space``.
-
-    Their defaults are None, so a command can tell a flag given from one left out (a resumed
-    study takes what it stored); the help shows a new study's defaults, from ``DEFAULTS``.
-    """
-    d = DEFAULTS
-    parser.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help=f"epochs per trial (default: {d.epochs})",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help=f"training batch size (default: {d.batch_size})",
-    )
-    parser.add_argument(
-        "--lr",
-        type=positive_float,
-        default=None,
-        metavar="X",
-        help=f"learning rate of the optimizer (default: {d.lr})",
-    )
-    parser.add_argument(
-        "--optimizer",
-        choices=OPTIMIZERS,
-        default=None,
-        help="adam: weight decay is an L2 term added to the gradient (the seed's); adamw: "
-        "decoupled decay, param -= lr * wd * param; sgd: SGD with momentum 0.9 at the same "
-        f"--lr, which at 1e-3 learns far slower than Adam (default: {d.optimizer})",
-    )
-    parser.add_argument(
-        "--decay-biases",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="apply weight decay to biases and normalisation parameters too, as PyTorch does "
-        f"by default; --no-decay-biases decays only weight matrices (default: {d.decay_biases})",
-    )
-    parser.add_argument(
-        "--search-space",
-        choices=SEARCH_SPACES,
-        default=None,
-        help="weight_decay: search the weight decay alone; full: the study also chooses "
-        f"--optimizer and --decay-biases, and those flags are ignored (default: {d.search_space})",
-    )
-
-
-def add_data_dir_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=directory,
-        default=DEFAULTS.data_dir,
-        metavar="DIR",
-        help="where MNIST lives in torchvision's layout, DIR/MNIST/raw (default: %(default)s)",
-    )
-
-
-def run_command(
-    main: Callable[[list[str] | None], int],
-    report: Callable[[UserError], None] | None = None,
-) -> NoReturn:
-    """Run a command's ``main`` and exit with its status.
-
-    Known user-facing errors become their one line on stderr, or go to ``report`` (a worker
-    hands them to its parent, which prints each once). Ctrl-C and SIGTERM stop the command
-    outside any database call (``search.signals``) and end it with 130 and 143.
-    """
-    try:
-        with graceful_stop():
-            status = main(None)
-    except UserError as error:
-        if report is None:
-            print(f"error: {error}", file=sys.stderr)
-        else:
-            report(error)
-        status = error.exit_code
-    except KeyboardInterrupt as error:
-        name = f" by {error}" if str(error) else ""
-        print(f"interrupted{name}: run the same command again to resume", file=sys.stderr)
-        status = getattr(error, "exit_code", 130)
-    sys.exit(status)

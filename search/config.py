@@ -33,6 +33,15 @@ SEARCH_SPACES: tuple[str, ...] = get_args(SearchSpace)
 
 STUDIES_DIR = Path("studies")
 
+# Optuna's heartbeat grace period: long enough for any step between beats, short enough that a
+# trial is judged dead within a minute of its worker's death.
+MAX_GRACE_PERIOD_S = 60
+# SQLite lets one writer at a time in; with write-ahead logging and a 60 s busy timeout a few
+# workers writing a handful of rows per epoch wait milliseconds for each other. This cap is a
+# conservative line, not a measured limit: beyond it, or across machines (SQLite's locks don't
+# hold over network filesystems), PostgreSQL is the storage to use.
+SQLITE_MAX_WORKERS = 8
+
 # What a study name may be: it names files under studies/ (the SQLite file, exports, reports),
 # so nothing that could leave the folder, hide a file or read as a flag. Optuna itself takes any
 # string; these are the characters of a file name every system and shell take as they are.
@@ -109,9 +118,9 @@ class StudyConfig:
     search_space: SearchSpace = "weight_decay"
 
     # edge: TPE that bisects the feasibility edge next to the best feasible trial
-    # (search.study.sampling); tpe, random, gp: Optuna's own samplers as they come.
+    # (search.engine.sampling); tpe, random, gp: Optuna's own samplers as they come.
     sampler: SamplerName = "edge"
-    pruner: PrunerName = "median"  # against the feasible trials' median (search.study.sampling)
+    pruner: PrunerName = "median"  # against the feasible trials' median (search.engine.sampling)
     seed: int = 0
 
     task: TaskName = "mnist"  # synthetic: the pipeline seed's 1,000-row table (data.synthetic)
@@ -121,17 +130,17 @@ class StudyConfig:
     device: str = "auto"
     parallel_trials: int | None = None  # trials trained side by side; None: chosen by device
 
-    # Seed confirmation (search.study.confirm). Not recorded(): it adds runs beside the study's
+    # Seed confirmation (search.engine.confirm). Not recorded(): it adds runs beside the study's
     # trials and changes none of them.
     confirm_seeds: int = 4  # further seeds each candidate is retrained with; 0: no confirmation
     confirm_candidates: int = 3  # the best feasible trials confirmed
 
-    # Many workers on one study (search.study.workers). Not recorded(): how a study is run doesn't
+    # Many workers on one study (search.engine.workers). Not recorded(): how a study is run doesn't
     # change its results.
     workers: int = 1  # processes on this machine, each running trials of the study
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     grace_period: int = 30  # seconds without one before a trial counts as dead (at most 60)
-    quiet: bool = False  # no progress display (search.study.progress)
+    quiet: bool = False  # no progress display (search.reporting.progress)
 
     @property
     def storage_url(self) -> str:

@@ -24,9 +24,10 @@ import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage
 
-from search.cli import Parser, add_study_flags, port, run_command, storage_url
+from search.cli import Parser, add_flags, run_command, storage_url
 from search.errors import UserError
-from search.study.artifacts import add_artifacts_flag, artifact_store
+from search.flag_values import port
+from search.study.artifacts import artifact_store
 from search.study.storage import make_storage, masked
 from search.study.study import load_existing_study
 
@@ -98,8 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start optuna-dashboard on the study: every trial with its constraint, "
         "per-epoch curves and model weights.",
     )
-    add_study_flags(parser)
-    add_artifacts_flag(parser)
+    add_flags(parser, "--study-name", "--storage", "--artifacts")
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,

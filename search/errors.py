@@ -19,6 +19,13 @@ class UserError(Exception):
     exit_code = 1
 
 
+class UsageError(UserError):
+    """Flags that break a rule between them, or contradict the study they name: the command
+    reports it as argparse reports a bad flag, one line and exit status 2."""
+
+    exit_code = USAGE_ERROR
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but an error is one line: the usage text is one ``--help`` away."""
 

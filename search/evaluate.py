@@ -12,7 +12,7 @@ to test another trial: choosing among trials by their test score would make it a
 score.
 
 ``--replay`` retrains a trial and checks every recorded per-epoch metric
-(``search.study.verify``). PyTorch is imported after the flags are parsed: ``--help`` is fast.
+(``search.evaluation.verify``). PyTorch is imported after the flags are parsed: ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -25,18 +25,16 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from search.cli import (
-    Parser,
-    add_data_dir_flag,
-    add_study_flags,
-    non_negative_int,
-    run_command,
-    storage_url,
+from search.cli import Parser, add_flags, run_command, storage_url
+from search.flag_values import non_negative_int
+from search.study.artifacts import MODEL_ATTR, artifact_store
+from search.study.notes import save_study_note
+from search.study.record import (
+    TEST_ATTR,
+    recommended_trial,
+    record_best_feasible,
+    record_test_result,
 )
-from search.config import DEVICES
-from search.study.artifacts import MODEL_ATTR, add_artifacts_flag, artifact_store
-from search.study.recommend import recommended_trial
-from search.study.results import TEST_ATTR, record_test_result
 from search.study.study import load_existing_study
 
 if TYPE_CHECKING:
@@ -50,16 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and store the result on the study; or, with --replay, retrain a trial and check that "
         "it reproduces every recorded per-epoch metric.",
     )
-    add_study_flags(parser)
-    add_artifacts_flag(parser)
-    add_data_dir_flag(parser)
-    parser.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="auto: CUDA when present, else CPU; replay on the device the study ran on "
-        "(default: %(default)s)",
-    )
+    # --device: replay on the device the study ran on, for bit-for-bit sums.
+    add_flags(parser, "--study-name", "--storage", "--artifacts", "--data-dir", "--device")
     parser.add_argument(
         "--replay",
         action="store_true",
@@ -73,12 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --replay: the trial to replay (default: the recommended trial)",
     )
-    parser.add_argument(
-        "--quiet",
-        action="store_true",
-        help="with --replay: no progress display (a bar on a terminal, a line per epoch "
-        "elsewhere)",
-    )
+    add_flags(parser, "--quiet")
     return parser
 
 
@@ -90,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
             "--trial needs --replay: only the recommended trial meets the test set, since "
             "picking a trial by its test score would make the test set a validation set"
         )
-    import torch  # after parsing: --help and flag errors don't wait for PyTorch
 
-    from search.training.train import resolve_device, use_one_cpu_thread
+    from search.training.train import device_problem, resolve_device, use_one_cpu_thread
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available here; use --device cpu")
+    problem = device_problem(args.device)
+    if problem is not None:
+        parser.error(problem)
     url = storage_url(args)
     study = load_existing_study(args.study_name, url)
     store = artifact_store(url, args.artifacts)
@@ -109,11 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate_command(
     study: optuna.Study, store: FileSystemArtifactStore, data_dir: Path, device: torch.device
 ) -> int:
-    from search.study.verify import score_best_trial
+    from search.evaluation.verify import score_best_trial
 
     result = score_best_trial(study, store, data_dir, device)
     record_test_result(study, result)
-    if result["selected_on_test"]:
+    record_best_feasible(study)  # the note must name the trial this result belongs to
+    save_study_note(study)
+    if result.selected_on_test:
         print(
             "note: this study validated on the official test set (--validation test), so "
             "its trials were chosen on these same images: the test figure below is no "
@@ -121,12 +108,12 @@ def evaluate_command(
             file=sys.stderr,
         )
     print(
-        f"recommended trial #{result['trial']}: weight_decay={result['weight_decay']:.4g}  "
-        f"val_accuracy={result['val_accuracy']:.4f}"
+        f"recommended trial #{result.trial}: weight_decay={result.weight_decay:.4g}  "
+        f"val_accuracy={result.val_accuracy:.4f}"
     )
     print(
-        f"test set ({result['test_images']:,} images): test_loss={result['test_loss']:.4f}  "
-        f"test_accuracy={result['test_accuracy']:.4f}"
+        f"test set ({result.test_images:,} images): test_loss={result.test_loss:.4f}  "
+        f"test_accuracy={result.test_accuracy:.4f}"
     )
     print(f"stored on study {study.study_name!r} as user attribute {TEST_ATTR!r}")
     return 0
@@ -140,7 +127,7 @@ def replay_command(
     device: torch.device,
     quiet: bool = False,
 ) -> int:
-    from search.study.verify import EvaluateError, replay_trial
+    from search.evaluation.verify import EvaluateError, replay_trial
 
     if number is None:
         best = recommended_trial(study)

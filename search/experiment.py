@@ -18,21 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from search.cli import (
-    Parser,
-    add_data_dir_flag,
-    non_negative_float,
-    positive_int,
-    run_command,
-    seed,
-    subset,
-)
-from search.config import DEFAULTS, OPTIMIZERS, SEED_BATCH_SIZE, SEED_EPOCHS, SEED_LR
+from search.cli import Parser, add_flags, run_command
+from search.config import SEED_BATCH_SIZE, SEED_EPOCHS, SEED_LR
+from search.flag_values import non_negative_float
 
 if TYPE_CHECKING:
-    import torch
-
-    from search.training.train import EpochMetrics
+    pass
 
 # PyTorch and the modules that train are imported inside the two experiments, after the flags
 # are parsed: ``--help`` and a flag error answer at once.
@@ -105,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The seed's script as written (SimpleNN, Adam lr 1e-3, batch 64, "
         "torchvision DataLoader, the test set as validation), once per weight decay.",
     )
-    add_data_dir_flag(mnist)
+    add_flags(mnist, "--data-dir")
     mnist.add_argument(
         "--weight-decays",
         type=weight_decay_list,
@@ -114,26 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one run per weight decay (default: "
         f"{','.join(f'{w:g}' for w in SEED_WEIGHT_DECAYS)}: the seed's before, after, bonus)",
     )
-    mnist.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=SEED_EPOCHS,
-        metavar="N",
-        help="epochs per run (default: %(default)s)",
-    )
-    mnist.add_argument(
-        "--seed",
-        type=seed,
-        default=DEFAULTS.seed,
-        help="torch seed of every run: initial weights and shuffling (default: %(default)s)",
-    )
-    mnist.add_argument(
-        "--subset",
-        type=subset,
-        default=None,
-        metavar="N",
-        help="train and validate on the first N images of each set, for quick runs (default: all)",
-    )
+    add_flags(mnist, "--epochs", "--seed", "--subset", defaults={"--epochs": SEED_EPOCHS})
 
     pipeline = commands.add_parser(
         "pipeline",
@@ -148,30 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X",
         help="weight decay of the optimizer (default: %(default)s)",
     )
-    pipeline.add_argument(
+    add_flags(
+        pipeline,
         "--epochs",
-        type=positive_int,
-        default=PIPELINE_EPOCHS,
-        metavar="N",
-        help="epochs to train (default: %(default)s)",
-    )
-    pipeline.add_argument(
         "--optimizer",
-        choices=OPTIMIZERS,
-        default=DEFAULTS.optimizer,
-        help="as search.run's --optimizer (default: %(default)s)",
-    )
-    pipeline.add_argument(
         "--decay-biases",
-        action=argparse.BooleanOptionalAction,
-        default=DEFAULTS.decay_biases,
-        help="decay biases too, as PyTorch does by default (default: %(default)s)",
-    )
-    pipeline.add_argument(
         "--seed",
-        type=seed,
-        default=DEFAULTS.seed,
-        help="seed of the initial weights and batch orders (default: %(default)s)",
+        defaults={"--epochs": PIPELINE_EPOCHS},
     )
     return parser
 
@@ -236,147 +191,21 @@ def run_mnist(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- The pipeline trace (seeds/002_*) ---------------------------------------------------------
-
-
-def vector(values: torch.Tensor | Sequence[float], digits: int = 2) -> str:
-    """A short vector in the seed's style: the first three values, ..., the last."""
-    items = [f"{float(v):.{digits}f}" for v in values]
-    if len(items) > 5:
-        items = [*items[:3], "...", items[-1]]
-    return "[" + ", ".join(items) + "]"
-
-
-def rows_by_columns(rows: int, columns: int) -> str:
-    return f"{rows} row{'s' if rows != 1 else ''} x {columns} columns"
-
-
-def stage(number: int, name: str, shape_in: str, what: str, shape_out: str, example: str) -> str:
-    """One stage of the seed's data flow: its shapes, what it does, and an example."""
-    return f"{number} {name:<21}{shape_in} -> {shape_out}\n    {what}\n    {example}"
-
-
 def run_pipeline(args: argparse.Namespace) -> int:
-    # Over 80 lines: the trace prints its six stages in order, each a table row of the seed's.
-    import torch
+    from search.reporting.progress import Steps
+    from search.training.pipeline_trace import trace_pipeline
 
-    from models import TabularNN
-    from search.data import synthetic
-    from search.study.progress import Steps
-    from search.training.train import init_model, train, use_one_cpu_thread
-
-    device = torch.device("cpu")
-    use_one_cpu_thread(device)
-    raw_x, raw_y = synthetic.generate()
-    data = synthetic.load_synthetic(device=device)
-    n_train, n_features = data.train_x.shape
-    config = DEFAULTS.replace(
-        task="synthetic",
-        epochs=args.epochs,
-        optimizer=args.optimizer,
-        decay_biases=args.decay_biases,
-    )
-    model = init_model(args.seed, device, "synthetic")
-    assert isinstance(model, TabularNN)
-    history: list[EpochMetrics] = []
-    with Steps(config.epochs, "training the tabular network") as steps:
-        for metrics in train(model, data, args.weight_decay, config, args.seed):
-            history.append(metrics)
-            steps.step(f"val_accuracy {metrics.val_accuracy:.4f}")
-    last = history[-1]
-
-    # One validation row, followed from the raw table to its predicted probabilities.
-    index = synthetic.TRAIN_ROWS  # the first validation row of the table
-    row = data.val_x[:1]  # (1, 10)
-    model.eval()
-    with torch.no_grad():
-        hidden = model.relu(model.fc1(row))  # (1, hidden)
-        logits = model.fc2(hidden)  # (1, 2)
-    probabilities = model.predict_proba(row)  # (1, 2)
-
-    decay = f"weight decay {args.weight_decay:g} ({args.optimizer}"
-    decay += ", biases decayed)" if args.decay_biases else ", biases not decayed)"
-    print(f"Model pipeline - synthetic table, {decay}")
-    print("\nData flow - 6 stages")
-    stages = [
-        stage(
-            1,
-            "Data in",
-            rows_by_columns(len(raw_x), raw_x.shape[1]),
-            f"raw features and binary labels, generated from seed {synthetic.DATA_SEED}",
-            rows_by_columns(len(raw_x), raw_x.shape[1]),
-            f"row {index}: {vector(raw_x[index])}, label {raw_y[index]}",
-        ),
-        stage(
-            2,
-            "Preprocessing",
-            rows_by_columns(len(raw_x), raw_x.shape[1]),
-            f"split {n_train} train / {len(data.val_x)} validation, then zero mean and unit "
-            "variance per column with the training split's statistics",
-            f"{n_train} + {len(data.val_x)} rows x {n_features} columns",
-            f"row {index}: {vector(row[0])}",
-        ),
-        stage(
-            3,
-            "Feature engineering",
-            rows_by_columns(n_train, n_features),
-            "no features added",
-            rows_by_columns(n_train, n_features),
-            "the standardised features pass on unchanged",
-        ),
-        stage(
-            4,
-            "Model trains",
-            rows_by_columns(n_train, n_features),
-            f"feedforward network {n_features} -> {model.fc1.out_features} (ReLU) -> "
-            f"{model.fc2.out_features}, {decay} in each optimizer step",
-            f"{rows_by_columns(n_train, model.fc2.out_features)} (class scores)",
-            f"row {index} logits: {vector(logits[0])}",
-        ),
-        stage(
-            5,
-            "Metrics",
-            rows_by_columns(n_train, model.fc2.out_features),
-            "cross-entropy loss and accuracy on the training data",
-            "scalar loss and accuracy",
-            f"loss {last.train_loss:.2f}, accuracy {last.train_accuracy:.2f} "
-            f"(validation: loss {last.val_loss:.2f}, accuracy {last.val_accuracy:.2f})",
-        ),
-        stage(
-            6,
-            "Prediction",
-            rows_by_columns(1, n_features),
-            "class probabilities by softmax",
-            f"{rows_by_columns(1, model.fc2.out_features)} (probabilities)",
-            f"row {index}: predicted probabilities {vector(probabilities[0])}, "
-            f"class {int(probabilities.argmax())}, label {raw_y[index]}",
-        ),
-    ]
-    print("\n".join(stages))
-    print("\nTraining trace - epoch by epoch")
-    print("\n".join(epoch_table(history)))
-    print(f"\nPrediction trace - 4 layers (row {index})")
-    layers = [
-        ("Input", row),
-        ("Hidden (ReLU)", hidden),
-        ("Output (Linear)", logits),
-        ("Softmax", probabilities),
-    ]
-    for number, (name, values) in enumerate(layers, start=1):
-        shape = str(tuple(values.shape))
-        print(f"Layer {number}: {name:<16}{shape:<10}{vector(values[0])}")
-    return 0
-
-
-def epoch_table(history: Sequence[EpochMetrics]) -> list[str]:
-    """The seed trace's table: loss and accuracy per epoch, on training and validation data."""
-    lines = [f"{'epoch':>5}{'loss':>8}{'accuracy':>10}{'val_loss':>10}{'val_accuracy':>14}"]
-    for m in history:
-        lines.append(
-            f"{m.epoch:>5}{m.train_loss:>8.2f}{m.train_accuracy:>10.2f}"
-            f"{m.val_loss:>10.2f}{m.val_accuracy:>14.2f}"
+    with Steps(args.epochs, "training the tabular network") as steps:
+        lines = trace_pipeline(
+            args.weight_decay,
+            args.epochs,
+            args.optimizer,
+            args.decay_biases,
+            args.seed,
+            lambda metrics: steps.step(f"val_accuracy {metrics.val_accuracy:.4f}"),
         )
-    return lines
+    print("\n".join(lines))
+    return 0
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

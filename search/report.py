@@ -6,7 +6,7 @@ For those who want pictures without a server. Every number comes from what the t
 (the per-epoch history, ``train_accuracy``, ``val_accuracy``, ``feasible``, the constraint),
 nothing is retrained.
 
-The figures themselves are drawn by ``search.study.figures``.
+The figures themselves are drawn by ``search.reporting.figures``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import optuna
 
 from search.cli import Parser, add_study_flags, run_command, storage_url
 from search.config import STUDIES_DIR
-from search.study.figures import STYLES, ReportError, ReportFigure, figures, records
-from search.study.recommend import (
-    how_it_held,
+from search.reporting.figures import STYLES, ReportError, ReportFigure, figures, records
+from search.study.notes import how_it_held
+from search.study.record import (
     recommended_trial,
+    stored_config,
     stored_recommendation,
+    stored_test_result,
 )
-from search.study.results import stored_test_result
 from search.study.storage import masked
 from search.study.study import load_existing_study
 
@@ -37,8 +38,9 @@ class OutDirError(ReportError):
 
 
 def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
+    # Over 60 lines: one row after another, in the table's order.
     """The report's table: what the study is and what it found."""
-    config = study.user_attrs.get("config", {})
+    config = stored_config(study)
     trials = records(study)
     counts: dict[str, int] = {kind: 0 for kind in STYLES}
     for trial in trials:
@@ -49,20 +51,21 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
             "trials finished",
             f"{len(trials)}: " + "; ".join(f"{n} {kind}" for kind, n in counts.items() if n),
         ),
-        (
-            "recipe",
-            f"{config.get('epochs')} epochs, batch size {config.get('batch_size')}, "
-            f"learning rate {config.get('lr')}, seed {config.get('seed')}, weight decay "
-            f"searched in [{config.get('wd_low')}, {config.get('wd_high')}]"
-            + (
-                f", first {config['subset']:,} training images only"
-                if config.get("subset")
-                else ""
-            ),
-        ),
-        ("constraint", f"final training accuracy ≤ {config.get('max_train_acc')}"),
-        ("validation", str(config.get("validation"))),
     ]
+    if config is None:
+        rows.append(("recipe", "not recorded: the study was not made by python -m search.run"))
+    else:
+        rows += [
+            (
+                "recipe",
+                f"{config.epochs} epochs, batch size {config.batch_size}, learning rate "
+                f"{config.lr}, seed {config.seed}, weight decay searched in "
+                f"[{config.wd_low}, {config.wd_high}]"
+                + (f", first {config.subset:,} training images only" if config.subset else ""),
+            ),
+            ("constraint", f"final training accuracy ≤ {config.max_train_acc}"),
+            ("validation", config.validation),
+        ]
     best = recommended_trial(study)
     if best is None:
         rows.append(("recommended trial", "none: no trial met the constraint"))
@@ -90,13 +93,13 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
         rows.append(("test set", "not evaluated yet: python -m search.evaluate"))
     else:
         caveat = (
-            " (selected on this same test set: not unbiased)" if tested["selected_on_test"] else ""
+            " (selected on this same test set: not unbiased)" if tested.selected_on_test else ""
         )
         rows.append(
             (
                 "test set",
-                f"accuracy {tested['test_accuracy']:.4f}, loss {tested['test_loss']:.4f} on "
-                f"{tested['test_images']:,} images{caveat}",
+                f"accuracy {tested.test_accuracy:.4f}, loss {tested.test_loss:.4f} on "
+                f"{tested.test_images:,} images{caveat}",
             )
         )
     return rows

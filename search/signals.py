@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import NoReturn
+
+from search.errors import UserError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -140,3 +144,29 @@ def exit_at_once_on_stop() -> None:
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, stop)
+
+
+def run_command(
+    main: Callable[[list[str] | None], int],
+    report: Callable[[UserError], None] | None = None,
+) -> NoReturn:
+    """Run a command's ``main`` and exit with its status.
+
+    Known user-facing errors become their one line on stderr, or go to ``report`` (a worker
+    hands them to its parent, which prints each once). Ctrl-C and SIGTERM stop the command
+    outside any database call (``search.signals``) and end it with 130 and 143.
+    """
+    try:
+        with graceful_stop():
+            status = main(None)
+    except UserError as error:
+        if report is None:
+            print(f"error: {error}", file=sys.stderr)
+        else:
+            report(error)
+        status = error.exit_code
+    except KeyboardInterrupt as error:
+        name = f" by {error}" if str(error) else ""
+        print(f"interrupted{name}: run the same command again to resume", file=sys.stderr)
+        status = getattr(error, "exit_code", 130)
+    sys.exit(status)

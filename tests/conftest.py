@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -13,6 +16,7 @@ from search.data.fetch import ensure_mnist
 from search.data.mnist import load_splits
 from search.data.splits import Splits
 from tests.helpers import REPO
+from tests.postgres import PostgresServer, unavailable
 
 DATA_DIR = REPO / "data"
 
@@ -63,3 +67,30 @@ def tiny_config(tmp_path: Path, mnist_dir: Path) -> StudyConfig:
 @pytest.fixture(autouse=True)
 def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session (each test takes its own database)."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PostgresServer()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    return postgres.create_database()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Commands a test started; any still running at its end are killed with their workers."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()

@@ -22,7 +22,7 @@ import optuna
 from search import run
 from search.cli import run_command
 from search.config import StudyConfig
-from search.study import drive, objective
+from search.engine import drive, objective
 from search.training.train import EpochMetrics
 
 HOLD = Path(os.environ["SEARCH_TEST_HOLD"])

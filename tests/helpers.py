@@ -1,23 +1,31 @@
-"""Helpers the tests import: run a command's main in-process as its ``__main__`` would."""
+"""Helpers the tests import: run a command's main in-process as its ``__main__`` would, or
+start it as a real process and watch its study from outside."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import FrozenTrial, TrialState
 
 from search.cli import run_command
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.study.drive import run_trials
-from search.study.objective import Objective
+from search.engine.drive import run_trials
+from search.engine.objective import Objective
+from search.engine.strategy import new_study
 from search.study.storage import make_storage
-from search.study.study import create_study
 
 REPO = Path(__file__).resolve().parent.parent
+STUDY = "mnist-weight-decay"
+# Trials that run every epoch: nothing prunes them, so a signal finds them mid-trial.
+UNPRUNED = ["--pruner", "none", "--max-train-acc", "1"]
 
 
 def run_cli(
@@ -40,8 +48,83 @@ def enqueued_study(
 ) -> optuna.Study:
     """Run one trial per listed weight decay, one at a time, in order (enqueued, so the sampler
     can't pick others): a small study whose trials a test knows in advance."""
-    study = create_study(make_storage(config.storage_url), config, {})
+    study = new_study(make_storage(config.storage_url), config, {})
     for weight_decay in weight_decays:
         study.enqueue_trial({"weight_decay": weight_decay})
     run_trials(study, Objective(config, splits), config.replace(trials=len(weight_decays)))
     return study
+
+
+def tiny(mnist_dir: Path, tmp_path: Path, epochs: int, parallel: int = 1) -> list[str]:
+    """Flags of a study on 500 images: a few hundredths of a second per epoch.
+
+    One trial at a time per worker unless told (``parallel``): trial counts then follow from
+    the number of workers alone.
+    """
+    return [
+        "--epochs", str(epochs), "--subset", "500", "--data-dir", str(mnist_dir),
+        "--device", "cpu", "--artifacts", str(tmp_path / "artifacts"),
+        "--parallel-trials", str(parallel),
+    ]  # fmt: skip
+
+
+def start(*argv: str) -> subprocess.Popen[str]:
+    """``python -m search.run`` in its own process group, as a terminal would run it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "search.run", *argv],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def start_held(hold: Path, *argv: str) -> subprocess.Popen[str]:
+    """``start``, with every trial holding after its first epoch until ``hold`` is removed
+    (tests/held_run.py): a kill or a signal then finds them mid-training however fast the
+    machine, and the test lets them go on by removing ``hold``."""
+    hold.touch()
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "held_run.py"), *argv],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "SEARCH_TEST_HOLD": str(hold)}, start_new_session=True,
+    )  # fmt: skip
+
+
+def trials(url: str) -> list[FrozenTrial]:
+    """The study's trials as another process sees them now (none before it exists)."""
+    try:
+        return optuna.load_study(study_name=STUDY, storage=url).get_trials(deepcopy=False)
+    except KeyError:
+        return []
+
+
+def wait_until(
+    condition: Callable[[], bool], process: subprocess.Popen[str], timeout: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            _, err = process.communicate()
+            pytest.fail(f"the command ended ({process.returncode}) first: {err}")
+        if time.monotonic() > deadline:
+            pytest.fail("timed out")
+        time.sleep(0.1)
+
+
+def training(url: str, count: int) -> Callable[[], bool]:
+    """True once ``count`` trials are running and have each reported an epoch."""
+    return lambda: (
+        sum(t.state == TrialState.RUNNING and bool(t.intermediate_values) for t in trials(url))
+        >= count
+    )
+
+
+def worker_pids(parent: int) -> list[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def states(study_trials: list[FrozenTrial]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in study_trials:
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts

@@ -21,13 +21,13 @@ from search import dashboard
 from search.config import StudyConfig
 from search.dashboard import is_loopback, make_dashboard_server
 from search.data.splits import Splits
+from search.engine.drive import run_trials
+from search.engine.objective import Objective
+from search.engine.strategy import new_study
 from search.study.artifacts import artifact_store
-from search.study.drive import run_trials
 from search.study.history import trial_history
 from search.study.notes import history_note
-from search.study.objective import Objective
 from search.study.storage import make_storage
-from search.study.study import create_study
 from tests.helpers import REPO, run_cli
 
 CHROMIUM = shutil.which("chromium")
@@ -52,7 +52,7 @@ def url(tmp_path_factory: pytest.TempPathFactory, tiny_splits: Splits) -> str:
     """A finished study with stored weights: #0 pruned as infeasible, #1 and #2 complete."""
     url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'study.db'}"
     config = StudyConfig(storage=url, epochs=3, subset=2000, max_train_acc=0.83, device="cpu")
-    study = create_study(make_storage(url), config, {})
+    study = new_study(make_storage(url), config, {})
     for weight_decay in (1e-6, 1e-1, 5e-2):
         study.enqueue_trial({"weight_decay": weight_decay})
     objective = Objective(config, tiny_splits, artifact_store(url, create=True))

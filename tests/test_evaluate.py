@@ -18,12 +18,13 @@ from search import evaluate, export, report, run
 from search.config import StudyConfig
 from search.data.mnist import load_splits, load_test
 from search.data.splits import Splits
+from search.engine.run_study import study_attrs
+from search.engine.strategy import new_study
 from search.evaluate import TEST_ATTR
-from search.study.artifacts import ArtifactError, artifact_dir, load_model
+from search.evaluation.verify import first_mismatch
+from search.study.artifacts import ArtifactError, load_model
 from search.study.history import trial_history
-from search.study.storage import StudyError, make_storage
-from search.study.study import create_study
-from search.study.verify import first_mismatch
+from search.study.storage import make_storage
 from search.training.train import evaluate as score
 from tests.helpers import run_cli
 
@@ -47,7 +48,7 @@ def run_study(
         epochs=3, max_train_acc=max_train_acc, validation=validation, sampler="random"
     )
     splits = load_splits(config.data_dir, validation, config.subset)
-    study = create_study(make_storage(config.storage_url), config, run.study_attrs(splits))
+    study = new_study(make_storage(config.storage_url), config, study_attrs(splits))
     for weight_decay in (1e-6, 1e-1, 5e-2):
         study.enqueue_trial({"weight_decay": weight_decay})
     argv = [
@@ -94,22 +95,6 @@ def study(finished: Path, tiny_config: StudyConfig, tmp_path: Path) -> optuna.St
     # The whole folder: SQLite may keep recent writes in a -wal file beside the database.
     shutil.copytree(finished, tmp_path, dirs_exist_ok=True)
     return optuna.load_study(study_name=tiny_config.study_name, storage=tiny_config.storage_url)
-
-
-@pytest.mark.parametrize(
-    ("url", "directory", "expected"),
-    [
-        ("sqlite:///studies/x.db", None, Path("studies/artifacts")),
-        ("sqlite:////tmp/a/b.db", None, Path("/tmp/a/artifacts")),
-        ("postgresql://u:p@host/db", None, Path("studies/artifacts")),
-        ("postgresql://u:p@host/db", Path("/shared/models"), Path("/shared/models")),
-        ("sqlite:///:memory:", None, Path("studies/artifacts")),
-    ],
-)
-def test_artifact_dir_is_beside_a_sqlite_study(
-    url: str, directory: Path | None, expected: Path
-) -> None:
-    assert artifact_dir(url, directory) == expected
 
 
 def test_complete_trials_store_their_weights_and_pruned_ones_do_not(
@@ -283,7 +268,7 @@ def test_load_best_returns_the_recommended_trials_model_in_eval_mode(
     study: optuna.Study, tiny_config: StudyConfig, tiny_splits: Splits
 ) -> None:
     from search import load_best
-    from search.study.recommend import recommended_trial
+    from search.study.record import recommended_trial
 
     model = load_best(tiny_config.study_name, storage=tiny_config.storage_url, device="cpu")
     best = recommended_trial(study)
@@ -298,10 +283,3 @@ def test_load_best_returns_the_recommended_trials_model_in_eval_mode(
     # The very weights the trial was scored with: its validation accuracy comes back.
     _, accuracy = score(model, tiny_splits.val_x, tiny_splits.val_y)
     assert accuracy == pytest.approx(best.value, abs=1e-9)
-
-
-def test_load_best_says_when_there_is_no_study(tmp_path: Path) -> None:
-    from search import load_best
-
-    with pytest.raises(StudyError, match="no study database"):
-        load_best("nothing-here", storage=f"sqlite:///{tmp_path / 'none.db'}")

@@ -17,9 +17,9 @@ from optuna.trial import TrialState
 from search import export
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.export import BEST_COLUMNS, CONFIRM_COLUMNS, HISTORY_COLUMNS
+from search.reporting.tables import BEST_COLUMNS, CONFIRM_COLUMNS, HISTORY_COLUMNS
 from search.study.history import trial_history
-from search.study.notes import CONSTRAINT
+from search.study.record import CONSTRAINT
 from search.training.seeds import trial_seed
 from tests.helpers import enqueued_study, run_cli
 

@@ -22,8 +22,8 @@ from optuna.distributions import FloatDistribution
 from search import bench, dashboard, evaluate, experiment, export, report, run
 from search.config import STUDIES_DIR, StudyConfig
 from search.data import fetch
+from search.engine.strategy import new_study
 from search.study.storage import make_storage
-from search.study.study import create_study
 from tests.helpers import REPO, run_cli
 
 SECRET = "s3cret-pw"
@@ -36,7 +36,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     STUDIES_DIR.mkdir()
     config = StudyConfig()
-    study = create_study(make_storage(config.storage_url), config, {})
+    study = new_study(make_storage(config.storage_url), config, {})
     study.add_trial(
         optuna.trial.create_trial(
             params={"weight_decay": 1e-3},
@@ -154,7 +154,7 @@ def test_bad_input_is_one_line_and_changes_nothing(
 
 
 def test_the_study_name_rule_leaves_room_for_a_confirmation_sibling() -> None:
-    from search.cli import study_name
+    from search.flag_values import study_name
 
     longest = "a" * 64
     assert study_name(longest) == longest

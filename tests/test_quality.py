@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from search import bench
-from search.study.simulate import EdgeCurves
+from search.engine.simulate import EdgeCurves
 from tests.helpers import run_cli
 
 

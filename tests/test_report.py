@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from search import report
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.study.figures import DPI, FEASIBLE_PAD, FIGSIZE, figures
+from search.reporting.figures import DPI, FEASIBLE_PAD, FIGSIZE, figures
 from search.study.history import trial_history
 from tests.helpers import enqueued_study, run_cli
 

@@ -30,10 +30,13 @@ import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study.record import FINISHED
+from search.study.storage import connect_only
+
 logger = logging.getLogger(__name__)
 
-# States that use up the budget: a failed trial is retried, so it doesn't count.
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# States that use up the budget (FINISHED: a failed trial is retried, so it doesn't count),
+# and running trials, which will.
 CLAIMING = (*FINISHED, TrialState.RUNNING)
 
 # The lock is held for a count and an insert, milliseconds: poll it rather than block, so that
@@ -117,11 +120,6 @@ class ClaimLock:
         if self.fd is not None:
             fd, self.fd = self.fd, None
             os.close(fd)  # closing the only descriptor drops the flock
-
-
-def connect_only(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The engine options that still apply to an engine without a pool: ``connect_args``."""
-    return {k: v for k, v in engine_kwargs.items() if k == "connect_args"}
 
 
 class BudgetGate:

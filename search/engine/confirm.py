@@ -2,9 +2,9 @@
 
 Across seeds a trial's training and validation accuracy move by about 0.1 to 0.3 points, so a
 best trial on the feasibility edge can be feasible by its seed's luck, and a user who retrains
-it breaks the constraint. After the search, each candidate (``search.study.recommend
+it breaks the constraint. After the search, each candidate (``search.engine.choose
 .candidates``) is trained again with ``confirm_seeds`` seeds of its own, those of one round
-all at once in the trial pool, and ``search.study.recommend`` recommends the best one that
+all at once in the trial pool, and ``search.engine.choose`` recommends the best one that
 holds.
 
 The runs are trials of a study beside the searched one (``<study>-confirm``), so a person can
@@ -20,25 +20,25 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.study.objective import (
+from search.engine.choose import candidates, confirmation_rounds, recommend
+from search.engine.objective import (
     constraint_value,
     record_last_epoch,
     suggest_optimizer,
     suggest_weight_decay,
 )
-from search.study.recommend import (
+from search.study.notes import plural
+from search.study.optuna_private import storage_of
+from search.study.record import (
     Candidate,
-    candidates,
+    Recommendation,
     confirm_study_name,
-    confirmation_rounds,
-    plural,
     record_recommendation,
 )
 from search.study.storage import first_line
@@ -75,21 +75,21 @@ def confirm(
     data: Splits,
     n_candidates: int,
     say: Callable[[str], None] = print,
-) -> dict[str, Any] | None:
+) -> Recommendation | None:
     """Confirm the study's best ``n_candidates`` with ``config.confirm_seeds`` seeds each.
 
-    In rounds (``search.study.recommend.confirmation_rounds``): the candidates close to the
+    In rounds (``search.engine.choose.confirmation_rounds``): the candidates close to the
     best trial first, the others only if none of those holds, so the usual confirmation trains
     the runs that can change the answer and no more.
 
-    Returns the stored recommendation (``search.study.recommend.record_recommendation``), or
-    None when the study has no feasible trial to confirm.
+    Returns the recommendation it stored on the study, or None when the study has no
+    feasible trial to confirm.
     """
     chosen = candidates(study, n_candidates)
     if not chosen or config.confirm_seeds == 0:
         return None
     confirm_study = optuna.create_study(
-        storage=study._storage,
+        storage=storage_of(study),
         study_name=confirm_study_name(study.study_name),
         direction="maximize",
         load_if_exists=True,
@@ -105,8 +105,9 @@ def confirm(
         trained += confirm_round(confirm_study, round_, config, data, say)
         confirmed += candidates_from_runs(finished_runs(confirm_study), round_, config)
     seconds = time.perf_counter() - started
-    cost = {"confirm_runs": trained, "confirm_seconds": round(seconds, 1)}
-    return record_recommendation(study, confirmed, cost)
+    recommendation = recommend(study, confirmed, trained, round(seconds, 1))
+    record_recommendation(study, recommendation)
+    return recommendation
 
 
 def confirm_round(

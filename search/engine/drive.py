@@ -1,7 +1,7 @@
 """Both trial loops under one budget gate: one trial at a time (``run_trials``, through
 ``study.optimize``) and the trial pool (``run_pool``, by ask-and-tell), with its heartbeats.
 
-Both share the study's budget through ``search.study.budget`` and stop starting trials after
+Both share the study's budget through ``search.engine.budget`` and stop starting trials after
 ``config.timeout`` seconds; ``gate_and_deadline`` sets up both for either loop.
 """
 
@@ -16,22 +16,22 @@ from typing import Any, Protocol
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.study.artifacts import save_model
-from search.study.budget import CLAIMING, WAIT_POLL_S, BudgetGate, ClaimLock
-from search.study.objective import (
+from search.engine.budget import CLAIMING, WAIT_POLL_S, BudgetGate, ClaimLock
+from search.engine.objective import (
     Objective,
     begin_trial,
     end_epoch,
     record_divergence,
     record_outcome,
 )
+from search.study.artifacts import save_model
+from search.study.notes import record_best_feasible_and_note
+from search.study.optuna_private import REPEATING_LOGGERS, heartbeat_storage, record_heartbeat
 from search.study.storage import engine_options, first_line, storage_cause
-from search.study.study import record_best_feasible
 from search.training.pool import TrialPool, parallel_trials
 from search.training.train import DivergedError, EpochMetrics, use_one_cpu_thread
 
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 # Told (trial number, epochs done) when a trial starts (0) and after each of its epochs: what a
-# progress display needs between trials (``search.study.progress``).
+# progress display needs between trials (``search.reporting.progress``).
 EpochHook = Callable[[int, int], None]
 
 
@@ -67,7 +67,7 @@ def gate_and_deadline(study: optuna.Study, config: StudyConfig) -> tuple[BudgetG
 
     Also quiets Optuna's logs that repeat an error the loop reports anyway (both loops).
     """
-    for name in ("optuna.study._optimize", "optuna.storages._rdb.storage"):
+    for name in REPEATING_LOGGERS:
         logging.getLogger(name).addFilter(REPEATED_ERROR_LOGS)
     lock = ClaimLock(config.storage_url, config.study_name, engine_options(config.storage_url))
     gate = BudgetGate(study, config.trials, lock, stuck_after=2 * config.grace_period)
@@ -108,7 +108,7 @@ def run_trials(
 
     The budget is the study's, not this process's: a re-run resumes and runs only what is
     missing, and workers on one study (``--workers``, or the same command on other machines)
-    share it exactly (``search.study.budget``). A worker with nothing left to start waits for the
+    share it exactly (``search.engine.budget``). A worker with nothing left to start waits for the
     others' running trials and takes over from one that fails or whose worker dies.
     """
     gate, deadline = gate_and_deadline(study, config)
@@ -130,7 +130,7 @@ def run_trials(
                 gate.admit(objective),
                 timeout=left,
                 callbacks=[
-                    lambda study, trial: record_best_feasible(study),
+                    lambda study, trial: record_best_feasible_and_note(study),
                     count,
                     *(callbacks or []),
                     gate.claim_next,  # last: it leaves the lock held for Optuna's next ask
@@ -176,9 +176,8 @@ class Heartbeat:
     """
 
     def __init__(self, study: optuna.Study, running: dict[int, Running]) -> None:
-        storage = study._storage
-        self.storage = storage if isinstance(storage, BaseHeartbeat) else None
-        self.enabled = self.storage is not None and is_heartbeat_enabled(storage)
+        self.storage = heartbeat_storage(study)
+        self.enabled = self.storage is not None
         interval = self.storage.get_heartbeat_interval() if self.storage is not None else None
         # Half the interval: a beat is never late by the time one long step takes.
         self.every = (interval or 0) / 2
@@ -191,13 +190,13 @@ class Heartbeat:
             return
         assert self.storage is not None
         if trial is not None:
-            self.storage.record_heartbeat(trial._trial_id)
+            record_heartbeat(self.storage, trial)
             return
         now = time.monotonic()
         if now < self.due:
             return
         for running in self.running.values():
-            self.storage.record_heartbeat(running.trial._trial_id)
+            record_heartbeat(self.storage, running.trial)
         self.due = now + self.every
 
 
@@ -210,7 +209,7 @@ def awaits_first_result(study: optuna.Study, budget: int, k: int, own_running: i
     3)`` trials of a budget larger than the pool wait for a first complete trial, so a
     25-trial study spends 8 of them where the first results point. Only while this process
     trains trials of its own, which will finish: another's may be a dead worker's, failed
-    only once a trial is claimed (``search.study.budget``).
+    only once a trial is claimed (``search.engine.budget``).
     """
     if budget <= k or own_running == 0:
         return False  # a budget the pool holds at once is asked at once, as before
@@ -222,7 +221,7 @@ def awaits_first_result(study: optuna.Study, budget: int, k: int, own_running: i
 
 class EpochPool(Protocol):
     """What ``run_pool`` needs of a pool: ``search.training.pool.TrialPool``, which trains, or
-    the study simulator's curves (``search.study.simulate``), which replay measured ones."""
+    the study simulator's curves (``search.engine.simulate``), which replay measured ones."""
 
     capacity: int
 
@@ -247,8 +246,6 @@ def run_pool(
     artifact_store: FileSystemArtifactStore | None = None,
     on_epoch: EpochHook | None = None,
 ) -> int:
-    # Over 80 lines: refill, tell and the epoch loop share the pool, the running trials and
-    # the gate as closures; apart, they would pass all of them around.
     """Run trials ``pool.capacity`` at a time until the study's budget is met; returns how
     many ran.
 
@@ -258,7 +255,7 @@ def run_pool(
     one newly asked trial, so the sampler sees every told trial before it proposes the next.
 
     The budget is the study's, shared exactly with every other worker through
-    ``search.study.budget``'s claim: finished and running trials count, failed ones are replaced
+    ``search.engine.budget``'s claim: finished and running trials count, failed ones are replaced
     (stale ones are failed first, and retried if the storage says so). With no place left and
     nothing of its own running, the pool waits for the others' running trials as
     ``run_trials`` does. No trial is started after ``config.timeout`` seconds.
@@ -272,25 +269,87 @@ def run_pool(
         KeyboardInterrupt, or whatever training raised, after every running trial is told
         FAIL (a re-run retries them).
     """
-    k = pool.capacity
-    running: dict[int, Running] = {}
-    heartbeat = Heartbeat(study, running)
-    gate, deadline = gate_and_deadline(study, config)
-    asked = 0
+    loop = PoolLoop(study, config, pool, callbacks or [], artifact_store, on_epoch)
+    with loop.gate:
+        try:
+            loop.run()
+        except BaseException:
+            loop.fail_running()
+            raise
+    return loop.asked
 
-    def refill() -> bool:
+
+class PoolLoop:
+    """``run_pool``'s state: the pool, its running trials, the budget gate and the heartbeat,
+    which refilling, telling and the epoch loop all share."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        config: StudyConfig,
+        pool: EpochPool,
+        callbacks: list[Callback],
+        artifact_store: FileSystemArtifactStore | None,
+        on_epoch: EpochHook | None,
+    ) -> None:
+        self.study, self.config, self.pool = study, config, pool
+        self.callbacks, self.artifact_store, self.on_epoch = callbacks, artifact_store, on_epoch
+        self.k = pool.capacity
+        self.running: dict[int, Running] = {}
+        self.heartbeat = Heartbeat(study, self.running)
+        self.gate, self.deadline = gate_and_deadline(study, config)
+        self.asked = 0
+
+    def run(self) -> None:
+        """Epochs until the budget is met (or the deadline passed) and nothing runs here."""
+        while True:
+            while self.refill():
+                pass
+            if not self.running:
+                if self.gate.met() or self.deadline.passed():
+                    return
+                time.sleep(WAIT_POLL_S)  # the others' running trials hold the rest
+                continue
+            results = self.pool.train_epoch(on_step=self.heartbeat.beat)
+            # In trial order, whatever the slots: each told trial reaches the sampler before
+            # the trial asked to replace it.
+            for number, result in sorted(results.items()):
+                self.end_epoch(number, result)
+
+    def end_epoch(self, number: int, result: EpochMetrics | DivergedError) -> None:
+        """One trial's epoch result: go on, or tell it (pruned, stopped, complete)."""
+        entry = self.running[number]
+        if isinstance(result, DivergedError):
+            record_divergence(entry.trial, result)
+            self.tell(number, None, TrialState.PRUNED)
+            self.refill()
+            return
+        entry.history.append(result)
+        if self.on_epoch is not None:
+            self.on_epoch(number, result.epoch)
+        if end_epoch(entry.trial, entry.history, self.config, entry.started) is not None:
+            self.tell(number, None, TrialState.PRUNED)
+            self.refill()
+        elif result.epoch == self.config.epochs:
+            record_outcome(entry.trial, entry.history, self.config, entry.started)
+            if self.artifact_store is not None:
+                save_model(entry.trial, self.pool.state_dict(number), self.artifact_store)
+            self.tell(number, result.val_accuracy, TrialState.COMPLETE)
+            self.refill()
+
+    def refill(self) -> bool:
         """Start one trial in a free slot if the budget has a place for it."""
-        nonlocal asked
+        study, config = self.study, self.config
         if (
-            len(pool) == k
-            or deadline.passed()
-            or awaits_first_result(study, config.trials, k, len(running))
+            len(self.pool) == self.k
+            or self.deadline.passed()
+            or awaits_first_result(study, config.trials, self.k, len(self.running))
         ):
             return False
         # Beat first: a long pause since the last step (evaluation, callbacks) must not make
         # this worker's own trials look stale to the claim's stale-trial check.
-        heartbeat.beat()
-        if not gate.claim():
+        self.heartbeat.beat()
+        if not self.gate.claim():
             return False
         try:
             with warnings.catch_warnings():
@@ -298,71 +357,36 @@ def run_pool(
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                 trial = study.ask()
         finally:
-            gate.lock.release()  # the trial exists now and counts as claimed
-        running[trial.number] = Running(trial, started=time.perf_counter())
-        gate.mine.add(trial.number)
-        asked += 1
-        heartbeat.beat(trial)
+            self.gate.lock.release()  # the trial exists now and counts as claimed
+        self.running[trial.number] = Running(trial, started=time.perf_counter())
+        self.gate.mine.add(trial.number)
+        self.asked += 1
+        self.heartbeat.beat(trial)
         weight_decay, seed = begin_trial(trial, config)
         # Its metrics equal the single-trial path's up to float rounding, not bit for bit;
         # they depend on k but not on the companions, so a replay (search.evaluate --replay)
         # retrains it alone in a pool of k for the very same numbers.
-        trial.set_user_attr("parallel_trials", k)
-        pool.add(trial.number, seed, weight_decay)
-        if on_epoch is not None:
-            on_epoch(trial.number, 0)
+        trial.set_user_attr("parallel_trials", self.k)
+        self.pool.add(trial.number, seed, weight_decay)
+        if self.on_epoch is not None:
+            self.on_epoch(trial.number, 0)
         return True
 
-    def tell(number: int, value: float | None, state: TrialState) -> None:
-        frozen = study.tell(running[number].trial, value, state=state)
-        del running[number]
-        gate.mine.discard(number)
-        pool.remove(number)
-        record_best_feasible(study)
-        for callback in callbacks or []:
-            callback(study, frozen)
+    def tell(self, number: int, value: float | None, state: TrialState) -> None:
+        frozen = self.study.tell(self.running[number].trial, value, state=state)
+        del self.running[number]
+        self.gate.mine.discard(number)
+        self.pool.remove(number)
+        record_best_feasible_and_note(self.study)
+        for callback in self.callbacks:
+            callback(self.study, frozen)
 
-    with gate:
-        try:
-            while True:
-                while refill():
-                    pass
-                if not running:
-                    if gate.met() or deadline.passed():
-                        break
-                    time.sleep(WAIT_POLL_S)  # the others' running trials hold the rest
-                    continue
-                results = pool.train_epoch(on_step=heartbeat.beat)
-                # In trial order, whatever the slots: each told trial reaches the sampler
-                # before the trial asked to replace it.
-                for number, result in sorted(results.items()):
-                    entry = running[number]
-                    if isinstance(result, DivergedError):
-                        record_divergence(entry.trial, result)
-                        tell(number, None, TrialState.PRUNED)
-                        refill()
-                        continue
-                    entry.history.append(result)
-                    if on_epoch is not None:
-                        on_epoch(number, result.epoch)
-                    if end_epoch(entry.trial, entry.history, config, entry.started) is not None:
-                        tell(number, None, TrialState.PRUNED)
-                        refill()
-                    elif result.epoch == config.epochs:
-                        record_outcome(entry.trial, entry.history, config, entry.started)
-                        if artifact_store is not None:
-                            save_model(entry.trial, pool.state_dict(number), artifact_store)
-                        tell(number, result.val_accuracy, TrialState.COMPLETE)
-                        refill()
-        except BaseException:
-            for entry in running.values():
-                try:
-                    study.tell(entry.trial, state=TrialState.FAIL)
-                except Exception as error:  # the storage may be what failed; the original
-                    # error is the one to report, in one line: a lost database is it again
-                    log = logger.debug if storage_cause(error) is not None else logger.warning
-                    log(
-                        "could not mark trial %d failed: %s", entry.trial.number, first_line(error)
-                    )
-            raise
-    return asked
+    def fail_running(self) -> None:
+        """Tell every running trial FAIL (a re-run retries them), whatever stopped the loop."""
+        for entry in self.running.values():
+            try:
+                self.study.tell(entry.trial, state=TrialState.FAIL)
+            except Exception as error:  # the storage may be what failed; the original
+                # error is the one to report, in one line: a lost database is it again
+                log = logger.debug if storage_cause(error) is not None else logger.warning
+                log("could not mark trial %d failed: %s", entry.trial.number, first_line(error))

@@ -1,6 +1,6 @@
 """What a study's finished trials say of the feasibility edge in one float parameter.
 
-The edge sampler (``search.study.sampling``) asks this model where the edge is: which trials
+The edge sampler (``search.engine.sampling``) asks this model where the edge is: which trials
 have a final verdict, which way the constraint runs (``constraint_direction``), what is
 proven infeasible (``frontier_of``), and where between two trials the constraint crosses the
 limit (``edge_belief``). Positions are in [0, 1] of the parameter's range (``unit_scale``), so
@@ -18,16 +18,7 @@ from typing import Any, NamedTuple
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-
-def violation(trial: FrozenTrial) -> float | None:
-    """The trial's largest constraint value (feasible when <= 0), or None if it has none."""
-    constraints = trial.constraints
-    return max(constraints.values()) if constraints else None
-
-
-def is_feasible(trial: FrozenTrial) -> bool:
-    value = violation(trial)
-    return value is None or value <= 0
+from search.study.record import is_feasible, violation
 
 
 class Verdict(NamedTuple):

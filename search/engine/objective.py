@@ -18,7 +18,9 @@ from search.config import OPTIMIZERS, StudyConfig
 from search.data.splits import Splits
 from search.study.artifacts import save_model
 from search.study.history import store_history
-from search.study.notes import CONSTRAINT, save_history_note
+from search.study.notes import save_history_note
+from search.study.optuna_private import set_trial_system_attr
+from search.study.record import CONSTRAINT, TrialOutcome
 from search.training.seeds import trial_seed
 from search.training.train import DivergedError, EpochMetrics, init_model, train
 
@@ -58,7 +60,7 @@ def record_constraint(trial: optuna.Trial, value: float) -> None:
     ``trial.constraints`` hold the same value under ``train_accuracy`` and under ``0``.
     """
     trial.set_constraint(CONSTRAINT, value)
-    trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [value])
+    set_trial_system_attr(trial, "constraints", [value])
 
 
 def projected_train_accuracy(history: list[EpochMetrics], epochs: int) -> float:
@@ -82,25 +84,22 @@ def projected_train_accuracy(history: list[EpochMetrics], epochs: int) -> float:
     return 1.0 - error * factor ** (epochs - last.epoch)
 
 
-def record_last_epoch(
-    trial: optuna.Trial, last: EpochMetrics, constraint: float
-) -> dict[str, Any]:
+def record_last_epoch(trial: optuna.Trial, last: EpochMetrics, constraint: float) -> TrialOutcome:
     """The constraint and the last epoch's metrics, where every reader looks; returns them.
 
-    Search trials and confirmation runs (``search.study.confirm``) record alike.
+    Search trials and confirmation runs (``search.engine.confirm``) record alike.
     """
     record_constraint(trial, constraint)
-    attrs: dict[str, Any] = {
-        "train_loss": last.train_loss,
-        "train_accuracy": last.train_accuracy,
-        "val_loss": last.val_loss,
-        "val_accuracy": last.val_accuracy,
-        "feasible": constraint <= 0,
-        "epochs_run": last.epoch,
-    }
-    for key, attr in attrs.items():
-        trial.set_user_attr(key, attr)
-    return attrs
+    outcome = TrialOutcome(
+        train_loss=last.train_loss,
+        train_accuracy=last.train_accuracy,
+        val_loss=last.val_loss,
+        val_accuracy=last.val_accuracy,
+        feasible=constraint <= 0,
+        epochs_run=last.epoch,
+    )
+    outcome.write(trial)
+    return outcome
 
 
 def record_outcome(

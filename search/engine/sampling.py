@@ -32,14 +32,13 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from search.study.budget import CLAIMING, FINISHED
-from search.study.edge import (
+from search.engine.budget import CLAIMING
+from search.engine.edge import (
     Edge,
     Verdict,
     edge_belief,
-    is_feasible,
-    violation,
 )
+from search.study.record import FINISHED, best_feasible_trial, is_feasible, violation
 
 # A bracket narrower than this share of the parameter's range (in log space for a log
 # parameter: 0.025 decades of weight decay's five, 6%) is not split again: finer than the
@@ -79,7 +78,7 @@ class EdgeSampler(BaseSampler):
 
     def _in_startup(self, study: Study) -> bool:
         states = CLAIMING  # the trial being sampled is running
-        return len(study._get_trials(deepcopy=False, states=states)) <= self._n_startup
+        return len(study.get_trials(deepcopy=False, states=states)) <= self._n_startup
 
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
@@ -88,7 +87,7 @@ class EdgeSampler(BaseSampler):
             return self._startup.infer_relative_search_space(study, trial)
         # Every parameter of the finished trials: an edge proposal sets them all, the best
         # trial's values for the others and a new value for ``param``.
-        finished = study._get_trials(deepcopy=False, states=FINISHED)
+        finished = study.get_trials(deepcopy=False, states=FINISHED)
         return dict(finished[-1].distributions) if finished else {}
 
     def sample_relative(
@@ -156,7 +155,7 @@ class EdgeSampler(BaseSampler):
         distribution = search_space.get(self._param)
         if not isinstance(distribution, FloatDistribution) or len(study.directions) != 1:
             return None
-        trials = study._get_trials(deepcopy=False, states=CLAIMING)
+        trials = study.get_trials(deepcopy=False, states=CLAIMING)
         best = best_feasible_trial(study)
         edge = Edge.of(trials, self._param, distribution, best, self._direction)
         if edge is None:
@@ -232,7 +231,7 @@ class EdgeSampler(BaseSampler):
         edge's: another optimizer, say, has an edge of its own.
         """
         value = float(params[self._param])
-        trials = study._get_trials(deepcopy=False, states=CLAIMING)
+        trials = study.get_trials(deepcopy=False, states=CLAIMING)
         best = best_feasible_trial(study)
         edge = Edge.of(trials, self._param, distribution, best, self._direction)
         if edge is None or not edge.is_dead(edge.to_unit(value)):
@@ -242,21 +241,6 @@ class EdgeSampler(BaseSampler):
         if any(k not in params for k in edge.others):
             return value  # the other parameters are not chosen yet: their edge is unknown
         return edge.from_unit(edge.live_gap_middle())
-
-
-def best_feasible_trial(study: Study) -> FrozenTrial | None:
-    """The complete, feasible trial with the highest validation accuracy, if any.
-
-    What the search found; what the study *recommends* after seed confirmation is
-    ``search.study.recommend.recommended_trial``, which everything that names "the" result
-    (the run's summary, the best export, the report, evaluate, ``load_best``) asks.
-    """
-    # Optuna's ``study.best_trial`` already skips infeasible trials; this only turns its
-    # "nothing yet" errors into None.
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
 
 
 class ConstrainedMedianPruner(BasePruner):
@@ -279,7 +263,7 @@ class ConstrainedMedianPruner(BasePruner):
             return False
         feasible = [
             t
-            for t in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if is_feasible(t)
         ]
         if len(feasible) < self._n_startup_trials:

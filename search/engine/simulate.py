@@ -26,9 +26,9 @@ import numpy as np
 import optuna
 
 from search.config import StudyConfig
-from search.study.drive import run_pool
-from search.study.recommend import MIN_FEASIBLE_FRACTION
-from search.study.sampling import best_feasible_trial
+from search.engine.drive import run_pool
+from search.engine.strategy import make_pruner, make_sampler
+from search.study.record import MIN_FEASIBLE_FRACTION, best_feasible_trial
 from search.study.study import create_study
 from search.training.train import DivergedError, EpochMetrics
 
@@ -83,7 +83,8 @@ def simulate_study(config: StudyConfig, curve: Curve, capacity: int) -> optuna.S
     """One study of ``config`` (its seed, budget, sampler, limit) run on ``curve``, in memory."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = config.replace(storage="sqlite:///:memory:")
-    study = create_study(optuna.storages.InMemoryStorage(), config, {})
+    storage = optuna.storages.InMemoryStorage()
+    study = create_study(storage, config, {}, make_sampler(config), make_pruner(config))
     run_pool(study, config, CurvePool(curve, capacity))
     return study
 

@@ -1,19 +1,18 @@
 """``--workers N``: N processes on this machine running one study, coordinated by its database.
 
 Each worker is what the same command is on another machine: its own storage and connections,
-one PyTorch thread, trials taken from the study's one budget (``search.study.budget``),
+one PyTorch thread, trials taken from the study's one budget (``search.engine.budget``),
 heartbeats for its running trial (``search.study.storage.make_storage``). Nothing else
 coordinates them, so local workers and workers on other machines (one PostgreSQL
 ``--storage``) mix freely.
 
 This process creates the study, starts the workers, forwards Ctrl-C and SIGTERM to them, waits
-for them all, and prints the summary. The flags of this module live here so that the CLI, the
-README and the tests read one set of rules.
+for them all. The rules between the worker flags live here (``check_worker_flags``); the flags
+themselves are in the catalogue, ``search.cli.FLAGS``.
 """
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import signal
@@ -23,59 +22,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from search.cli import positive_int
-from search.config import DEFAULTS, StudyConfig
+from search.config import SQLITE_MAX_WORKERS, StudyConfig
 from search.signals import STOP_SIGNALS, Interrupted
-
-# Optuna's heartbeat grace period: the issue's bound, and long enough that a trial is judged
-# dead within a minute of its worker's death.
-MAX_GRACE_PERIOD_S = 60
-
-# SQLite lets one writer at a time in; with write-ahead logging and a 60 s busy timeout a few
-# workers writing a handful of rows per epoch wait milliseconds for each other. This cap is a
-# conservative line, not a measured limit: beyond it, or across machines (SQLite's locks don't
-# hold over network filesystems), PostgreSQL is the storage to use.
-SQLITE_MAX_WORKERS = 8
-
-
-def grace_period(text: str) -> int:
-    value = positive_int(text)
-    if value > MAX_GRACE_PERIOD_S:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {MAX_GRACE_PERIOD_S} seconds, got {text!r}: a dead worker's trial "
-            "would hold its place in the budget for longer"
-        )
-    return value
-
-
-def add_worker_flags(parser: argparse.ArgumentParser) -> None:
-    """``--workers``, ``--heartbeat-interval`` and ``--grace-period``."""
-    parser.add_argument(
-        "--workers",
-        type=positive_int,
-        default=DEFAULTS.workers,
-        metavar="N",
-        help="processes on this machine running trials of the study, sharing its --trials "
-        "budget; the same command on other machines with the same PostgreSQL --storage "
-        "joins them (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--heartbeat-interval",
-        type=positive_int,
-        default=DEFAULTS.heartbeat_interval,
-        metavar="S",
-        help="a running trial records a heartbeat in the study every S seconds "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--grace-period",
-        type=grace_period,
-        default=DEFAULTS.grace_period,
-        metavar="S",
-        help="a running trial whose last heartbeat is older than S seconds (its worker died) "
-        "is marked failed and its parameters are tried again by the next worker or run; "
-        f"at most {MAX_GRACE_PERIOD_S} (default: %(default)s)",
-    )
 
 
 def check_worker_flags(args: StudyConfig) -> str | None:
@@ -96,7 +44,7 @@ def check_worker_flags(args: StudyConfig) -> str | None:
     if args.workers > SQLITE_MAX_WORKERS:
         return (
             f"--workers {args.workers}: one SQLite file carries at most {SQLITE_MAX_WORKERS} "
-            "workers; use a PostgreSQL --storage for more (README: Many workers)"
+            "workers; use a PostgreSQL --storage for more (docs/workers.md)"
         )
     return None
 
@@ -114,13 +62,16 @@ class WorkerEnd:
 
 
 def run_workers(config: StudyConfig, target: Target) -> list[WorkerEnd]:
+    # Over 60 lines: forwarding a signal closes over the processes it forwards to; split,
+    # starting, forwarding and joining would pass them all around.
     """Run ``target(config, index, pending, ignored, errors)`` in ``config.workers`` processes.
 
     The workers start with SIGINT and SIGTERM ignored; ``target`` listens to those not in
     ``ignored`` (ignored here too) and then checks ``pending.value``, a stop signal that came
-    before it listened (``search.run.worker`` does both). A worker puts its one-line error
-    into ``errors`` as ``(index, message)`` instead of printing it: several workers that meet
-    the same failure (a database gone) make one line, which this process prints.
+    before it listened (``search.engine.run_study.worker`` does both). A worker puts its
+    one-line error into ``errors`` as ``(index, message)`` instead of printing it: several
+    workers that meet the same failure (a database gone) make one line, which this process
+    prints.
 
     Returns:
         how each worker ended: its exit status (0, a command's status 1, 2, 130 or 143, or

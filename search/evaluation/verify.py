@@ -26,10 +26,10 @@ from search.config import StudyConfig
 from search.data.mnist import load_splits, load_test
 from search.data.splits import Splits
 from search.errors import UserError
+from search.reporting.progress import Steps
 from search.study.artifacts import MODEL_ATTR, ArtifactError, load_model, load_state_dict
 from search.study.history import trial_history
-from search.study.progress import Steps
-from search.study.recommend import recommended_trial
+from search.study.record import TestResult, recommended_trial, stored_config, trial_val_accuracy
 from search.training.pool import TrialPool
 from search.training.seeds import trial_seed
 from search.training.train import DivergedError, evaluate, init_model, train
@@ -43,15 +43,15 @@ class EvaluateError(UserError):
 
 def score_best_trial(
     study: optuna.Study, store: FileSystemArtifactStore, data_dir: Path, device: torch.device
-) -> dict[str, Any]:
+) -> TestResult:
     """Score the recommended trial's stored weights on the official test set.
 
     The recommendation is the seed-confirmed one where the study was confirmed, else the
-    best feasible trial (``search.study.recommend.recommended_trial``).
+    best feasible trial (``search.study.record.recommended_trial``).
 
     Returns:
-        The ``test_evaluation`` record: trial number, test loss and accuracy, test images,
-        and whether the trial was selected on the test set itself.
+        The test-set record: trial number, test loss and accuracy, test images, and whether
+        the trial was selected on the test set itself.
     """
     best = recommended_trial(study)
     if best is None:
@@ -62,30 +62,30 @@ def score_best_trial(
     model = load_model(study, best.number, store, device)
     x, y = load_test(data_dir, device)
     loss, accuracy = evaluate(model, x, y)
-    validation = study.user_attrs.get("config", {}).get("validation", "holdout")
-    return {
-        "trial": best.number,
-        "weight_decay": best.params["weight_decay"],
-        "val_accuracy": best.user_attrs.get("val_accuracy"),
-        "test_loss": loss,
-        "test_accuracy": accuracy,
-        "test_images": len(y),
-        "selected_on_test": validation == "test",
-    }
+    config = stored_config(study)
+    return TestResult(
+        trial=best.number,
+        weight_decay=best.params["weight_decay"],
+        val_accuracy=trial_val_accuracy(best),
+        test_loss=loss,
+        test_accuracy=accuracy,
+        test_images=len(y),
+        selected_on_test=config is not None and config.validation == "test",
+    )
 
 
 def replay_config(study: optuna.Study, trial: FrozenTrial, data_dir: Path) -> StudyConfig:
     """The study's recorded recipe, with the trial's own parameters where they are fields."""
     fields = {field.name for field in dataclasses.fields(StudyConfig)}
-    recorded = study.user_attrs.get("config")
-    if recorded is None:
+    config = stored_config(study)
+    if config is None:
         raise EvaluateError(
             f"study {study.study_name!r} records no config: it was not made by search.run, "
             "so there is no recipe to replay"
         )
-    if recorded.get("task", "mnist") != "mnist":
-        raise EvaluateError(f"--replay knows MNIST studies only, this one is {recorded['task']}")
-    config = StudyConfig(**{k: v for k, v in recorded.items() if k in fields}, data_dir=data_dir)
+    if config.task != "mnist":
+        raise EvaluateError(f"--replay knows MNIST studies only, this one is {config.task}")
+    config = config.replace(data_dir=data_dir)
     params = {k: v for k, v in trial.params.items() if k in fields and k != "weight_decay"}
     return config.replace(**params)
 
@@ -108,7 +108,7 @@ def replay(
     A trial the pool trained (user attribute ``parallel_trials`` K > 1) is retrained alone in
     a pool of K slots: its numbers depend on the capacity but not on its companions or slot
     (see ``TrialPool``), so this gives them bit for bit. Any other trial goes through
-    ``search.training.train.train``, as ``search.study.objective`` trained it.
+    ``search.training.train.train``, as ``search.engine.objective`` trained it.
     """
     recorded = trial_history(trial)
     seed = trial_seed(config.seed, trial.number)

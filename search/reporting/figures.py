@@ -21,14 +21,20 @@ from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from search.config import StudyConfig
-from search.errors import UserError
-from search.study.budget import FINISHED
+from search.config import DEFAULTS
+from search.reporting.trials import ReportError, TrialRecord, records
 from search.study.history import trial_history
-from search.study.recommend import recommended_trial
-from search.study.results import stored_test_result
+from search.study.record import (
+    TestResult,
+    recommended_trial,
+    stored_config,
+    stored_test_result,
+    trial_val_accuracy,
+)
+
+__all__ = ["ReportError", "TrialRecord", "records"]  # read by the report command from here
 
 FIGSIZE = (9.0, 5.5)  # inches; at DPI, 1350 x 825 pixels: legible on a laptop screen
 DPI = 150
@@ -45,51 +51,6 @@ FEASIBLE_PAD = 1.15  # the feasible band reaches this factor beyond its outermos
 # Learning curves by weight decay: viridis without its last fifth, whose yellows are faint
 # on white.
 CURVE_COLOURS = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.8, 256)))
-
-
-class ReportError(UserError):
-    """Nothing to draw, or nowhere to write it: one line for the user."""
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """What the figures need of one finished trial, read from its attributes."""
-
-    number: int
-    weight_decay: float
-    complete: bool  # False: pruned
-    feasible: bool  # as of its last epoch
-    val_accuracy: float
-    train_accuracy: float
-    history: list[dict[str, Any]]
-
-    @property
-    def kind(self) -> str:
-        if self.complete:
-            return "complete, feasible" if self.feasible else "complete, infeasible"
-        return "pruned by the pruner" if self.feasible else "pruned: over the limit"
-
-
-def records(study: optuna.Study) -> list[TrialRecord]:
-    """The finished trials that trained at least one epoch (a diverged one may not have)."""
-    out = []
-    for trial in study.get_trials(deepcopy=False, states=FINISHED):
-        attrs = trial.user_attrs
-        history = trial_history(trial)
-        if "val_accuracy" not in attrs or not history:
-            continue
-        out.append(
-            TrialRecord(
-                number=trial.number,
-                weight_decay=trial.params["weight_decay"],
-                complete=trial.state == TrialState.COMPLETE,
-                feasible=bool(attrs.get("feasible")),
-                val_accuracy=attrs["val_accuracy"],
-                train_accuracy=attrs["train_accuracy"],
-                history=history,
-            )
-        )
-    return out
 
 
 # marker, face colour ("none": hollow), edge colour: filled for complete, hollow for pruned.
@@ -155,12 +116,12 @@ def plot_history(trials: list[TrialRecord], best: FrozenTrial | None) -> Figure:
     if best is not None:
         ax.scatter(
             [best.number],
-            [best.user_attrs["val_accuracy"]],
+            [trial_val_accuracy(best)],
             marker="*",
             color="black",
             s=160,
             zorder=4,
-            label=f"best feasible: #{best.number} ({best.user_attrs['val_accuracy']:.2%})",
+            label=f"best feasible: #{best.number} ({trial_val_accuracy(best):.2%})",
         )
     ax.set_xlabel("trial number")
     ax.set_ylabel("validation accuracy at the trial's last epoch (%)")
@@ -173,6 +134,7 @@ def plot_history(trials: list[TrialRecord], best: FrozenTrial | None) -> Figure:
 
 
 def plot_weight_decay(trials: list[TrialRecord], limit: float, best: FrozenTrial | None) -> Figure:
+    # Over 60 lines: one figure drawn layer by layer, in its legend's order.
     """Validation and training accuracy at each trial's last epoch against weight decay.
 
     Complete trials ran every epoch: their figures are final. Pruned ones stopped early, so
@@ -300,7 +262,7 @@ def plot_learning_curves(
     return figure
 
 
-def plot_best_trial(best: FrozenTrial, limit: float, tested: dict[str, Any] | None) -> Figure:
+def plot_best_trial(best: FrozenTrial, limit: float, tested: TestResult | None) -> Figure:
     """The best feasible trial's loss and accuracy per epoch, training and validation."""
     history = trial_history(best)
     figure, (loss_ax, acc_ax) = new_figure(
@@ -337,11 +299,11 @@ def plot_best_trial(best: FrozenTrial, limit: float, tested: dict[str, Any] | No
         label=f"training-accuracy limit ({limit:.0%})",
     )
     if tested is not None:
-        for ax, key, label in (
-            (acc_ax, "test_accuracy", f"test accuracy ({tested['test_accuracy']:.2%})"),
-            (loss_ax, "test_loss", f"test loss ({tested['test_loss']:.3f})"),
+        for ax, value, label in (
+            (acc_ax, tested.test_accuracy, f"test accuracy ({tested.test_accuracy:.2%})"),
+            (loss_ax, tested.test_loss, f"test loss ({tested.test_loss:.3f})"),
         ):
-            ax.plot(epoch[-1], tested[key], "*", color="black", markersize=12, label=label)
+            ax.plot(epoch[-1], value, "*", color="black", markersize=12, label=label)
     percent_axis(acc_ax.yaxis)
     loss_ax.legend(fontsize=8, loc="upper right")
     acc_ax.legend(fontsize=8, loc="lower right")
@@ -362,8 +324,8 @@ def figures(study: optuna.Study) -> list[ReportFigure]:
     trials = records(study)
     if not trials:
         raise ReportError(f"study {study.study_name!r} has no finished trial yet: run it first")
-    config = study.user_attrs.get("config", {})
-    limit = config.get("max_train_acc", StudyConfig().max_train_acc)
+    config = stored_config(study)
+    limit = (config or DEFAULTS).max_train_acc
     best = recommended_trial(study)
     out = [
         ReportFigure(
@@ -389,7 +351,7 @@ def figures(study: optuna.Study) -> list[ReportFigure]:
             "How do trials learn, and when were they stopped? Validation accuracy after each "
             "epoch, one line per trial, coloured by weight decay; the recommended trial in "
             "black. Pruned trials end early, at the ×.",
-            plot_learning_curves(trials, config.get("epochs"), best),
+            plot_learning_curves(trials, None if config is None else config.epochs, best),
         ),
     ]
     if best is not None:

@@ -22,8 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from search.config import StudyConfig
-from search.study.budget import FINISHED
-from search.study.recommend import recommended_trial
+from search.study.record import FINISHED, is_feasible, recommended_trial, trial_val_accuracy
 
 Mode = Literal["bar", "lines", "off"]
 
@@ -70,7 +69,7 @@ class Tally:
         finished = study.get_trials(deepcopy=False, states=FINISHED)
         self.finished = len(finished)
         self.pruned = sum(t.state == TrialState.PRUNED for t in finished)
-        self.infeasible = sum(t.user_attrs.get("feasible") is False for t in finished)
+        self.infeasible = sum(not is_feasible(t) for t in finished)
         self.epochs = sum(epochs_of(t) for t in finished)
         # Epochs a trial still to come is expected to run: the mean of the finished ones, so
         # pruned trials shorten the estimate; the full recipe until one has finished.
@@ -80,7 +79,7 @@ class Tally:
     def best_text(self) -> str:
         if self.best is None:
             return "no feasible trial yet"
-        accuracy = self.best.user_attrs.get("val_accuracy", self.best.value)
+        accuracy = trial_val_accuracy(self.best)
         return (
             f"best #{self.best.number} {accuracy:.2%} (wd {self.best.params['weight_decay']:.2e})"
         )

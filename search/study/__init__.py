@@ -1,9 +1,8 @@
-"""The study wing: the Optuna study that drives training.
+"""The study record, torch-free: what a study is, in its database.
 
-storage (URL -> storage, one-line storage errors), study (sampler, pruner, create / find /
-load, ``recommended_trial``, stored settings), budget (the shared trial budget), objective
-(one trial), history (a trial's per-epoch record), drive (both trial loops and the heartbeat
-under one budget gate), progress (the live display), notes (what a trial and a study write
-for the dashboard), results (the stored test figure), artifacts (trials' weights,
-``load_best``), workers (``--workers``), figures (the report's), verify (test set and replays).
+storage (URL -> Optuna storage, one-line storage errors), study (create / find / load, the
+settings a resume must agree with), record (the typed record: stored config, best trial,
+recommendation, test result, a trial's outcome; the only reader and writer of attributes),
+history (a trial's per-epoch record), notes (the dashboard's notes, rendered from the record),
+artifacts (trials' weights), optuna_private (the one adapter over Optuna's private API).
 """

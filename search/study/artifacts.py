@@ -19,7 +19,6 @@ through this module and never loads PyTorch.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from pathlib import Path
@@ -31,7 +30,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search.config import DEFAULTS, STUDIES_DIR, StudyConfig
-from search.errors import UserError, directory
+from search.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -82,18 +81,6 @@ def artifact_store(
                 "point --artifacts elsewhere"
             ) from None
     return FileSystemArtifactStore(folder)
-
-
-def add_artifacts_flag(parser: argparse.ArgumentParser) -> None:
-    """``--artifacts DIR``, for every command that writes or reads trials' weights."""
-    parser.add_argument(
-        "--artifacts",
-        type=directory,
-        default=None,
-        metavar="DIR",
-        help="folder of the trials' model weights (default: artifacts/ beside a SQLite "
-        f"study, else {STUDIES_DIR / ARTIFACTS_DIR_NAME})",
-    )
 
 
 def save_model(
@@ -183,9 +170,7 @@ def load_best(
         ArtifactError: the study has no recommended trial, or its weights are not stored.
         StudyError: there is no such study.
     """
-    import dataclasses
-
-    from search.study.recommend import recommended_trial
+    from search.study.record import recommended_trial, stored_config, trial_val_accuracy
     from search.study.study import load_existing_study
     from search.training.train import build_model, resolve_device
 
@@ -196,9 +181,7 @@ def load_best(
             f"study {study_name!r} has no recommended trial yet (no feasible complete trial): "
             "run it further, or widen its constraint"
         )
-    fields = {f.name for f in dataclasses.fields(StudyConfig)}
-    stored = {k: v for k, v in study.user_attrs.get("config", {}).items() if k in fields}
-    config = StudyConfig(study_name=study_name, storage=storage, **stored)
+    config = stored_config(study, storage) or StudyConfig(study_name=study_name, storage=storage)
     store = artifact_store(config.storage_url, None if artifacts is None else Path(artifacts))
     model = build_model(config.task)
     model.load_state_dict(load_state_dict(study, trial.number, store))
@@ -207,5 +190,5 @@ def load_best(
     setattr(model, "config", config)  # noqa: B010 (nn.Module's typed __setattr__)
     setattr(model, "params", dict(trial.params))  # noqa: B010
     setattr(model, "trial_number", trial.number)  # noqa: B010
-    setattr(model, "val_accuracy", trial.user_attrs.get("val_accuracy", trial.value))  # noqa: B010
+    setattr(model, "val_accuracy", trial_val_accuracy(trial))  # noqa: B010
     return model

@@ -16,6 +16,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from search.study.optuna_private import set_trial_system_attr
+
 HISTORY_ATTR = "history"  # the trial system attribute (a user attribute in older studies)
 
 
@@ -32,7 +34,7 @@ def to_rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 def store_history(trial: optuna.Trial, rows: list[dict[str, Any]]) -> None:
     """Store a running trial's per-epoch rows so far (``EpochMetrics.as_dict()`` each)."""
-    trial.storage.set_trial_system_attr(trial._trial_id, HISTORY_ATTR, to_columns(rows))
+    set_trial_system_attr(trial, HISTORY_ATTR, to_columns(rows))
 
 
 def trial_history(trial: FrozenTrial) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
-"""What a trial and a study write for the dashboard: notes shown on top of their pages.
+"""What a trial and a study show on top of their dashboard pages, rendered from the record.
 
 The user attributes hold the same numbers, but optuna-dashboard shows them as long lines of
-JSON; a note reads at a glance.
+JSON; a note reads at a glance. Notes are drawn from the record (``search.study.record``)
+each time it changes, by the one writer of each, so a note never says more than the facts.
 """
 
 from __future__ import annotations
@@ -11,7 +12,20 @@ from typing import Any
 import optuna
 from optuna_dashboard import save_note
 
-CONSTRAINT = "train_accuracy"  # the key of the trial's one constraint
+from search.study.record import (
+    BestTrial,
+    Recommendation,
+    TestResult,
+    record_best_feasible,
+    recorded_settings,
+    stored_best,
+    stored_recommendation,
+    stored_test_result,
+)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def history_note(
@@ -55,14 +69,104 @@ def save_history_note(
     save_note(trial, history_note(history, weight_decay, constraint, limit, pruned_reason))
 
 
-def best_feasible_note(study: optuna.Study, summary: dict[str, Any]) -> str:
-    limit = study.user_attrs.get("config", {}).get("max_train_acc")
+def best_feasible_note(best: BestTrial, limit: float | None) -> str:
     return (
-        f"## Best feasible trial: #{summary['number']}\n\n"
-        f"weight_decay = {summary['weight_decay']:.3g}, "
-        f"validation accuracy = {summary['val_accuracy']:.4f}, "
-        f"training accuracy = {summary['train_accuracy']:.4f} (limit {limit}).\n\n"
+        f"## Best feasible trial: #{best.number}\n\n"
+        f"weight_decay = {best.weight_decay:.3g}, "
+        f"validation accuracy = {best.val_accuracy:.4f}, "
+        f"training accuracy = {best.train_accuracy:.4f} (limit {limit}).\n\n"
         "The Best Trial card does not know about the constraint; this note does. "
         "A trial's `feasible` user attribute and its constraint value "
         "(training accuracy minus the limit, feasible when <= 0) are on its page."
     )
+
+
+def how_it_held(recommendation: Recommendation) -> str:
+    """The recommended weight decay, its verdict and its means over the further seeds."""
+    choice = recommendation.choice
+    seeds = choice.confirm_seeds
+    verdict = (
+        f"feasible in {recommendation.held} of {seeds} further seeds"
+        if recommendation.confirmed
+        else "UNCONFIRMED: no candidate was feasible in "
+        f"{recommendation.min_feasible_fraction:.0%} of {seeds} further seeds; the most often "
+        f"feasible one held in {recommendation.held}"
+    )
+    return (
+        f"weight_decay={choice.weight_decay:.4g}, {verdict}; val_accuracy "
+        f"{choice.val_accuracy_mean:.4f} +- {choice.val_accuracy_std:.4f}, train_accuracy "
+        f"{choice.train_accuracy_mean:.4f} (means over those seeds)"
+    )
+
+
+def describe_recommendation(recommendation: Recommendation, trained_now: bool = False) -> str:
+    """The recommendation in a few lines: what to ship, how it held, what confirming cost.
+
+    Only the run that trained the confirmation runs says so ("trained now"); a later reader
+    of the study is told what they cost when they were trained.
+    """
+    r = recommendation
+    if r.confirm_runs == 0:
+        cost = "every run reused from an earlier confirmation"
+    elif trained_now:
+        cost = f"{r.confirm_runs} runs trained now in {r.confirm_seconds:.0f}s"
+    else:
+        cost = f"{r.confirm_runs} runs, trained in {r.confirm_seconds:.0f}s when it was confirmed"
+    return (
+        f"recommended trial #{r.trial}: {how_it_held(r)}\n"
+        f"confirmation: {plural(len(r.candidates), 'candidate')} x {r.choice.confirm_seeds} "
+        f"seeds in study {r.confirm_study!r}, {cost}, not counted in --trials"
+    )
+
+
+def evaluation_note(result: TestResult) -> str:
+    caveat = (
+        " The trial was selected on this same test set (`--validation test`), so this is "
+        "no unbiased estimate."
+        if result.selected_on_test
+        else " The test set was used for nothing else."
+    )
+    return (
+        f"**Test set**, trial #{result.trial} ({result.test_images:,} official MNIST "
+        f"test images, `python -m search.evaluate`): accuracy = {result.test_accuracy:.4f}, "
+        f"loss = {result.test_loss:.4f}.{caveat}"
+    )
+
+
+def study_note(study: optuna.Study) -> str | None:
+    """The note on top of the study's dashboard page: best trial, recommendation, test figure;
+    None before any trial is feasible."""
+    best = stored_best(study)
+    if best is None:
+        return None
+    note = best_feasible_note(best, recorded_settings(study).get("max_train_acc"))
+    recommendation = stored_recommendation(study)
+    if recommendation is not None:
+        runs = ", ".join(
+            f"#{c.trial} wd={c.weight_decay:.3g}: feasible {c.feasible_fraction:.0%}, "
+            f"val {c.val_accuracy_mean:.4f}"
+            for c in recommendation.candidates
+        )
+        note += (
+            f"\n\n## Recommended: trial #{recommendation.trial}\n\n"
+            + describe_recommendation(recommendation).replace("\n", "\n\n")
+            + f"\n\nCandidates: {runs}. Their runs are the trials of study "
+            f"`{recommendation.confirm_study}`."
+        )
+    tested = stored_test_result(study)
+    if tested is not None:
+        note += "\n\n" + evaluation_note(tested)
+    return note
+
+
+def save_study_note(study: optuna.Study) -> None:
+    """Draw the study's note from its record again: the one writer of the study's note."""
+    note = study_note(study)
+    if note is not None:
+        save_note(study, note)
+
+
+def record_best_feasible_and_note(study: optuna.Study) -> None:
+    """Store the best feasible trial if it changed, and draw the study's note again."""
+    if record_best_feasible(study):
+        save_study_note(study)

@@ -25,7 +25,6 @@ from optuna.trial import FrozenTrial
 
 from search.config import StudyConfig
 from search.errors import UserError
-from search.study.budget import connect_only
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +190,11 @@ def open_storage(config: StudyConfig) -> RDBStorage:
         heartbeat_interval=config.heartbeat_interval,
         grace_period=config.grace_period,
     )
+
+
+def connect_only(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The engine options that still apply to an engine without a pool: ``connect_args``."""
+    return {k: v for k, v in engine_kwargs.items() if k == "connect_args"}
 
 
 def engine_options(url: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ are functions of (study seed, trial number, its own epoch), as in ``search.train
 its numbers are the same bit for bit whatever other slots hold (see ``TrialPool``), for a given
 capacity. The per-slot arithmetic is the reference's, summed in other orders, so a pooled trial
 matches the same trial trained alone to float tolerance (``tests/training/test_pool.py`` checks
-both). ``search.study.drive.run_pool`` feeds it trials from Optuna by ask-and-tell.
+both). ``search.engine.drive.run_pool`` feeds it trials from Optuna by ask-and-tell.
 """
 
 from __future__ import annotations
@@ -296,6 +296,8 @@ class TrialPool:
 
     @torch.no_grad()
     def _step(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Over 60 lines: the training hot loop, one step written out so that nothing is allocated
+        # between its matmuls.
         """One Adam step of every occupied slot on its batch ``index`` (K, B); every slot's
         mean loss (K,) and correct count (K,), both scored by the weights before the step.
 

@@ -56,6 +56,14 @@ class EpochMetrics:
         return asdict(self)
 
 
+def device_problem(name: str) -> str | None:
+    """The one-line error for a ``--device`` this machine lacks, or None: the one CUDA check
+    of every command that trains or evaluates."""
+    if name == "cuda" and not torch.cuda.is_available():
+        return "--device cuda: no CUDA device is available here; use --device cpu"
+    return None
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when present, else the CPU."""
     if name == "auto":

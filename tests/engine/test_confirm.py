@@ -14,14 +14,12 @@ from optuna.trial import TrialState, create_trial
 from search import export, run
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.export import CONFIRM_COLUMNS
-from search.study.confirm import confirm, confirmation_seed
-from search.study.recommend import (
+from search.engine.choose import candidates, choose, confirmation_rounds
+from search.engine.confirm import confirm, confirmation_seed
+from search.reporting.tables import CONFIRM_COLUMNS
+from search.study.record import (
     Candidate,
-    candidates,
-    choose,
     confirm_study_name,
-    confirmation_rounds,
     recommended_trial,
     stored_recommendation,
 )
@@ -108,9 +106,9 @@ def test_far_candidates_are_confirmed_only_when_the_near_ones_fail(
     study = searched([(1e-6, 0.99, -0.01), (1e-1, 0.90, -0.01)])
     config = tiny_config.replace(confirm_seeds=2, max_train_acc=limit)
     stored = confirm(study, config, tiny_splits, 3, say=lambda line: None)
-    assert stored is not None and stored["confirm_runs"] == trained
-    assert {c["trial"]: c["feasible_fraction"] for c in stored["candidates"]} == fractions
-    assert stored["trial"] == recommended and stored["confirmed"] is True
+    assert stored is not None and stored.confirm_runs == trained
+    assert {c.trial: c.feasible_fraction for c in stored.candidates} == fractions
+    assert stored.trial == recommended and stored.confirmed is True
 
 
 @pytest.mark.slow
@@ -145,19 +143,19 @@ def test_run_confirms_its_best_candidates_beside_the_study(
         assert r.user_attrs["seed"] not in {trial_seed(0, t.number) for t in study.trials}
         assert r.user_attrs["feasible"] == (r.user_attrs["train_accuracy"] <= 0.99)
     stored = stored_recommendation(study)
-    assert stored is not None and stored["confirm_runs"] == len(runs)
-    mine = [r for r in runs if r.user_attrs["confirms"] == stored["trial"]]
-    assert stored["val_accuracy_mean"] == pytest.approx(
+    assert stored is not None and stored.confirm_runs == len(runs)
+    mine = [r for r in runs if r.user_attrs["confirms"] == stored.trial]
+    assert stored.choice.val_accuracy_mean == pytest.approx(
         sum(r.user_attrs["val_accuracy"] for r in mine) / 2
     )
-    assert recommended_trial(study).number == stored["trial"]
-    assert f"recommended trial #{stored['trial']}" in out and "not counted in --trials" in out
+    assert recommended_trial(study).number == stored.trial
+    assert f"recommended trial #{stored.trial}" in out and "not counted in --trials" in out
 
     out_csv = tmp_path / "best.csv"
     assert run_cli(export.main, ["--storage", tiny_config.storage_url, "--out", str(out_csv)],
                    capsys)[0] == 0  # fmt: skip
     row = pd.read_csv(out_csv).iloc[0]
-    assert row["trial"] == stored["trial"] and row["confirm_seeds"] == 2
+    assert row["trial"] == stored.trial and row["confirm_seeds"] == 2
     assert not any(math.isnan(row[c]) for c in CONFIRM_COLUMNS if c != "confirmed")
 
     # The same command again: nothing to train, nothing to confirm again.

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.study.history import to_columns, to_rows, trial_history
-from search.study.objective import CONSTRAINT, projected_train_accuracy
-from search.study.study import record_best_feasible
+from search.engine.objective import projected_train_accuracy
+from search.study.history import trial_history
+from search.study.record import CONSTRAINT, record_best_feasible
 from search.training.seeds import trial_seed
 from search.training.train import EpochMetrics, init_model, train
 from tests.helpers import enqueued_study
@@ -144,29 +141,6 @@ def test_median_pruner_prunes_a_clearly_worse_trial(
     assert bad.state == TrialState.PRUNED
     assert bad.user_attrs["pruned_reason"] == "pruned by the median pruner at epoch 4"
     assert bad.user_attrs["epochs_run"] == 4  # epochs 1-3 are warm-up, never judged
-
-
-def test_history_stays_out_of_what_optuna_prints(
-    tiny_config: StudyConfig, tiny_splits: Splits
-) -> None:
-    study = enqueued_study(tiny_config.replace(max_train_acc=1.0), tiny_splits, [1e-4])
-    (trial,) = study.trials
-    assert "history" not in trial.user_attrs  # `optuna trials` prints user attributes in full
-    assert max(len(json.dumps(v)) for v in trial.user_attrs.values()) < 120
-    columns = trial.system_attrs["history"]
-    assert columns["epoch"] == [1, 2] and set(columns) == {
-        "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"
-    }  # fmt: skip
-    assert trial_history(trial) == to_rows(columns) and to_columns(to_rows(columns)) == columns
-
-
-def test_trial_history_reads_studies_stored_before(tmp_path: Path) -> None:
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'old.db'}")
-    trial = study.ask()
-    rows = [{"epoch": 1, "val_accuracy": 0.9}, {"epoch": 2, "val_accuracy": 0.95}]
-    trial.set_user_attr("history", rows)
-    study.tell(trial, 0.95)
-    assert trial_history(study.trials[0]) == rows
 
 
 def epochs(*accuracies: float) -> list[EpochMetrics]:

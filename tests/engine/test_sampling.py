@@ -10,9 +10,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.study.drive import awaits_first_result
-from search.study.edge import Verdict, constraint_direction, frontier_of
-from search.study.sampling import ConstrainedMedianPruner, EdgeSampler, best_feasible_trial
+from search.engine.drive import awaits_first_result
+from search.engine.sampling import ConstrainedMedianPruner, EdgeSampler, best_feasible_trial
 
 EDGE = 3e-3  # the cheap objective is feasible from here up
 SPACE = FloatDistribution(1e-6, 1e-1, log=True)
@@ -251,30 +250,6 @@ def test_edge_sampler_proves_nothing_where_the_constraint_has_no_direction() -> 
     sampler = study.sampler
     assert isinstance(sampler, EdgeSampler)
     assert sampler.alive(study, {"weight_decay": 2e-6}, SPACE) == 2e-6
-
-
-@pytest.mark.parametrize(
-    ("points", "direction"),
-    [
-        ([(0.1, 0.05), (0.3, 0.03), (0.5, 0.01), (0.7, -0.01), (0.9, -0.04)], 1),
-        ([(0.1, -0.05), (0.3, -0.03), (0.5, 0.01), (0.7, 0.02), (0.9, 0.04)], -1),
-        ([(0.1, 0.02), (0.3, -0.01), (0.5, 0.03), (0.7, -0.02), (0.9, 0.01)], 0),
-        ([(0.1, 0.05), (0.9, -0.04)], 0),  # too few trials to tell
-    ],
-)
-def test_constraint_direction_is_read_off_the_trials(
-    points: list[tuple[float, float]], direction: int
-) -> None:
-    assert constraint_direction(points) == direction
-
-
-def test_frontier_is_the_last_infeasible_trial_before_every_feasible_one() -> None:
-    known = [Verdict(0.1, False, 0.05), Verdict(0.4, False, 0.01), Verdict(0.5, True, -0.01)]
-    assert frontier_of(known, 1) == 0.4
-    # Seed noise: an infeasible trial above a feasible one proves nothing below it.
-    noisy = [*known, Verdict(0.55, False, 0.001)]
-    assert frontier_of(noisy, 1) == 0.4
-    assert frontier_of(known, 0) is None
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from search.config import StudyConfig
-from search.study.simulate import CurvePool, EdgeCurves, MeasuredCurves, regret, simulate_study
+from search.engine.simulate import CurvePool, EdgeCurves, MeasuredCurves, regret, simulate_study
 from search.training.train import DivergedError, EpochMetrics
 
 

@@ -1,175 +1,52 @@
-"""Many workers on one study: shared budget, SQLite and PostgreSQL, faults, signals, inputs.
+"""Many workers on one study: --workers, the shared budget on SQLite and PostgreSQL, killed
+workers, signals, the database going away.
 
-The PostgreSQL tests start a throwaway server (tests/postgres.py) and skip, saying why, only
-where its binaries are missing. Commands run as real processes where signals, exit statuses
-or several processes are the point; everything else runs in-process.
+The PostgreSQL tests start a throwaway server (tests/postgres.py, the ``postgres`` fixture in
+tests/conftest.py) and skip, saying why, only where its binaries are missing. Commands run as
+real processes where signals, exit statuses or several processes are the point; everything
+else runs in-process.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 import sqlalchemy
-from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from search import export, run
-from search.config import StudyConfig
-from search.data.splits import Splits
-from search.study.budget import FINISHED, BudgetGate, ClaimLock
-from search.study.drive import run_trials
-from search.study.objective import Objective
-from search.study.storage import (
-    POOL_OVERFLOW,
-    POOL_SIZE,
-    SQLITE_BUSY_TIMEOUT_S,
-    engine_options,
-    make_storage,
-    open_storage,
+from search.config import SQLITE_MAX_WORKERS, StudyConfig
+from search.engine.budget import FINISHED
+from search.engine.strategy import new_study
+from search.study.storage import POOL_OVERFLOW, POOL_SIZE, open_storage
+from tests.helpers import (
+    REPO,
+    STUDY,
+    UNPRUNED,
+    run_cli,
+    start,
+    start_held,
+    states,
+    tiny,
+    training,
+    trials,
+    wait_until,
+    worker_pids,
 )
-from search.study.study import create_study
-from search.study.workers import MAX_GRACE_PERIOD_S, SQLITE_MAX_WORKERS
-from tests.helpers import REPO, run_cli
 from tests.postgres import PostgresServer, free_port, unavailable
 
-STUDY = "mnist-weight-decay"
-# Trials that run every epoch: nothing prunes them, so a signal finds them mid-trial.
-UNPRUNED = ["--pruner", "none", "--max-train-acc", "1"]
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One throwaway PostgreSQL server for the session (each test takes its own database)."""
-    reason = unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    server = PostgresServer()
-    yield server
-    server.remove()
-
-
-@pytest.fixture
-def pg_url(postgres: PostgresServer) -> str:
-    return postgres.create_database()
-
-
-def tiny(mnist_dir: Path, tmp_path: Path, epochs: int, parallel: int = 1) -> list[str]:
-    """Flags of a study on 500 images: a few hundredths of a second per epoch.
-
-    One trial at a time per worker unless told (``parallel``): trial counts then follow from
-    the number of workers alone.
-    """
-    return [
-        "--epochs", str(epochs), "--subset", "500", "--data-dir", str(mnist_dir),
-        "--device", "cpu", "--artifacts", str(tmp_path / "artifacts"),
-        "--parallel-trials", str(parallel),
-    ]  # fmt: skip
-
-
-def start(*argv: str) -> subprocess.Popen[str]:
-    """``python -m search.run`` in its own process group, as a terminal would run it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "search.run", *argv],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-
-
-def start_held(hold: Path, *argv: str) -> subprocess.Popen[str]:
-    """``start``, with every trial holding after its first epoch until ``hold`` is removed
-    (tests/held_run.py): a kill or a signal then finds them mid-training however fast the
-    machine, and the test lets them go on by removing ``hold``."""
-    hold.touch()
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "held_run.py"), *argv],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "SEARCH_TEST_HOLD": str(hold)}, start_new_session=True,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    """Commands a test started; any still running at its end are killed with their workers."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-
-
-def trials(url: str) -> list[FrozenTrial]:
-    """The study's trials as another process sees them now (none before it exists)."""
-    try:
-        return optuna.load_study(study_name=STUDY, storage=url).get_trials(deepcopy=False)
-    except KeyError:
-        return []
-
-
-def wait_until(
-    condition: Callable[[], bool], process: subprocess.Popen[str], timeout: float = 120
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            _, err = process.communicate()
-            pytest.fail(f"the command ended ({process.returncode}) first: {err}")
-        if time.monotonic() > deadline:
-            pytest.fail("timed out")
-        time.sleep(0.1)
-
-
-def training(url: str, count: int) -> Callable[[], bool]:
-    """True once ``count`` trials are running and have each reported an epoch."""
-    return lambda: (
-        sum(t.state == TrialState.RUNNING and bool(t.intermediate_values) for t in trials(url))
-        >= count
-    )
-
-
-def worker_pids(parent: int) -> list[int]:
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-
-
-def states(study_trials: list[FrozenTrial]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for trial in study_trials:
-        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
-    return counts
-
-
-# --- Storage configuration ---------------------------------------------------------------
-
-
-def test_make_storage_gives_sqlite_write_ahead_logging_and_a_busy_timeout(tmp_path: Path) -> None:
-    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}")
-    with storage.engine.connect() as connection:
-        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        busy_ms = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
-    assert busy_ms == SQLITE_BUSY_TIMEOUT_S * 1000
-
-
-def test_open_storage_enables_heartbeats_that_retry_stale_trials(tmp_path: Path) -> None:
-    config = StudyConfig(storage=f"sqlite:///{tmp_path / 'study.db'}")
-    storage = open_storage(config)
-    assert storage.get_heartbeat_interval() == config.heartbeat_interval == 10
-    assert storage.grace_period == config.grace_period == 30 <= MAX_GRACE_PERIOD_S
-    callback = storage.get_heartbeat_stale_trial_callback()
-    assert isinstance(callback, RetryHeartbeatStaleTrialCallback)
+# --- Worker flags ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -198,134 +75,7 @@ def test_run_refuses_worker_flags_with_one_line(argv: list[str], message: str, c
     assert len(err.strip().splitlines()) == 1 and out == ""
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_claim_lock_admits_one_worker_at_a_time(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'study.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    first, second = (ClaimLock(url, STUDY, engine_options(url)) for _ in range(2))
-    first.acquire()
-    waiter = threading.Thread(target=second.acquire, daemon=True)
-    waiter.start()
-    waiter.join(timeout=0.5)
-    assert waiter.is_alive() and not second.held
-    if backend == "postgresql":  # each study its own lock (SQLite: one per database file)
-        other = ClaimLock(url, "another study", engine_options(url))
-        other.acquire()
-        other.release()
-    first.release()
-    waiter.join(timeout=10)
-    assert second.held
-    second.release()
-
-
-# --- Storages that can't hold a study: one line each, nothing written ---------------------
-
-
-def test_budget_gate_never_judges_its_own_running_trials_stuck(
-    tiny_config: StudyConfig,
-) -> None:
-    """A trial of this worker that sits still (a long epoch on a busy machine) still holds its
-    place; another's that sits still past ``stuck_after`` doesn't."""
-    url = tiny_config.storage_url
-    study = create_study(make_storage(url), tiny_config, {})
-    lock = ClaimLock(url, tiny_config.study_name, engine_options(url))
-    gate = BudgetGate(study, budget=3, lock=lock, stuck_after=0.0)
-    own, other = study.ask(), study.ask()
-    gate.mine.add(own.number)
-    assert [t.number for t in gate.claimed()] == [own.number, other.number]  # first look
-    assert [t.number for t in gate.claimed()] == [own.number]  # the other sat still since
-
-
-def test_run_refuses_a_database_that_is_not_an_optuna_study(tmp_path: Path, capsys) -> None:
-    path = tmp_path / "shop.db"
-    with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE customers (id INTEGER)")
-    status, _, err = run_cli(run.main, ["--storage", f"sqlite:///{path}"], capsys)
-    assert status == 2
-    assert "holds other tables (customers) and no Optuna study" in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    with sqlite3.connect(path) as connection:  # untouched: no Optuna tables added
-        tables = connection.execute("SELECT name FROM sqlite_master").fetchall()
-    assert tables == [("customers",)]
-
-
-def test_run_refuses_a_file_that_is_not_sqlite(tmp_path: Path, capsys) -> None:
-    path = tmp_path / "notes.db"
-    path.write_text("not a database, only words; " * 100)
-    status, _, err = run_cli(run.main, ["--storage", f"sqlite:///{path}"], capsys)
-    assert status == 2
-    assert f"{path} is not a SQLite database" in err and len(err.strip().splitlines()) == 1
-
-
-def test_run_refuses_a_location_it_cannot_create_a_database_in(capsys) -> None:
-    # /proc refuses new files even to root, unlike a chmod-ed folder.
-    status, _, err = run_cli(run.main, ["--storage", "sqlite:////proc/study.db"], capsys)
-    assert status == 2
-    assert "can't open or create /proc/study.db: check that its directory is writable" in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-
-
-def test_run_on_a_read_only_database_fails_with_one_line(
-    tmp_path: Path, mnist_dir: Path, capsys
-) -> None:
-    path = tmp_path / "study.db"
-    make_storage(f"sqlite:///{path}")  # an empty Optuna database
-    url = f"sqlite:///file:{path}?mode=ro&uri=true"
-    status, _, err = run_cli(run.main, ["--storage", url, *tiny(mnist_dir, tmp_path, 1)], capsys)
-    assert status == 1
-    assert "attempt to write a readonly database: the database is read-only here" in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-
-
-@pytest.mark.slow
-def test_run_gives_up_on_an_unanswering_host_within_15_s(capsys) -> None:
-    """A host that takes the TCP connection and never answers: the worst case of unreachable."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        url = f"postgresql://alice:s3cret@127.0.0.1:{silent.getsockname()[1]}/db"
-        started = time.monotonic()
-        status, out, err = run_cli(run.main, ["--storage", url], capsys)
-        elapsed = time.monotonic() - started
-    assert status == 2 and elapsed < 15
-    assert "timeout expired: the database can't be reached" in err
-    assert "alice:***@127.0.0.1" in err and "s3cret" not in out + err
-    assert len(err.strip().splitlines()) == 1
-
-
-# --- The budget -------------------------------------------------------------------------------
-
-
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
-def test_run_trials_takes_the_place_of_a_trial_that_never_beat(
-    tiny_config: StudyConfig, tiny_splits: Splits
-) -> None:
-    """A RUNNING trial without heartbeats (its process died before the first) holds its place
-    in the budget only until it has sat still for twice the grace period."""
-    config = tiny_config.replace(trials=2, epochs=1, heartbeat_interval=1, grace_period=2)
-    study = create_study(open_storage(config), config, {})
-    orphan = study.ask()
-    started = time.monotonic()
-    assert run_trials(study, Objective(config, tiny_splits), config) == 2
-    assert time.monotonic() - started > 2 * config.grace_period
-    assert states(study.trials) == {"RUNNING": 1, "COMPLETE": 2}
-    assert study.trials[orphan.number].state == TrialState.RUNNING
-
-
-def test_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(
-    tiny_config: StudyConfig, tiny_splits: Splits
-) -> None:
-    # Adam at a learning rate of 1e20 sends the logits to infinity in the first epoch.
-    config = tiny_config.replace(trials=2, lr=1e20)
-    study = create_study(open_storage(config), config, {})
-    assert run_trials(study, Objective(config, tiny_splits), config) == 2
-    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
-    reason = study.trials[0].user_attrs["pruned_reason"]
-    assert reason == "diverged: training loss is nan in epoch 1"
+# --- Workers sharing the budget --------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -418,7 +168,7 @@ def test_postgres_workers_share_one_budget_exactly_and_hide_the_password(
     assert 0 < max(connections) <= 3 * (POOL_SIZE + POOL_OVERFLOW + 1)
 
 
-# --- Faults -------------------------------------------------------------------------------------
+# --- Faults ----------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -481,13 +231,13 @@ def test_killed_run_is_finished_by_the_same_command_run_again(
 RECORDED_THEN_HANGS = """
 import sys, threading
 from search import run
-from search.study.objective import begin_trial, record_outcome
+from search.engine.objective import begin_trial, record_outcome
 from search.study.storage import open_storage
-from search.study.study import create_study
+from search.engine.strategy import new_study
 from search.training.train import EpochMetrics
 
 config = run.parse_config(sys.argv[1:])
-study = create_study(open_storage(config), config, {})
+study = new_study(open_storage(config), config, {})
 
 def objective(trial):
     begin_trial(trial, config)
@@ -538,35 +288,6 @@ def test_retry_of_a_killed_trial_records_its_own_constraint_and_metrics(
     study = optuna.load_study(study_name=STUDY, storage=url)
     assert study.best_trial.number == retry.number
     assert f"trial   {retry.number}" in out and "feasible" in out
-
-
-@pytest.mark.slow
-def test_killed_trial_pool_is_retried_by_a_run_after_the_grace_period(
-    tmp_path: Path, mnist_dir: Path, processes: list[subprocess.Popen[str]]
-) -> None:
-    """On a CPU a worker trains several trials side by side by default (search.pool): they
-    all die with it, and a run after the grace period tries each one's parameters again."""
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    argv = [
-        "--trials", "3", "--storage", url, *UNPRUNED, "--heartbeat-interval", "1",
-        "--grace-period", "2", *tiny(mnist_dir, tmp_path, 5, parallel=3),
-    ]  # fmt: skip
-    first = start_held(tmp_path / "hold", *argv)
-    processes.append(first)
-    wait_until(training(url, 3), first)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.communicate()
-    assert states(trials(url)) == {"RUNNING": 3}
-    time.sleep(3)  # past the grace period
-    again = start(*argv)
-    processes.append(again)
-    out, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err
-    study_trials = trials(url)
-    assert states(study_trials) == {"FAIL": 3, "COMPLETE": 3}
-    for killed in study_trials[:3]:
-        (retry,) = (t for t in study_trials if t.system_attrs.get("failed_trial") == killed.number)
-        assert retry.params == killed.params and retry.state == TrialState.COMPLETE
 
 
 @pytest.mark.slow
@@ -651,48 +372,7 @@ def test_database_going_away_is_one_line_and_keeps_finished_trials(
         server.remove()
 
 
-# --- Inputs and secrets -------------------------------------------------------------------------
-
-
-def test_wrong_password_is_not_printed_either(pg_url: str, capsys) -> None:
-    wrong = pg_url.replace(str(sqlalchemy.engine.make_url(pg_url).password), "wr0ng-s3cret")
-    status, out, err = run_cli(run.main, ["--storage", wrong], capsys)
-    assert status == 2
-    assert 'password authentication failed for user "postgres": check the user' in err
-    assert "wr0ng-s3cret" not in out + err and "postgres:***@127.0.0.1" in err
-
-
-@pytest.mark.slow
-def test_query_password_never_shows_and_the_hints_work_when_pasted(
-    postgres: PostgresServer, pg_url: str, tmp_path: Path, mnist_dir: Path, capsys
-) -> None:
-    """The password in ``?password=``: not in any line; the hints carry --storage without it
-    and connect as they are with PGPASSWORD set, as PostgreSQL's own clients do."""
-    bare = pg_url.replace(f":{postgres.password}@", "@")
-    in_query = f"{bare}?password={postgres.password}"
-    argv = ["--storage", in_query, "--trials", "1", *UNPRUNED, *tiny(mnist_dir, tmp_path, 1)]
-    status, out, err = run_cli(run.main, argv, capsys)
-    assert status == 0, err
-    assert postgres.password not in out + err
-    assert f"in {bare}?password=***: 0 of 1 trials" in out  # the opening line
-    hints = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in out.splitlines()[-4:-1]}
-    assert set(hints) == {"inspect", "test", "export"}
-    assert all(f"--storage {bare} " in hint + " " for hint in hints.values())
-    assert "~/.pgpass" in out.splitlines()[-1] and "PGPASSWORD" in out.splitlines()[-1]
-    export_hint = hints["export"].split()
-    assert "--storage" in export_hint
-    pasted = subprocess.run(
-        [sys.executable, *export_hint[1:], "--out", str(tmp_path / "best.csv")],
-        cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, "PGPASSWORD": postgres.password},
-    )  # fmt: skip
-    assert pasted.returncode == 0, pasted.stderr
-    assert (tmp_path / "best.csv").is_file()
-
-    wrong = in_query.replace(postgres.password, "wr0ng-s3cret")
-    status, out, err = run_cli(run.main, ["--storage", wrong], capsys)
-    assert status == 2 and len(err.splitlines()) == 1
-    assert "wr0ng-s3cret" not in out + err and "?password=***" in err
+# --- Export ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("payload", ['=HYPERLINK("http://x")', "+1+2", "\r-2+3", " @SUM(A1)"])
@@ -704,7 +384,7 @@ def test_export_from_postgres_neutralises_formulas(
     capsys,
 ) -> None:
     config = tiny_config.replace(storage=pg_url)
-    study = create_study(open_storage(config), config, {})
+    study = new_study(open_storage(config), config, {})
     # A text cell the export writes, holding what a hostile writer to the database could put.
     distribution = optuna.distributions.FloatDistribution(1e-6, 1e-1, log=True)
     study.add_trial(

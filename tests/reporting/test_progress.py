@@ -6,7 +6,7 @@ import io
 
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.study.progress import StudyProgress, Tally, choose_mode
+from search.reporting.progress import StudyProgress, Tally, choose_mode
 from tests.helpers import enqueued_study
 
 

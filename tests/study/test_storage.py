@@ -1,11 +1,38 @@
-"""Masking: every password-like part of a URL, in every form a driver takes one."""
+"""Storages: masking every password-like part of a URL, in every form a driver takes one;
+SQLite's settings and the heartbeats; storages that can't hold a study, refused with one line
+and nothing written; passwords that never show.
+
+The PostgreSQL tests start a throwaway server (tests/postgres.py, the ``postgres`` fixture in
+tests/conftest.py) and skip, saying why, only where its binaries are missing.
+"""
 
 from __future__ import annotations
 
-import pytest
-import sqlalchemy.exc
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from search.study.storage import describe_storage_error, masked, url_passwords
+import pytest
+import sqlalchemy
+import sqlalchemy.exc
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+from search import run
+from search.config import MAX_GRACE_PERIOD_S, StudyConfig
+from search.study.storage import (
+    SQLITE_BUSY_TIMEOUT_S,
+    describe_storage_error,
+    make_storage,
+    masked,
+    open_storage,
+    url_passwords,
+)
+from tests.helpers import REPO, UNPRUNED, run_cli, tiny
+from tests.postgres import PostgresServer
 
 
 @pytest.mark.parametrize(
@@ -54,3 +81,127 @@ def test_describe_storage_error_reads_an_invalidated_transaction_as_unreachable(
     )
     line = describe_storage_error(error, "postgresql://u@h/db")
     assert "the database can't be reached" in line and "sqlalche.me" not in line
+
+
+# --- Storage configuration -------------------------------------------------------------------
+
+
+def test_make_storage_gives_sqlite_write_ahead_logging_and_a_busy_timeout(tmp_path: Path) -> None:
+    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    with storage.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        busy_ms = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+    assert busy_ms == SQLITE_BUSY_TIMEOUT_S * 1000
+
+
+def test_open_storage_enables_heartbeats_that_retry_stale_trials(tmp_path: Path) -> None:
+    config = StudyConfig(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    storage = open_storage(config)
+    assert storage.get_heartbeat_interval() == config.heartbeat_interval == 10
+    assert storage.grace_period == config.grace_period == 30 <= MAX_GRACE_PERIOD_S
+    callback = storage.get_heartbeat_stale_trial_callback()
+    assert isinstance(callback, RetryHeartbeatStaleTrialCallback)
+
+
+# --- Storages that can't hold a study: one line each, nothing written ------------------------
+
+
+def test_run_refuses_a_database_that_is_not_an_optuna_study(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "shop.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER)")
+    status, _, err = run_cli(run.main, ["--storage", f"sqlite:///{path}"], capsys)
+    assert status == 2
+    assert "holds other tables (customers) and no Optuna study" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    with sqlite3.connect(path) as connection:  # untouched: no Optuna tables added
+        tables = connection.execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables == [("customers",)]
+
+
+def test_run_refuses_a_file_that_is_not_sqlite(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("not a database, only words; " * 100)
+    status, _, err = run_cli(run.main, ["--storage", f"sqlite:///{path}"], capsys)
+    assert status == 2
+    assert f"{path} is not a SQLite database" in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_refuses_a_location_it_cannot_create_a_database_in(capsys) -> None:
+    # /proc refuses new files even to root, unlike a chmod-ed folder.
+    status, _, err = run_cli(run.main, ["--storage", "sqlite:////proc/study.db"], capsys)
+    assert status == 2
+    assert "can't open or create /proc/study.db: check that its directory is writable" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_run_on_a_read_only_database_fails_with_one_line(
+    tmp_path: Path, mnist_dir: Path, capsys
+) -> None:
+    path = tmp_path / "study.db"
+    make_storage(f"sqlite:///{path}")  # an empty Optuna database
+    url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    status, _, err = run_cli(run.main, ["--storage", url, *tiny(mnist_dir, tmp_path, 1)], capsys)
+    assert status == 1
+    assert "attempt to write a readonly database: the database is read-only here" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_run_gives_up_on_an_unanswering_host_within_15_s(capsys) -> None:
+    """A host that takes the TCP connection and never answers: the worst case of unreachable."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql://alice:s3cret@127.0.0.1:{silent.getsockname()[1]}/db"
+        started = time.monotonic()
+        status, out, err = run_cli(run.main, ["--storage", url], capsys)
+        elapsed = time.monotonic() - started
+    assert status == 2 and elapsed < 15
+    assert "timeout expired: the database can't be reached" in err
+    assert "alice:***@127.0.0.1" in err and "s3cret" not in out + err
+    assert len(err.strip().splitlines()) == 1
+
+
+# --- Secrets ---------------------------------------------------------------------------------
+
+
+def test_wrong_password_is_not_printed_either(pg_url: str, capsys) -> None:
+    wrong = pg_url.replace(str(sqlalchemy.engine.make_url(pg_url).password), "wr0ng-s3cret")
+    status, out, err = run_cli(run.main, ["--storage", wrong], capsys)
+    assert status == 2
+    assert 'password authentication failed for user "postgres": check the user' in err
+    assert "wr0ng-s3cret" not in out + err and "postgres:***@127.0.0.1" in err
+
+
+@pytest.mark.slow
+def test_query_password_never_shows_and_the_hints_work_when_pasted(
+    postgres: PostgresServer, pg_url: str, tmp_path: Path, mnist_dir: Path, capsys
+) -> None:
+    """The password in ``?password=``: not in any line; the hints carry --storage without it
+    and connect as they are with PGPASSWORD set, as PostgreSQL's own clients do."""
+    bare = pg_url.replace(f":{postgres.password}@", "@")
+    in_query = f"{bare}?password={postgres.password}"
+    argv = ["--storage", in_query, "--trials", "1", *UNPRUNED, *tiny(mnist_dir, tmp_path, 1)]
+    status, out, err = run_cli(run.main, argv, capsys)
+    assert status == 0, err
+    assert postgres.password not in out + err
+    assert f"in {bare}?password=***: 0 of 1 trials" in out  # the opening line
+    hints = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in out.splitlines()[-4:-1]}
+    assert set(hints) == {"inspect", "test", "export"}
+    assert all(f"--storage {bare} " in hint + " " for hint in hints.values())
+    assert "~/.pgpass" in out.splitlines()[-1] and "PGPASSWORD" in out.splitlines()[-1]
+    export_hint = hints["export"].split()
+    assert "--storage" in export_hint
+    pasted = subprocess.run(
+        [sys.executable, *export_hint[1:], "--out", str(tmp_path / "best.csv")],
+        cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "PGPASSWORD": postgres.password},
+    )  # fmt: skip
+    assert pasted.returncode == 0, pasted.stderr
+    assert (tmp_path / "best.csv").is_file()
+
+    wrong = in_query.replace(postgres.password, "wr0ng-s3cret")
+    status, out, err = run_cli(run.main, ["--storage", wrong], capsys)
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "wr0ng-s3cret" not in out + err and "?password=***" in err

@@ -13,13 +13,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
 from search.data.splits import Splits
+from search.engine.budget import FINISHED
+from search.engine.drive import run_pool, run_trials
+from search.engine.objective import Objective, suggest_weight_decay
+from search.engine.strategy import new_study
 from search.study.artifacts import artifact_store, load_state_dict
-from search.study.budget import FINISHED
-from search.study.drive import run_pool, run_trials
 from search.study.history import trial_history
-from search.study.objective import Objective, suggest_weight_decay
 from search.study.storage import make_storage
-from search.study.study import create_study
 from search.training.pool import TrialPool, default_parallel_trials
 from search.training.seeds import trial_seed
 from search.training.train import (
@@ -197,7 +197,7 @@ def test_default_parallel_trials_is_larger_on_a_gpu() -> None:
 
 
 def enqueued_study(config: StudyConfig, weight_decays: list[float], storage: str) -> optuna.Study:
-    study = create_study(make_storage(storage), config, {})
+    study = new_study(make_storage(storage), config, {})
     for weight_decay in weight_decays:
         study.enqueue_trial({"weight_decay": weight_decay})
     return study
@@ -211,7 +211,7 @@ def test_run_pool_fills_the_budget_and_calls_callbacks(
     tiny_config: StudyConfig, tiny_splits: Splits
 ) -> None:
     config = tiny_config.replace(trials=5, max_train_acc=1.0)
-    study = create_study(make_storage(config.storage_url), config, {})
+    study = new_study(make_storage(config.storage_url), config, {})
     told: list[int] = []
     ran = run_pool(
         study,
@@ -230,7 +230,7 @@ def test_run_pool_counts_other_workers_running_trials(
     tiny_config: StudyConfig, tiny_splits: Splits
 ) -> None:
     config = tiny_config.replace(trials=3, max_train_acc=1.0, grace_period=1)
-    study = create_study(make_storage(config.storage_url), config, {})
+    study = new_study(make_storage(config.storage_url), config, {})
     other = study.ask()  # another worker's trial, running (and, without heartbeats, never failed)
     ran = run_pool(study, config, TrialPool(tiny_splits, config, 4))
     # Two places were free; the pool then waited on the other trial, and took its place only
@@ -244,7 +244,7 @@ def test_run_pool_stores_each_complete_trials_weights(
     tiny_config: StudyConfig, tiny_splits: Splits, tmp_path: Path
 ) -> None:
     config = tiny_config.replace(trials=2, max_train_acc=1.0)
-    study = create_study(make_storage(config.storage_url), config, {})
+    study = new_study(make_storage(config.storage_url), config, {})
     store = artifact_store(config.storage_url, tmp_path / "artifacts", create=True)
     run_pool(study, config, TrialPool(tiny_splits, config, 2), artifact_store=store)
     for trial in study.trials:
@@ -273,9 +273,9 @@ def test_run_pool_prunes_a_diverged_trial_like_the_single_path(
     x[0, 0] = float("nan")  # every trial meets this image in its first epoch
     broken = Splits(x, tiny_splits.train_y, tiny_splits.val_x, tiny_splits.val_y, "holdout", {})
     config = tiny_config.replace(trials=2)
-    pooled = create_study(make_storage(config.storage_url), config, {})
+    pooled = new_study(make_storage(config.storage_url), config, {})
     run_pool(pooled, config, TrialPool(broken, config, 2))
-    single = create_study(make_storage(f"sqlite:///{tmp_path / 'single.db'}"), config, {})
+    single = new_study(make_storage(f"sqlite:///{tmp_path / 'single.db'}"), config, {})
     run_trials(single, Objective(config, broken), config)
     for p, s in zip(pooled.trials, single.trials, strict=True):
         assert p.state == s.state == TrialState.PRUNED
@@ -328,7 +328,7 @@ def test_run_pool_keeps_heartbeats_and_retries_stale_trials(
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
     )
     config = tiny_config.replace(trials=3, max_train_acc=1.0)
-    study = create_study(storage, config, {})
+    study = new_study(storage, config, {})
     with pytest.warns(UserWarning, match="Heartbeat"):  # the pool silences this one itself
         crashed = study.ask()  # a worker that beat once and died
     suggest_weight_decay(crashed, config)

@@ -18,10 +18,10 @@ from torch import nn
 from search import run
 from search.config import StudyConfig
 from search.data.synthetic import load_synthetic
-from search.study.drive import run_trials
-from search.study.objective import Objective
+from search.engine.drive import run_trials
+from search.engine.objective import Objective
+from search.engine.strategy import new_study
 from search.study.storage import make_storage
-from search.study.study import create_study
 from search.training.train import SGD_MOMENTUM, init_model, make_optimizer, parameter_groups, train
 from tests.helpers import run_cli
 
@@ -140,7 +140,7 @@ def test_make_optimizer_rejects_an_unknown_name() -> None:
 
 
 def synthetic_study(config: StudyConfig, params: list[dict]) -> optuna.Study:
-    study = create_study(make_storage(config.storage_url), config, {})
+    study = new_study(make_storage(config.storage_url), config, {})
     for trial_params in params:
         study.enqueue_trial(trial_params)
     run_trials(study, Objective(config, load_synthetic()), config.replace(trials=len(params)))

@@ -1,0 +1,182 @@
+"""Search quality: how close studies get to their objective's own optimum.
+
+The ground truth is a grid trained through the trial pool (``grid_optimum``); studies are then
+replayed on its curves (``simulated``: the real driver and sampler, no training) or run as a
+user runs them (``real_study``: ``python -m search.run`` in a process of its own). The
+command ``python -m search.bench quality`` prints and saves what these return.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import optuna
+
+from search.config import StudyConfig
+from search.engine.simulate import MeasuredCurves, Spread, regret, simulate_study
+from search.errors import UserError
+from search.study.record import (
+    best_feasible_trial,
+    is_feasible,
+    stored_recommendation,
+    trial_val_accuracy,
+)
+
+GRID_SEED_KEY = 0x6121  # grid runs' seeds, apart from every study trial's and confirmation's
+
+
+class QualityError(UserError):
+    """The grid holds no edge to measure a study against."""
+
+
+def grid_optimum(
+    config: StudyConfig, points: int, seeds: int, say: Callable[[str], None] = print
+) -> dict[str, Any]:
+    # Over 60 lines: the coarse grid, the dense grid across its edge and the choice among them
+    # are one procedure over the same runs' curves.
+    """Find the edge on a coarse grid, then the optimum on a dense one across it.
+
+    Returns the optimum, the dense grid's candidates and every run's curves (``curves``: the
+    weight decays, and for each every seed's run as [training, validation] accuracy per
+    epoch, None where it diverged), which ``search.engine.simulate`` replays.
+    """
+    import numpy as np
+
+    from search.data.tasks import load_task
+    from search.engine.choose import choose
+    from search.study.record import Candidate
+    from search.training.grid import train_grid_histories
+    from search.training.pool import default_parallel_trials
+    from search.training.seeds import derive_seed
+    from search.training.train import resolve_device, use_one_cpu_thread
+
+    device = resolve_device(config.device)
+    use_one_cpu_thread(device)
+    data = load_task(config, device)
+    capacity = default_parallel_trials(device)
+    limit = config.max_train_acc
+
+    def seed(index: int) -> int:
+        return derive_seed(config.seed, GRID_SEED_KEY, index)
+
+    coarse = [float(w) for w in np.geomspace(config.wd_low, config.wd_high, capacity)]
+    say(f"grid: {len(coarse)} weight decays over the whole range, to find the edge")
+    coarse_runs = train_grid_histories(data, config, [(w, seed(0)) for w in coarse], capacity)
+    feasible = [h is not None and h[-1].train_accuracy <= limit for h in coarse_runs]
+    edge = next((i for i, ok in enumerate(feasible) if ok and i > 0 and not feasible[i - 1]), None)
+    if edge is None:
+        raise QualityError(
+            "the coarse grid found no feasible weight decay above an infeasible one between "
+            f"{config.wd_low:g} and {config.wd_high:g}: no edge to measure against"
+        )
+    dense = [float(w) for w in np.geomspace(coarse[edge - 1], coarse[edge], points)]
+    say(f"grid: {points} weight decays from {dense[0]:.3g} to {dense[-1]:.3g} by {seeds} seeds")
+    runs = [(w, seed(s)) for w in dense for s in range(seeds)]
+    histories = train_grid_histories(
+        data, config, runs, capacity, lambda n: say(f"  {n}/{len(runs)}")
+    )
+    # Each weight decay's seeds judged as a study's candidates are: the optimum is the one the
+    # study's confirmation would recommend among them.
+    finished = [
+        None if h is None else (h[-1].train_accuracy, h[-1].val_accuracy) for h in histories
+    ]
+    judged = [
+        Candidate.from_runs(
+            i, w, [r for r in finished[i * seeds : (i + 1) * seeds] if r], seeds, limit
+        )
+        for i, w in enumerate(dense)
+    ]
+    chosen, held = choose(judged)
+    table = [asdict(c) for c in judged]
+    best = asdict(chosen) if held else None
+
+    def curve(history: list[Any] | None) -> list[list[float]] | None:
+        return None if history is None else [[m.train_accuracy, m.val_accuracy] for m in history]
+
+    by_decay = {w: [curve(h)] for w, h in zip(coarse, coarse_runs, strict=True)}
+    for i, w in enumerate(dense):
+        by_decay[w] = [curve(h) for h in histories[i * seeds : (i + 1) * seeds]]
+    decays = sorted(by_decay)
+    curves = {"weight_decays": decays, "runs": [by_decay[w] for w in decays]}
+    return {"optimum": best, "dense": table, "curves": curves}
+
+
+def simulated(
+    config: StudyConfig, curves: dict[str, Any], trials: int, seeds: int, optimum: float
+) -> dict[str, Any]:
+    """``seeds`` studies of ``trials`` replayed on the grid's curves: their distances and
+    their spread (``Spread``'s fields)."""
+    from search.training.pool import parallel_trials
+    from search.training.train import resolve_device
+
+    capacity = parallel_trials(config, resolve_device(config.device))  # as the real studies'
+    replay = MeasuredCurves(curves["weight_decays"], curves["runs"])
+    distances = []
+    for seed in range(seeds):
+        study = simulate_study(config.replace(trials=trials, seed=seed), replay, capacity)
+        distances.append(regret(study, optimum))
+    return {"trials": trials, "distances": distances, **asdict(Spread.of(distances))}
+
+
+def real_study(trials: int, seed: int, storage: str, run_args: list[str]) -> dict[str, Any]:
+    """One study as a user runs it, timed as a whole; what it found."""
+
+    name = f"quality-t{trials}-s{seed}"
+    command = [
+        sys.executable,
+        "-m",
+        "search.run",
+        "--trials",
+        str(trials),
+        "--seed",
+        str(seed),
+        "--study-name",
+        name,
+        "--storage",
+        storage,
+        *run_args,
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials_ = study.get_trials(deepcopy=False)
+    best = best_feasible_trial(study)
+    recommendation = stored_recommendation(study)
+    return {
+        "trials": trials,
+        "seed": seed,
+        "wall_s": round(wall, 1),
+        "best_val_accuracy": None if best is None else trial_val_accuracy(best),
+        "best_weight_decay": None if best is None else best.params["weight_decay"],
+        "stopped_infeasible": sum(
+            not is_feasible(t) and t.state.name == "PRUNED" for t in trials_
+        ),
+        "complete": sum(t.state.name == "COMPLETE" for t in trials_),
+        "recommendation": None if recommendation is None else recommendation.as_attr(),
+    }
+
+
+def summarize(studies: list[dict[str, Any]], budgets: tuple[int, ...]) -> dict[str, Any]:
+    """The median and worst distance and the median wall time of each budget's studies."""
+    summary = {}
+    for trials in budgets:
+        rows = [r for r in studies if r["trials"] == trials]
+        if not rows:
+            continue
+        distances = [math.inf if r["distance"] is None else r["distance"] for r in rows]
+        walls = [r["wall_s"] for r in rows]
+        summary[str(trials)] = {
+            "median_distance": statistics.median(distances),
+            "worst_distance": max(distances),
+            "median_wall_s": statistics.median(walls),
+        }
+    return summary

@@ -1,0 +1,77 @@
+"""A run's config from its flags: the flags given, the rest from the study if it exists.
+
+A resumed study keeps the settings it was created with; a flag that contradicts one is
+refused (``search.study.study.check_settings``), every such flag in one line. The budget,
+sampler and pruner may change. Every rule between flags is checked here, before anything is
+opened or trained, and broken ones raise ``UsageError``: the command prints them as argparse
+prints a bad flag.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search.config import RECORDED, RUN_SETTINGS, StudyConfig
+from search.engine.workers import check_worker_flags
+from search.errors import UsageError
+from search.study.storage import storage_errors
+from search.study.study import check_settings, peek_settings
+
+
+def settle_config(flags: dict[str, Any]) -> StudyConfig:
+    """The run's config from the parsed ``flags`` (by field name).
+
+    A stored setting's flag left out is None there: it comes from the study if the study
+    exists, else from the defaults.
+    """
+    given = {key: flags[key] for key in (*RECORDED, *RUN_SETTINGS) if flags.get(key) is not None}
+    rest = {key: value for key, value in flags.items() if key not in (*RECORDED, *RUN_SETTINGS)}
+    config = StudyConfig(**rest)
+    check_rules(given)  # the rules among the flags given, before any database is touched
+    with storage_errors(config.storage_url):
+        stored = peek_settings(config.storage_url, config.study_name) or {}
+    known = {key: stored[key] for key in (*RECORDED, *RUN_SETTINGS) if key in stored}
+    # The rules between flags first, with what the study stored filling what is left out (a
+    # lone --wd-low is judged against the study's --wd-high, not the default's): a mistake in
+    # them is reported as that, not as a mismatch.
+    check_rules(vars(config.replace(**(known | given))))
+    check_settings(
+        config.study_name, stored, {key: given[key] for key in RECORDED if key in given}
+    )
+    config = config.replace(**(known | given))
+    check_config(config)
+    return config
+
+
+def check_rules(values: dict[str, Any]) -> None:
+    """The rules between flags that need nothing but their values; a rule is checked once
+    ``values`` (by field name) holds every field it is about."""
+    if {"wd_low", "wd_high"} <= values.keys() and values["wd_low"] >= values["wd_high"]:
+        raise UsageError(
+            f"--wd-low must be below --wd-high, got {values['wd_low']} and {values['wd_high']}: "
+            "give a non-empty range"
+        )
+    if values.get("task") == "synthetic" and values.get("validation") == "test":
+        raise UsageError(
+            "--validation test: the synthetic task has no test set, it validates on its own "
+            "200 held-out rows; drop --validation"
+        )
+
+
+def check_config(config: StudyConfig) -> None:
+    """The rules between flags, the device, the recipe and the workers."""
+    from search.training.pool import check_recipe
+    from search.training.train import device_problem
+
+    check_rules(vars(config))
+    problem = device_problem(config.device)
+    if problem is not None:
+        raise UsageError(problem)
+    if config.parallel_trials not in (None, 1):
+        try:
+            check_recipe(config)
+        except ValueError as error:
+            raise UsageError(f"--parallel-trials {config.parallel_trials}: {error}") from None
+    worker_error = check_worker_flags(config)
+    if worker_error is not None:
+        raise UsageError(worker_error)

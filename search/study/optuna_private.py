@@ -1,0 +1,48 @@
+"""The one adapter over Optuna's private API: what we need that Optuna does not make public.
+
+Each function says what it stands for and why no public call does it. ``tests/study/
+test_optuna_private.py`` pins the behaviour relied on, so an Optuna upgrade that changes it
+fails a test, not a study. Nothing else in the project reaches into ``optuna.*._*``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+# Optuna's heartbeat lives in a private module; ask-and-tell loops (the trial pool) must beat
+# themselves, since Optuna's own heartbeat thread runs only inside ``study.optimize``.
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+# The loggers that log a failed trial's error again after our loops have reported it once.
+REPEATING_LOGGERS = ("optuna.study._optimize", "optuna.storages._rdb.storage")
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage a study lives in: a sibling study (the confirmation runs) opens the same
+    one, and the heartbeat writes to it. ``optuna.Study`` keeps it private."""
+    storage = study._storage
+    assert isinstance(storage, BaseStorage)
+    return storage
+
+
+def set_trial_system_attr(trial: optuna.Trial, key: str, value: Any) -> None:
+    """A system attribute of a running trial. Public ``Trial`` writes only user attributes;
+    system attributes are where a trial's per-epoch history stays out of the dashboard's
+    attribute table, and where optuna-dashboard reads the legacy ``constraints`` list."""
+    trial.storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+def heartbeat_storage(study: optuna.Study) -> BaseHeartbeat | None:
+    """The study's storage if it keeps heartbeats and has them switched on, else None."""
+    storage = storage_of(study)
+    if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
+        return storage
+    return None
+
+
+def record_heartbeat(storage: BaseHeartbeat, trial: optuna.Trial) -> None:
+    """Beat for a running trial, as ``study.optimize``'s heartbeat thread would."""
+    storage.record_heartbeat(trial._trial_id)

@@ -1,0 +1,355 @@
+"""The study record: what a study and its trials store, typed, with one reader and one writer.
+
+The study database is the source of truth, and Optuna keeps what we store as JSON user
+attributes. This module is the only one that knows their keys: the stored config, the run
+settings, the best feasible trial, the recommendation, the test-set result and what a finished
+trial says of itself. Everything else reads and writes them through the types below, so a
+field's name is checked by mypy, not found by grep. It stores facts, never display text
+(``search.study.notes`` renders the text when it is shown). Torch-free: export, report and
+dashboard read it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.config import RECORDED, RUN_SETTINGS, SIBLING_SUFFIX, StudyConfig
+
+# The study user attributes: one key per fact.
+CONFIG_ATTR = "config"  # StudyConfig.recorded() at creation
+RUN_ATTR = "run_settings"  # RUN_SETTINGS of the latest run: the next resume's defaults
+BEST_ATTR = "best_feasible_trial"  # BestTrial
+RECOMMENDATION_ATTR = "recommendation"  # Recommendation
+TEST_ATTR = "test_evaluation"  # TestResult
+
+CONSTRAINT = "train_accuracy"  # the key of the trial's one constraint
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+# A candidate is confirmed when at least this share of its confirmation runs is feasible.
+MIN_FEASIBLE_FRACTION = 0.8
+
+
+# --- trials -------------------------------------------------------------------------------
+
+
+def violation(trial: FrozenTrial) -> float | None:
+    """The trial's largest constraint value (feasible when <= 0), or None if it has none."""
+    constraints = trial.constraints
+    return max(constraints.values()) if constraints else None
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    value = violation(trial)
+    return value is None or value <= 0
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def best_feasible_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The complete, feasible trial with the highest validation accuracy, if any.
+
+    What the search found; what the study *recommends* after seed confirmation is
+    ``recommended_trial``, which everything that names "the" result asks.
+    """
+    # Optuna's ``study.best_trial`` already skips infeasible trials; this only turns its
+    # "nothing yet" errors into None.
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What a finished trial stored of its last epoch (``search.engine.objective`` writes it).
+
+    ``feasible`` of a pruned trial is as of the epoch it stopped: training accuracy only rises,
+    so "infeasible" there is final and "feasible" provisional.
+    """
+
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    feasible: bool
+    epochs_run: int
+
+    def write(self, trial: optuna.Trial) -> None:
+        for key, value in asdict(self).items():
+            trial.set_user_attr(key, value)
+
+    @classmethod
+    def read(cls, trial: FrozenTrial) -> TrialOutcome | None:
+        """None for a trial that stored no outcome (it failed, or runs still)."""
+        attrs: dict[str, Any] = trial.user_attrs
+        if "val_accuracy" not in attrs:
+            return None
+        # A field a study from before it existed lacks reads as None.
+        values: dict[str, Any] = {f.name: attrs.get(f.name) for f in fields(cls)}
+        return cls(**values)
+
+
+def trial_val_accuracy(trial: FrozenTrial) -> float:
+    """The trial's final validation accuracy (its value, for a complete trial)."""
+    value: Any = trial.user_attrs.get("val_accuracy", trial.value)
+    return float(value)
+
+
+# --- the stored config --------------------------------------------------------------------
+
+
+def recorded_settings(study: optuna.Study) -> dict[str, Any]:
+    """The ``StudyConfig.recorded()`` fields the study was created with (empty for a foreign
+    study); a resume must agree with them."""
+    return dict(study.user_attrs.get(CONFIG_ATTR, {}))
+
+
+def stored_settings(study: optuna.Study) -> dict[str, Any]:
+    """What a study stored of its settings: its recorded config and its latest run settings."""
+    return {**study.user_attrs.get(RUN_ATTR, {}), **recorded_settings(study)}
+
+
+def stored_config(study: optuna.Study, storage: str | None = None) -> StudyConfig | None:
+    """The study's config: the defaults, overridden by what the study stored; None for a
+    study that stored none (not made by ``search.run``).
+
+    A field an older study did not store keeps its default (``validation`` and the optimizer
+    were added later: those studies validated on the holdout and used Adam, the defaults).
+    """
+    if CONFIG_ATTR not in study.user_attrs:
+        return None
+    known = {k: v for k, v in stored_settings(study).items() if k in (*RECORDED, *RUN_SETTINGS)}
+    return StudyConfig(study_name=study.study_name, storage=storage).replace(**known)
+
+
+def record_config(study: optuna.Study, config: StudyConfig) -> bool:
+    """Store ``config`` on a new study; False if the study already stored one."""
+    if CONFIG_ATTR in study.user_attrs:
+        return False
+    study.set_user_attr(CONFIG_ATTR, config.recorded())
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, and still there
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["val_accuracy"])  # the dashboard's axis, not "Objective 0"
+    return True
+
+
+def record_run_settings(study: optuna.Study, config: StudyConfig) -> None:
+    """Store the budget, sampler and pruner this run uses: the next resume's defaults."""
+    settings = {key: getattr(config, key) for key in RUN_SETTINGS}
+    if study.user_attrs.get(RUN_ATTR) != settings:
+        study.set_user_attr(RUN_ATTR, settings)
+
+
+# --- the best feasible trial --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """The best feasible trial, stored on the study: optuna-dashboard's Best Trial card
+    ignores feasibility, so the study names it itself."""
+
+    number: int
+    weight_decay: float
+    val_accuracy: float | None
+    train_accuracy: float | None
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> BestTrial:
+        return cls(
+            number=trial.number,
+            weight_decay=trial.params["weight_decay"],
+            val_accuracy=trial.user_attrs.get("val_accuracy"),
+            train_accuracy=trial.user_attrs.get("train_accuracy"),
+        )
+
+
+def stored_best(study: optuna.Study) -> BestTrial | None:
+    stored = study.user_attrs.get(BEST_ATTR)
+    return None if stored is None else BestTrial(**stored)
+
+
+def record_best_feasible(study: optuna.Study) -> bool:
+    """Store the best feasible trial on the study; True if that changed what was stored."""
+    best = best_feasible_trial(study)
+    if best is None:
+        return False
+    stored = stored_best(study)
+    if stored is not None and stored.number == best.number:
+        return False
+    study.set_user_attr(BEST_ATTR, asdict(BestTrial.of(best)))
+    return True
+
+
+# --- the recommendation -------------------------------------------------------------------
+
+
+def confirm_study_name(study_name: str) -> str:
+    return study_name + SIBLING_SUFFIX  # the sibling study that holds the confirmation runs
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate trial's confirmation: its R runs with seeds of their own."""
+
+    trial: int
+    weight_decay: float
+    confirm_seeds: int
+    val_accuracy_mean: float
+    val_accuracy_std: float
+    train_accuracy_mean: float
+    feasible_fraction: float
+
+    @property
+    def holds(self) -> bool:
+        """Feasible in enough of its seeds to be recommended as confirmed."""
+        return self.feasible_fraction >= MIN_FEASIBLE_FRACTION
+
+    @classmethod
+    def from_runs(
+        cls,
+        trial: int,
+        weight_decay: float,
+        runs: list[tuple[float, float]],
+        seeds: int,
+        limit: float,
+    ) -> Candidate:
+        """``runs``: (train accuracy, validation accuracy) of each of the ``seeds`` runs that
+        finished; one that did not (it diverged) counts as infeasible."""
+        train = [t for t, _ in runs]
+        val = [v for _, v in runs]
+        nan = float("nan")
+        return cls(
+            trial=trial,
+            weight_decay=weight_decay,
+            confirm_seeds=seeds,
+            val_accuracy_mean=statistics.fmean(val) if val else nan,
+            val_accuracy_std=statistics.stdev(val) if len(val) > 1 else 0.0,
+            train_accuracy_mean=statistics.fmean(train) if train else nan,
+            feasible_fraction=sum(t <= limit for t in train) / seeds,
+        )
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The trial to ship after seed confirmation, the candidates it was chosen from, and what
+    confirming cost. Stored flat (the chosen candidate's fields at the top level), as before
+    this type existed, so older studies read back alike."""
+
+    choice: Candidate
+    confirmed: bool  # the choice held the limit in at least min_feasible_fraction of its seeds
+    min_feasible_fraction: float
+    best_trial: int | None  # the best feasible trial it was confirmed against
+    candidates: tuple[Candidate, ...]
+    confirm_study: str
+    confirm_runs: int
+    confirm_seconds: float
+
+    @property
+    def trial(self) -> int:
+        return self.choice.trial
+
+    @property
+    def held(self) -> int:
+        """In how many of its further seeds the choice was feasible."""
+        return round(self.choice.feasible_fraction * self.choice.confirm_seeds)
+
+    def as_attr(self) -> dict[str, Any]:
+        return {
+            **asdict(self.choice),
+            "confirmed": self.confirmed,
+            "min_feasible_fraction": self.min_feasible_fraction,
+            "best_trial": self.best_trial,
+            "candidates": [asdict(c) for c in self.candidates],
+            "confirm_study": self.confirm_study,
+            "confirm_runs": self.confirm_runs,
+            "confirm_seconds": self.confirm_seconds,
+        }
+
+    @classmethod
+    def from_attr(cls, stored: dict[str, Any]) -> Recommendation:
+        choice = Candidate(**{f.name: stored[f.name] for f in fields(Candidate)})
+        return cls(
+            choice=choice,
+            confirmed=stored["confirmed"],
+            min_feasible_fraction=stored.get("min_feasible_fraction", MIN_FEASIBLE_FRACTION),
+            best_trial=stored.get("best_trial"),
+            candidates=tuple(Candidate(**c) for c in stored.get("candidates", [])),
+            confirm_study=stored["confirm_study"],
+            confirm_runs=stored["confirm_runs"],
+            confirm_seconds=stored["confirm_seconds"],
+        )
+
+
+def record_recommendation(study: optuna.Study, recommendation: Recommendation) -> None:
+    study.set_user_attr(RECOMMENDATION_ATTR, recommendation.as_attr())
+
+
+def stored_recommendation(study: optuna.Study) -> Recommendation | None:
+    """The stored recommendation if it is current: confirmed against today's best trial.
+
+    A resumed study may have found a better trial since; the old confirmation is then stale
+    and ``search.run`` confirms again.
+    """
+    stored = study.user_attrs.get(RECOMMENDATION_ATTR)
+    best = best_feasible_trial(study)
+    if stored is None or best is None or stored.get("best_trial") != best.number:
+        return None
+    return Recommendation.from_attr(stored)
+
+
+def recommended_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The trial to ship: the confirmed recommendation, else the best feasible trial."""
+    stored = stored_recommendation(study)
+    if stored is None:
+        return best_feasible_trial(study)
+    return study.get_trials(deepcopy=False)[stored.trial]
+
+
+# --- the test-set result ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """The recommended trial's test-set figure, stored by ``search.evaluate``."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    trial: int
+    weight_decay: float
+    val_accuracy: float | None
+    test_accuracy: float
+    test_loss: float
+    test_images: int
+    selected_on_test: bool  # the study validated on the test set: no unbiased figure
+
+    def as_attr(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_attr(cls, stored: dict[str, Any]) -> TestResult:
+        values: dict[str, Any] = {f.name: stored.get(f.name) for f in fields(cls)}
+        return cls(**values)
+
+
+def record_test_result(study: optuna.Study, result: TestResult) -> None:
+    study.set_user_attr(TEST_ATTR, result.as_attr())
+
+
+def stored_test_result(study: optuna.Study) -> TestResult | None:
+    """The study's test-set result if it belongs to the trial recommended now.
+
+    A resumed study may have found a better trial since; its old test figure is then stale.
+    """
+    stored = study.user_attrs.get(TEST_ATTR)
+    best = recommended_trial(study)
+    if stored is None or best is None or stored.get("trial") != best.number:
+        return None
+    return TestResult.from_attr(stored)

@@ -1,0 +1,54 @@
+"""The shared budget: the claim lock that admits one worker at a time (SQLite and
+PostgreSQL), and the gate that counts the trials holding a place in the budget."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from search.config import StudyConfig
+from search.engine.budget import BudgetGate, ClaimLock
+from search.engine.strategy import new_study
+from search.study.storage import engine_options, make_storage
+from tests.helpers import STUDY
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_claim_lock_admits_one_worker_at_a_time(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'study.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    first, second = (ClaimLock(url, STUDY, engine_options(url)) for _ in range(2))
+    first.acquire()
+    waiter = threading.Thread(target=second.acquire, daemon=True)
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive() and not second.held
+    if backend == "postgresql":  # each study its own lock (SQLite: one per database file)
+        other = ClaimLock(url, "another study", engine_options(url))
+        other.acquire()
+        other.release()
+    first.release()
+    waiter.join(timeout=10)
+    assert second.held
+    second.release()
+
+
+def test_budget_gate_never_judges_its_own_running_trials_stuck(
+    tiny_config: StudyConfig,
+) -> None:
+    """A trial of this worker that sits still (a long epoch on a busy machine) still holds its
+    place; another's that sits still past ``stuck_after`` doesn't."""
+    url = tiny_config.storage_url
+    study = new_study(make_storage(url), tiny_config, {})
+    lock = ClaimLock(url, tiny_config.study_name, engine_options(url))
+    gate = BudgetGate(study, budget=3, lock=lock, stuck_after=0.0)
+    own, other = study.ask(), study.ask()
+    gate.mine.add(own.number)
+    assert [t.number for t in gate.claimed()] == [own.number, other.number]  # first look
+    assert [t.number for t in gate.claimed()] == [own.number]  # the other sat still since

@@ -1,0 +1,162 @@
+"""Which trials are candidates, in which rounds they are confirmed, which one is recommended:
+on studies of made-up trials, no training."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from search.engine.choose import (
+    CANDIDATE_SPACING,
+    CONTENTION_MARGIN,
+    candidates,
+    choose,
+    confirmation_rounds,
+    recommend,
+)
+from search.study.record import MIN_FEASIBLE_FRACTION, Candidate
+
+LOW, HIGH = 1e-6, 1e-1
+DECADES = math.log10(HIGH / LOW)  # the unit scale of the weight decay's log range
+FEASIBLE, INFEASIBLE = -0.01, 0.01
+
+
+def apart(weight_decay: float, units: float) -> float:
+    """The weight decay ``units`` of the log range above ``weight_decay``."""
+    return weight_decay * 10 ** (units * DECADES)
+
+
+def trial(
+    weight_decay: float,
+    value: float,
+    violation: float = FEASIBLE,
+    state: TrialState = TrialState.COMPLETE,
+    optimizer: str | None = None,
+):
+    params: dict[str, object] = {"weight_decay": weight_decay}
+    distributions: dict[str, object] = {"weight_decay": FloatDistribution(LOW, HIGH, log=True)}
+    if optimizer is not None:
+        params["optimizer"] = optimizer
+        distributions["optimizer"] = CategoricalDistribution(["adam", "sgd"])
+    return create_trial(
+        state=state,
+        value=value if state == TrialState.COMPLETE else None,
+        params=params,
+        distributions=distributions,
+        constraints={"train_accuracy": violation},
+    )
+
+
+def study_of(*trials, name: str = "choose") -> optuna.Study:
+    study = optuna.create_study(study_name=name, direction="maximize")
+    for t in trials:
+        study.add_trial(t)
+    return study
+
+
+def numbers(trials) -> list[int]:
+    return [t.number for t in trials]
+
+
+def test_candidates_closer_than_the_spacing_are_one_candidate() -> None:
+    edge = 5e-3
+    study = study_of(
+        trial(edge, 0.950),
+        trial(apart(edge, 0.9 * CANDIDATE_SPACING), 0.949),  # too close: left out
+        trial(apart(edge, 1.1 * CANDIDATE_SPACING), 0.948),  # far enough
+    )
+    assert numbers(candidates(study, 3)) == [0, 2]
+
+
+def test_candidates_are_spaced_from_each_chosen_one_not_only_the_best() -> None:
+    edge = 5e-3
+    second = apart(edge, 1.5 * CANDIDATE_SPACING)
+    study = study_of(
+        trial(edge, 0.950),
+        trial(second, 0.949),
+        trial(apart(second, 0.5 * CANDIDATE_SPACING), 0.948),  # near the second, not the best
+        trial(apart(second, 1.2 * CANDIDATE_SPACING), 0.947),
+    )
+    assert numbers(candidates(study, 5)) == [0, 1, 3]
+
+
+def test_candidates_are_feasible_complete_trials_best_first_up_to_n() -> None:
+    study = study_of(
+        trial(1e-5, 0.990, INFEASIBLE),  # best value, over the limit
+        trial(3e-3, 0.940),
+        trial(2e-2, 0.960, FEASIBLE, state=TrialState.PRUNED),  # pruned: never a candidate
+        trial(1e-3, 0.950),
+        trial(1e-2, 0.930),
+        trial(5e-2, 0.920),
+    )
+    assert numbers(candidates(study, 3)) == [3, 1, 4]
+    assert numbers(candidates(study, 1)) == [3]
+    assert candidates(study_of(trial(1e-5, 0.99, INFEASIBLE)), 3) == []
+
+
+def test_candidates_with_other_parameters_are_never_too_close() -> None:
+    study = study_of(
+        trial(5e-3, 0.950, optimizer="adam"),
+        trial(5e-3, 0.949, optimizer="sgd"),  # same weight decay, another optimizer
+        trial(5.01e-3, 0.948, optimizer="adam"),
+    )
+    assert numbers(candidates(study, 3)) == [0, 1]
+
+
+def test_confirmation_rounds_split_at_the_contention_margin() -> None:
+    best = 0.95
+    study = study_of(
+        trial(1e-3, best),
+        trial(2e-3, best - 0.8 * CONTENTION_MARGIN),  # near: confirmed with the best
+        trial(4e-3, best - 1.2 * CONTENTION_MARGIN),  # far: only if no near one holds
+        trial(8e-3, best - 3 * CONTENTION_MARGIN),
+    )
+    rounds = confirmation_rounds(candidates(study, 4))
+    assert [numbers(r) for r in rounds] == [[0, 1], [2, 3]]
+
+
+def test_confirmation_rounds_are_one_round_when_all_are_near() -> None:
+    study = study_of(trial(1e-3, 0.95), trial(2e-3, 0.949), trial(4e-3, 0.948))
+    assert [numbers(r) for r in confirmation_rounds(candidates(study, 3))] == [[0, 1, 2]]
+    assert confirmation_rounds([]) == []
+
+
+def candidate(number: int, val: float, fraction: float) -> Candidate:
+    return Candidate(number, 1e-3 * (number + 1), 4, val, 0.001, 0.94, fraction)
+
+
+def test_choose_picks_the_best_mean_among_the_candidates_that_hold() -> None:
+    confirmed = [
+        candidate(0, 0.955, 0.75),  # best mean, but 3 of 4 is under the line
+        candidate(1, 0.950, MIN_FEASIBLE_FRACTION),  # holds, exactly at the line
+        candidate(2, 0.952, 1.0),  # holds, better mean
+    ]
+    assert choose(confirmed) == (confirmed[2], True)
+
+
+def test_choose_falls_back_to_the_most_often_feasible_unconfirmed() -> None:
+    confirmed = [candidate(0, 0.955, 0.25), candidate(1, 0.945, 0.5), candidate(2, 0.950, 0.5)]
+    assert choose(confirmed) == (confirmed[2], False)  # 0.5 twice: the better mean
+
+
+def test_recommend_builds_the_recommendation_against_the_best_trial() -> None:
+    study = study_of(trial(1e-5, 0.99, INFEASIBLE), trial(1e-3, 0.95), trial(2e-3, 0.948))
+    confirmed = [candidate(1, 0.951, 0.25), candidate(2, 0.949, 1.0)]
+    made = recommend(study, confirmed, runs=8, seconds=12.5)
+    assert made.choice == confirmed[1] and made.trial == 2 and made.confirmed is True
+    assert made.best_trial == 1  # the best feasible trial, not the infeasible #0
+    assert made.candidates == tuple(confirmed)
+    assert made.min_feasible_fraction == MIN_FEASIBLE_FRACTION
+    assert made.confirm_study == "choose-confirm"
+    assert (made.confirm_runs, made.confirm_seconds) == (8, 12.5)
+    assert made.held == 4
+
+
+def test_recommend_unconfirmed_says_so() -> None:
+    study = study_of(trial(1e-3, 0.95), name="other")
+    made = recommend(study, [candidate(0, 0.95, 0.5)], runs=4, seconds=3.0)
+    assert made.confirmed is False and made.best_trial == 0
+    assert made.confirm_study == "other-confirm" and made.held == 2
