@@ -17,19 +17,19 @@ import ipaddress
 import logging
 import socketserver
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-import optuna_dashboard
-from optuna.artifacts import FileSystemArtifactStore
-from optuna.storages import BaseStorage
 
 from search.cli import Parser, add_flags, run_command, storage_url
 from search.errors import UserError
 from search.flag_values import port
-from search.study.artifacts import artifact_store
-from search.study.storage import make_storage, masked
-from search.study.study import load_existing_study
+
+if TYPE_CHECKING:
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.storages import BaseStorage
+
+# The study's libraries (Optuna, SQLAlchemy, pandas, matplotlib) are imported where they are used,
+# after the flags are parsed: --help and a flag error answer at once.
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ def make_dashboard_server(
     Binding first means a busy port is a one-line error before any URL is printed, and port 0
     picks a free one (``server.server_port`` says which).
     """
+    import optuna_dashboard
+
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
     try:
         return make_server(
@@ -119,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     url = storage_url(args)
+    from search.study.artifacts import artifact_store
+    from search.study.storage import make_storage, masked
+    from search.study.study import load_existing_study
+
     study = load_existing_study(args.study_name, url)
     storage = make_storage(url)
     server = make_dashboard_server(

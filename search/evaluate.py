@@ -22,23 +22,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import optuna
-from optuna.artifacts import FileSystemArtifactStore
-
 from search.cli import Parser, add_flags, run_command, storage_url
 from search.flag_values import non_negative_int
-from search.study.artifacts import MODEL_ATTR, artifact_store
-from search.study.notes import save_study_note
-from search.study.record import (
-    TEST_ATTR,
-    recommended_trial,
-    record_best_feasible,
-    record_test_result,
-)
-from search.study.study import load_existing_study
 
 if TYPE_CHECKING:
+    import optuna
     import torch
+    from optuna.artifacts import FileSystemArtifactStore
+
+# The study's libraries (Optuna, SQLAlchemy, pandas, matplotlib) are imported where they are used,
+# after the flags are parsed: --help and a flag error answer at once.
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     problem = device_problem(args.device)
     if problem is not None:
         parser.error(problem)
+    from search.study.artifacts import artifact_store
+    from search.study.study import load_existing_study
+
     url = storage_url(args)
     study = load_existing_study(args.study_name, url)
     store = artifact_store(url, args.artifacts)
@@ -95,6 +91,8 @@ def evaluate_command(
     study: optuna.Study, store: FileSystemArtifactStore, data_dir: Path, device: torch.device
 ) -> int:
     from search.evaluation.verify import score_best_trial
+    from search.study.notes import save_study_note
+    from search.study.record import TEST_ATTR, record_best_feasible, record_test_result
 
     result = score_best_trial(study, store, data_dir, device)
     record_test_result(study, result)
@@ -128,6 +126,8 @@ def replay_command(
     quiet: bool = False,
 ) -> int:
     from search.evaluation.verify import EvaluateError, replay_trial
+    from search.study.artifacts import MODEL_ATTR
+    from search.study.record import recommended_trial
 
     if number is None:
         best = recommended_trial(study)

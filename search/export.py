@@ -10,22 +10,20 @@ import argparse
 import glob
 import os
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from search.cli import Parser, add_study_flags, run_command, storage_url
 from search.config import STUDIES_DIR
-from search.reporting.tables import (
-    ExportError,
-    all_frame,
-    best_frame,
-    history_frame,
-    neutralise_formulas,
-)
-from search.study.study import load_existing_study
+from search.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The study's libraries (Optuna, SQLAlchemy, pandas, matplotlib) are imported in main, after the
+# flags are parsed: --help and a flag error answer at once.
 
 
-class OutError(ExportError):
+class OutError(UserError):
     """``--out`` can't be written: a usage error."""
 
     exit_code = 2
@@ -68,6 +66,8 @@ def write_csv(frame: pd.DataFrame, out: Path) -> None:
         raise OutError(f"--out {out}: is a directory; give a file name, e.g. {out / 'best.csv'}")
     if not out.parent.is_dir():
         raise OutError(f"--out {out}: directory {out.parent} does not exist; create it first")
+    from search.reporting.tables import neutralise_formulas
+
     remove_stale_temps(out)
     tmp = temp_path(out, os.getpid())
     try:
@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from search.reporting.tables import all_frame, best_frame, history_frame
+    from search.study.study import load_existing_study
+
     study = load_existing_study(args.study_name, storage_url(args))
     kind = "trials" if args.all else "history" if args.history else "best"
     out = args.out or default_out(args.study_name, kind)

@@ -14,24 +14,22 @@ from __future__ import annotations
 import argparse
 import html
 from pathlib import Path
-
-import optuna
+from typing import TYPE_CHECKING
 
 from search.cli import Parser, add_study_flags, run_command, storage_url
 from search.config import STUDIES_DIR
-from search.reporting.figures import STYLES, ReportError, ReportFigure, figures, records
-from search.study.notes import how_it_held
-from search.study.record import (
-    recommended_trial,
-    stored_config,
-    stored_recommendation,
-    stored_test_result,
-)
-from search.study.storage import masked
-from search.study.study import load_existing_study
+from search.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.reporting.figures import ReportFigure
+
+# The study's libraries (Optuna, SQLAlchemy, pandas, matplotlib) are imported in main, after the
+# flags are parsed: --help and a flag error answer at once.
 
 
-class OutDirError(ReportError):
+class OutDirError(UserError):
     """``--out`` can't hold the report: a usage error."""
 
     exit_code = 2
@@ -40,6 +38,16 @@ class OutDirError(ReportError):
 def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
     # Over 60 lines: one row after another, in the table's order.
     """The report's table: what the study is and what it found."""
+    from search.reporting.figures import STYLES, records
+    from search.study.notes import how_it_held
+    from search.study.record import (
+        recommended_trial,
+        stored_config,
+        stored_recommendation,
+        stored_test_result,
+    )
+    from search.study.storage import masked
+
     config = stored_config(study)
     trials = records(study)
     counts: dict[str, int] = {kind: 0 for kind in STYLES}
@@ -149,6 +157,8 @@ def write_report(study: optuna.Study, url: str, out: Path) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutDirError(f"--out {out}: can't create it ({error.strerror})") from None
+    from search.reporting.figures import figures
+
     shown = figures(study)
     written = []
     for f in shown:
@@ -177,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from search.study.study import load_existing_study
+
     url = storage_url(args)
     study = load_existing_study(args.study_name, url)
     out = args.out or STUDIES_DIR / f"{args.study_name}-report"

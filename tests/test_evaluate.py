@@ -20,10 +20,10 @@ from search.data.mnist import load_splits, load_test
 from search.data.splits import Splits
 from search.engine.run_study import study_attrs
 from search.engine.strategy import new_study
-from search.evaluate import TEST_ATTR
 from search.evaluation.verify import first_mismatch
 from search.study.artifacts import ArtifactError, load_model
 from search.study.history import trial_history
+from search.study.record import TEST_ATTR
 from search.study.storage import make_storage
 from search.training.train import evaluate as score
 from tests.helpers import run_cli

@@ -4,8 +4,8 @@ The table is generated from a fixed seed, not downloaded, and built so that weig
 something to do: the label depends on only a few of the features (linearly and through one
 product of two of them), the other features are pure noise, and a tenth of the labels are
 flipped. A network with a wide hidden layer can then memorise the 800 training rows, noise
-included, if nothing stops it; weight decay is what stops it (see README, "The seed
-experiments", for the numbers).
+included, if nothing stops it; weight decay is what stops it (see
+docs/reproducibility.md for the numbers).
 
 The result is a ``search.data.splits.Splits`` like MNIST's, so the training loop, the objective and
 the export use it unchanged.

@@ -4,7 +4,7 @@ Weight decay trades validation accuracy for a lower training accuracy, so the co
 optimum sits on the feasibility edge: the smallest weight decay whose training accuracy stays
 under the limit. That edge is a few percent wide in weight decay out of five decades, and the
 trial pool asks 16 trials before any finishes; TPE and GP model the whole range and, measured
-here, end a 50-trial study 0.3 to 1.7 points below the optimum (README, "Search quality").
+here, end a 50-trial study 0.3 to 1.7 points below the optimum (docs/search-quality.md).
 
 ``EdgeSampler`` splits the bracket between the best feasible trial and its infeasible
 neighbour, first where their constraint values interpolate to the limit, so it never needs to

@@ -33,7 +33,7 @@ SQLITE_BUSY_TIMEOUT_S = 60
 # A PostgreSQL host that doesn't answer fails the command after this long, not the OS's minutes.
 CONNECT_TIMEOUT_S = 10
 # Connections one process's storage may hold: the trial loop and the heartbeat thread use one
-# each, the overflow is headroom for a moment of overlap (README, "Many workers").
+# each, the overflow is headroom for a moment of overlap (docs/workers.md).
 POOL_SIZE = 2
 POOL_OVERFLOW = 2
 # A trial whose heartbeat went stale is tried again with its parameters at most this often:
@@ -285,7 +285,7 @@ def describe_storage_error(error: BaseException, url: str) -> str:
             "PGPASSWORD, they stay out of shell histories and process lists)"
         )
     if f'database "{database}" does not exist' in text:
-        return f"{text}: create it first (README: Many workers)"
+        return f"{text}: create it first (docs/workers.md)"
     if any(words in lowered for words in UNREACHABLE):
         return (
             f"{text}: the database can't be reached; check that it is running and reachable, "
