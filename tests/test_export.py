@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from search import export
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.reporting.tables import BEST_COLUMNS, CONFIRM_COLUMNS, HISTORY_COLUMNS
+from search.reporting.tables import BEST_COLUMNS, CONFIRM_COLUMNS, HISTORY_COLUMNS, all_frame
 from search.study.history import trial_history
 from search.study.record import CONSTRAINT
 from search.training.seeds import trial_seed
@@ -154,7 +154,7 @@ def test_export_neutralises_spreadsheet_formulas(tmp_path: Path) -> None:
     )
     study.add_trial(trial)
     out = tmp_path / "all.csv"
-    export.write_csv(export.all_frame(study), out)
+    export.write_csv(all_frame(study), out)
     frame = pd.read_csv(out)
     assert frame.loc[0, "study"] == "'=HYPERLINK(1)"
     assert frame.loc[0, "pruned_reason"] == "'@SUM(A1)"
