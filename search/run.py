@@ -14,8 +14,8 @@ import argparse
 import shlex
 from typing import TYPE_CHECKING
 
-from search.cli import FLAGS, Parser, add_flags, run_command
-from search.config import RECORDED, RUN_SETTINGS, StudyConfig
+from search.cli import Parser, add_flags, run_command
+from search.config import RECORDED, RUN_SETTINGS, StudyConfig, flag_of
 from search.errors import UsageError
 
 if TYPE_CHECKING:
@@ -31,9 +31,7 @@ RUN_FLAGS = (
     "--parallel-trials", "--confirm-seeds", "--confirm-candidates", "--workers",
     "--heartbeat-interval", "--grace-period", "--quiet",
 )  # fmt: skip
-STORED = {"--" + key.replace("_", "-") for key in (*RECORDED, *RUN_SETTINGS)} | {
-    "--no-constraint-pruning"
-}
+STORED = {flag_of(key) for key in (*RECORDED, *RUN_SETTINGS)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`--trials N` above its budget extends it; a flag that contradicts a stored setting "
         "is refused. The defaults below are a new study's.",
     )
-    add_flags(parser, *RUN_FLAGS, defaults=dict.fromkeys(STORED & set(FLAGS)))
+    add_flags(parser, *RUN_FLAGS, defaults=dict.fromkeys(STORED))
     return parser
 
 

@@ -59,11 +59,10 @@ def check_rules(values: dict[str, Any]) -> None:
 
 
 def check_config(config: StudyConfig) -> None:
-    """The rules between flags, the device, the recipe and the workers."""
+    """The device, the recipe and the workers (the rules between flags are checked first)."""
     from search.training.pool import check_recipe
     from search.training.train import device_problem
 
-    check_rules(vars(config))
     problem = device_problem(config.device)
     if problem is not None:
         raise UsageError(problem)
