@@ -22,6 +22,7 @@ from search.study.history import trial_history
 from search.study.record import CONSTRAINT
 from search.training.seeds import trial_seed
 from tests.helpers import enqueued_study, run_cli
+from tests.reporting.stored import BY_PRUNER, OVER_LIMIT, add_trial, empty_study
 
 
 @pytest.fixture
@@ -91,6 +92,23 @@ def test_export_all_has_state_constraint_feasibility_and_timing(
     assert (frame["duration_s"] > 0).all()
     assert pd.to_datetime(frame["datetime_start"]).notna().all()
     assert frame["epochs_run"].tolist() == [2, 3, 3]
+
+
+def test_export_all_leaves_feasible_empty_for_a_trial_the_pruner_stopped(
+    tmp_path: Path, capsys
+) -> None:
+    study = empty_study(tmp_path)
+    add_trial(study, 1e-2, [(0.90, 0.9), (0.92, 0.9), (0.93, 0.9), (0.94, 0.9)], 1)
+    add_trial(study, 1e-5, [(0.93, 0.9), (0.96, 0.9)], 2, OVER_LIMIT)
+    add_trial(study, 2e-2, [(0.90, 0.9), (0.91, 0.9)], 3, BY_PRUNER)
+    url, out = f"sqlite:///{tmp_path / 'stored.db'}", tmp_path / "all.csv"
+    _, frame = exported(url, out, capsys, "--all", "--study-name", "stored")
+    assert frame["state"].tolist() == ["COMPLETE", "PRUNED", "PRUNED"]
+    with out.open(newline="") as stream:
+        cells = [row["feasible"] for row in csv.DictReader(stream)]
+    # Stopped for its score before its last epoch: whether it would have ended feasible is
+    # unknown, not True. Stopped over the limit: infeasible for good.
+    assert cells == ["True", "False", ""]
 
 
 def test_export_with_no_feasible_trial_writes_nothing(

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from search import report
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.reporting.figures import DPI, FEASIBLE_PAD, FIGSIZE, figures
+from search.reporting.figures import BAND, DPI, FIGSIZE, figures
 from search.study.history import trial_history
 from tests.helpers import enqueued_study, run_cli
 
@@ -67,7 +67,8 @@ def test_report_writes_readable_pngs_and_an_index(
 def test_report_history_tells_feasible_infeasible_and_pruned_apart(study: optuna.Study) -> None:
     history = figures(study)[0].figure
     (ax,) = history.axes
-    assert ax.get_xlabel() == "trial number" and "validation accuracy" in ax.get_ylabel()
+    assert "order in which the trials finished" in ax.get_xlabel()
+    assert "validation accuracy" in ax.get_ylabel()
     labels = legend_labels(history)
     assert "complete, feasible (1)" in labels and "complete, infeasible (1)" in labels
     assert "pruned: over the limit (1): when it stopped" in labels
@@ -78,22 +79,24 @@ def test_report_history_tells_feasible_infeasible_and_pruned_apart(study: optuna
 
 def test_report_weight_decay_shades_only_where_trials_were_feasible(study: optuna.Study) -> None:
     figure = figures(study)[1].figure
-    (ax,) = figure.axes
+    ax, zoom = figure.axes  # the overview, and the edge between #2 (5e-2) and #1 (1e-1)
     assert ax.get_xscale() == "log" and ax.get_xlabel() == "weight decay (log scale)"
+    assert zoom.get_xlim()[0] < 5e-2 and 1e-1 < zoom.get_xlim()[1]
     assert "final" not in figure.get_suptitle() and "last epoch" in ax.get_ylabel()
     labels = legend_labels(figure)
-    assert f"training-accuracy limit ({LIMIT:.0%})" in labels
+    assert f"training-accuracy limit ({LIMIT:.0%}), infeasible above" in labels
     assert "validation, pruned: last epoch" in labels
     assert "validation, complete: final" in labels
     # Pruned trials in another shape than complete ones, not only hollow.
     shapes = {c.get_label(): c.get_paths()[0].vertices.shape for c in ax.collections[:4]}
     assert len(set(shapes.values())) > 1
-    # The band spans the feasible complete trials' weight decays only, up to the limit.
-    (band,) = [c for c in ax.collections if "feasible" in c.get_label()]
+    # The band spans the feasible complete trials' weight decays only, up to the limit: here
+    # the one feasible trial, a band of one point.
+    (band,) = [c for c in ax.collections if c.get_gid() == BAND]
     feasible = [t.params["weight_decay"] for t in study.trials if t.user_attrs.get("feasible")
                 and t.state == TrialState.COMPLETE]  # fmt: skip
     (x0, _), (x1, y1) = band.get_paths()[0].vertices.min(0), band.get_paths()[0].vertices.max(0)
-    assert (x0, x1) == pytest.approx((min(feasible) / FEASIBLE_PAD, max(feasible) * FEASIBLE_PAD))
+    assert (x0, x1) == pytest.approx((min(feasible), max(feasible)))
     assert y1 == pytest.approx(LIMIT)
     infeasible = [t.params["weight_decay"] for t in study.trials if not t.user_attrs["feasible"]]
     assert all(not x0 <= wd <= x1 for wd in infeasible)

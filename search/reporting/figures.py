@@ -10,17 +10,20 @@ Figures are built on ``matplotlib.figure.Figure``, not pyplot: no global state, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import optuna
 from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import ListedColormap, LogNorm
+from matplotlib.colors import ListedColormap, LogNorm, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator, PercentFormatter
 from optuna.trial import FrozenTrial
 
 from search.config import DEFAULTS
@@ -47,7 +50,10 @@ VALIDATION = "tab:blue"
 TRAINING = "tab:orange"
 LIMIT = "tab:red"
 FEASIBLE_REGION = "tab:green"
-FEASIBLE_PAD = 1.15  # the feasible band reaches this factor beyond its outermost trials
+BAND = "feasible band"  # the gid of each stretch of the feasible band, for whoever reads it
+# The edge panel shows the bracket plus as much again on each side (log scale), and at least
+# this factor, so the trials just outside it are in view.
+EDGE_CONTEXT = 1.1
 # Learning curves by weight decay: viridis without its last fifth, whose yellows are faint
 # on white.
 CURVE_COLOURS = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.8, 256)))
@@ -62,32 +68,56 @@ STYLES: dict[str, tuple[str, str, str]] = {
 }
 
 
-def new_figure(title: str, ncols: int = 1) -> tuple[Figure, Any]:
+def new_figure(
+    title: str, ncols: int = 1, width_ratios: Sequence[float] | None = None
+) -> tuple[Figure, Any]:
     figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    axes = figure.subplots(1, ncols)
+    axes = figure.subplots(1, ncols, width_ratios=width_ratios)
     figure.suptitle(title, fontsize=13, fontweight="bold")
     return figure, axes
 
 
-def legend_below(figure: Figure, ax: Any, ncols: int) -> None:
-    """The legend under the axes, where it can't hide a point, whatever the data."""
-    figure.legend(
-        *ax.get_legend_handles_labels(), loc="outside lower center", ncols=ncols, fontsize=9
-    )
+def legend_below(
+    figure: Figure, ax: Any, ncols: int, handles: Sequence[Artist] | None = None
+) -> None:
+    """The legend under the axes, where it can't hide a point, whatever the data.
+
+    Args:
+        handles: what the legend lists; by default everything labelled in ``ax``.
+    """
+    if handles is None:
+        handles = ax.get_legend_handles_labels()[0]
+    figure.legend(handles=list(handles), loc="outside lower center", ncols=ncols, fontsize=9)
 
 
 def percent_axis(axis: Any) -> None:
     axis.set_major_formatter(PercentFormatter(xmax=1))
 
 
+def completion_order(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """The trials in the order they finished (trial numbers only say when they started:
+    trials trained side by side or by several workers finish in another order)."""
+    return sorted(trials, key=lambda t: (t.finished or datetime.max, t.number))
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def plot_history(trials: list[TrialRecord], best: FrozenTrial | None) -> Figure:
-    """Final validation accuracy per trial, by kind, with the best feasible value so far."""
+    # Over 60 lines: one figure drawn layer by layer, in its legend's order.
+    """Final validation accuracy per trial, in the order the trials finished, by kind, with
+    the best feasible value so far; the trials that raised it are labelled with their number.
+    """
     figure, ax = new_figure("Optimization history: validation accuracy of each trial")
+    ordered = completion_order(trials)
+    rank = {t.number: position for position, t in enumerate(ordered, start=1)}
     for kind, (marker, face, edge) in STYLES.items():
-        chosen = [t for t in trials if t.kind == kind]
+        chosen = [t for t in ordered if t.kind == kind]
         if chosen:
             ax.scatter(
-                [t.number for t in chosen],
+                [rank[t.number] for t in chosen],
                 [t.val_accuracy for t in chosen],
                 marker=marker,
                 facecolors=face,
@@ -98,11 +128,13 @@ def plot_history(trials: list[TrialRecord], best: FrozenTrial | None) -> Figure:
                 zorder=3,
             )
     steps, best_so_far, current = [], [], -math.inf
-    for trial in sorted(trials, key=lambda t: t.number):
-        if trial.complete and trial.feasible:
-            current = max(current, trial.val_accuracy)
+    raised: list[TrialRecord] = []
+    for trial in ordered:
+        if trial.complete and trial.feasible and trial.val_accuracy > current:
+            current = trial.val_accuracy
+            raised.append(trial)
         if current > -math.inf:
-            steps.append(trial.number)
+            steps.append(rank[trial.number])
             best_so_far.append(current)
     if steps:
         ax.step(
@@ -113,36 +145,99 @@ def plot_history(trials: list[TrialRecord], best: FrozenTrial | None) -> Figure:
             alpha=0.6,
             label="best feasible so far",
         )
-    if best is not None:
+    if raised:
+        # Which trial each step is, above the axes where no label can hide a point: the x axis
+        # is the order of finishing, not the trial number.
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(
+            [rank[t.number] for t in raised], [f"#{t.number}" for t in raised], fontsize=8
+        )
+        top.tick_params(axis="x", labelrotation=90, colors=FEASIBLE)
+        top.set_xlabel("trial number of each new best", fontsize=9, color=FEASIBLE)
+    if best is not None and best.number in rank:
         ax.scatter(
-            [best.number],
+            [rank[best.number]],
             [trial_val_accuracy(best)],
             marker="*",
             color="black",
             s=160,
             zorder=4,
-            label=f"best feasible: #{best.number} ({trial_val_accuracy(best):.2%})",
+            label=f"best feasible: #{best.number} ({trial_val_accuracy(best):.2%}), "
+            f"{ordinal(rank[best.number])} to finish",
         )
-    ax.set_xlabel("trial number")
+    ax.set_xlabel("order in which the trials finished (1 = first to finish)")
     ax.set_ylabel("validation accuracy at the trial's last epoch (%)")
     percent_axis(ax.yaxis)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.margins(y=0.08)
-    legend_below(figure, ax, ncols=3)
+    legend_below(figure, ax, ncols=2)
     return figure
 
 
-def plot_weight_decay(trials: list[TrialRecord], limit: float, best: FrozenTrial | None) -> Figure:
-    # Over 60 lines: one figure drawn layer by layer, in its legend's order.
-    """Validation and training accuracy at each trial's last epoch against weight decay.
+def proven(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """The trials whose feasibility is final: complete ones, and those stopped over the limit
+    (training accuracy only rises). One the pruner stopped under the limit proves nothing."""
+    return [t for t in trials if t.complete or not t.feasible]
 
-    Complete trials ran every epoch: their figures are final. Pruned ones stopped early, so
-    theirs are as of the epoch they stopped at, drawn hollow and in another shape. The band
-    under the limit is shaded only across the weight decays whose complete trials ended
-    feasible: what the study found, not what the limit alone would promise.
+
+def feasible_spans(trials: list[TrialRecord]) -> list[tuple[float, float]]:
+    """The stretches of weight decay, outermost trials included, in which every trial whose
+    feasibility is final ended feasible: from one feasible trial to the last before an
+    infeasible one. A lone feasible trial between infeasible ones is a stretch of one point.
     """
-    figure, ax = new_figure("Weight decay against accuracy at each trial's last epoch")
+    feasible_at: dict[float, bool] = {}
+    for trial in proven(trials):  # one infeasible trial at a weight decay makes it infeasible
+        feasible_at[trial.weight_decay] = feasible_at.get(trial.weight_decay, True) and (
+            trial.feasible
+        )
+    spans: list[tuple[float, float]] = []
+    start: float | None = None
+    end = 0.0
+    for weight_decay, feasible in sorted(feasible_at.items()):
+        if feasible:
+            start = weight_decay if start is None else start
+            end = weight_decay
+        elif start is not None:
+            spans.append((start, end))
+            start = None
+    if start is not None:
+        spans.append((start, end))
+    return spans
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Where the constraint decides the study: the largest weight decay a trial proved
+    infeasible at and the smallest a complete trial ended feasible at. Seeds differ, so near
+    the edge the two may cross (an infeasible trial above the smallest feasible one)."""
+
+    infeasible: float
+    feasible: float
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return min(self.infeasible, self.feasible), max(self.infeasible, self.feasible)
+
+
+def feasibility_edge(trials: list[TrialRecord]) -> Edge | None:
+    """The edge, or None until the trials show both sides of it."""
+    feasible = [t.weight_decay for t in trials if t.complete and t.feasible]
+    infeasible = [t.weight_decay for t in trials if not t.feasible]
+    if not feasible or not infeasible:
+        return None
+    return Edge(infeasible=max(infeasible), feasible=min(feasible))
+
+
+def draw_accuracies(
+    ax: Any,
+    trials: list[TrialRecord],
+    limit: float,
+    floor: float,
+    best: FrozenTrial | None,
+) -> None:
+    """The trials' accuracies, the limit, the feasible band down to ``floor`` and the
+    recommended trial: the same layers in the overview and in the edge's close-up."""
     for complete in (True, False):
         chosen = [t for t in trials if t.complete == complete]
         if not chosen:
@@ -168,35 +263,20 @@ def plot_weight_decay(trials: list[TrialRecord], limit: float, best: FrozenTrial
         color=LIMIT,
         linestyle="--",
         linewidth=1.5,
-        label=f"training-accuracy limit ({limit:.0%})",
+        label=f"training-accuracy limit ({limit:.0%}), infeasible above",
     )
-    # Room above the limit too, so the infeasible side of the line is visible.
-    values = [t.val_accuracy for t in trials] + [t.train_accuracy for t in trials]
-    low, high = min(*values, limit), max(*values, limit)
-    pad = 0.12 * (high - low or 0.01)
-    ax.set_ylim(low - pad, high + pad)
-    feasible = [t.weight_decay for t in trials if t.complete and t.feasible]
-    if feasible:
+    for index, (low, high) in enumerate(feasible_spans(trials)):
         ax.fill_between(
-            # A little wider than the trials themselves, so one feasible trial is still a band.
-            [min(feasible) / FEASIBLE_PAD, max(feasible) * FEASIBLE_PAD],
-            low - pad,
+            [low, high],
+            floor,
             limit,
-            color=FEASIBLE_REGION,
-            alpha=0.12,
-            linewidth=0,
-            label="feasible weight decays found",
+            # The edge drawn stronger than the fill: a stretch of one trial is then a line.
+            facecolor=to_rgba(FEASIBLE_REGION, 0.12),
+            edgecolor=to_rgba(FEASIBLE_REGION, 0.5),
+            linewidth=1.5,
+            gid=BAND,
+            label="feasible weight decays found" if index == 0 else "_nolegend_",
         )
-    ax.text(
-        0.99,
-        limit,
-        "infeasible above the line ",
-        transform=ax.get_yaxis_transform(),
-        ha="right",
-        va="bottom",
-        color=LIMIT,
-        fontsize=9,
-    )
     if best is not None:
         ax.axvline(
             best.params["weight_decay"],
@@ -205,12 +285,85 @@ def plot_weight_decay(trials: list[TrialRecord], limit: float, best: FrozenTrial
             linewidth=1,
             label=f"recommended trial #{best.number}",
         )
+
+
+def accuracy_range(trials: list[TrialRecord], limit: float) -> tuple[float, float]:
+    """The y range of the trials' accuracies and the limit, with room above the limit too,
+    so the infeasible side of the line is visible."""
+    values = [t.val_accuracy for t in trials] + [t.train_accuracy for t in trials]
+    low, high = min(*values, limit), max(*values, limit)
+    pad = 0.12 * (high - low or 0.01)
+    return low - pad, high + pad
+
+
+def zoom_on_edge(ax: Any, trials: list[TrialRecord], limit: float, edge: Edge) -> list[Line2D]:
+    """Frame ``ax`` on the edge's bracket and mark both of its ends; returns the two marks."""
+    low, high = edge.bounds
+    context = max(high / low, EDGE_CONTEXT)
+    left, right = low / context, high * context
+    ax.set_xscale("log")
+    ax.set_xlim(left, right)
+    ax.set_ylim(*accuracy_range([t for t in trials if left <= t.weight_decay <= right], limit))
+    marks = [
+        ax.axvline(
+            edge.infeasible,
+            color=INFEASIBLE,
+            linestyle="-.",
+            linewidth=1.2,
+            label=f"largest proven infeasible: {edge.infeasible:.3g}",
+        ),
+        ax.axvline(
+            edge.feasible,
+            color=FEASIBLE_REGION,
+            linestyle="-.",
+            linewidth=1.2,
+            label=f"smallest found feasible: {edge.feasible:.3g}",
+        ),
+    ]
+    # A narrow log range has no decade in it: plain, evenly spaced ticks read better.
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_title("The feasibility edge, zoomed (grey at left)", fontsize=10)
+    ax.set_xlabel("weight decay (log scale)")
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=2))
+    ax.grid(alpha=0.3)
+    return marks
+
+
+def plot_weight_decay(trials: list[TrialRecord], limit: float, best: FrozenTrial | None) -> Figure:
+    """Validation and training accuracy at each trial's last epoch against weight decay.
+
+    Complete trials ran every epoch: their figures are final. Pruned ones stopped early, so
+    theirs are as of the epoch they stopped at, drawn hollow and in another shape. The band
+    under the limit is shaded only where the trials proved it: from the smallest to the
+    largest feasible weight decay, broken wherever an infeasible trial lies between, what the
+    study found rather than what the limit alone would promise. The edge between the two
+    decides the study and its trials crowd there, so a second panel shows it close up.
+    """
+    edge = feasibility_edge(trials)
+    figure, axes = new_figure(
+        "Weight decay against accuracy at each trial's last epoch",
+        ncols=1 if edge is None else 2,
+        width_ratios=None if edge is None else [3, 2],
+    )
+    ax = axes if edge is None else axes[0]
+    floor, ceiling = accuracy_range(trials, limit)
+    draw_accuracies(ax, trials, limit, floor, best)
+    ax.set_ylim(floor, ceiling)
     ax.set_xscale("log")
     ax.set_xlabel("weight decay (log scale)")
     ax.set_ylabel("accuracy at the trial's last epoch (%)")
     percent_axis(ax.yaxis)
     ax.grid(alpha=0.3)
-    legend_below(figure, ax, ncols=3)
+    handles = ax.get_legend_handles_labels()[0]
+    if edge is not None:
+        draw_accuracies(axes[1], trials, limit, floor, best)
+        handles += zoom_on_edge(axes[1], trials, limit, edge)
+        # Where the close-up is, behind the trials: a frame would vanish among them.
+        ax.axvspan(*axes[1].get_xlim(), color="0.5", alpha=0.2, linewidth=0, zorder=0)
+
+    legend_below(figure, ax, ncols=3, handles=handles)
     return figure
 
 
@@ -251,7 +404,7 @@ def plot_learning_curves(
         handles.insert(0, line)
     colorbar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01)
     colorbar.set_label("weight decay (log scale)")
-    ax.legend(handles=handles, loc="lower right", fontsize=9)
+    legend_below(figure, ax, ncols=3, handles=handles)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
     percent_axis(ax.yaxis)
@@ -305,8 +458,8 @@ def plot_best_trial(best: FrozenTrial, limit: float, tested: TestResult | None) 
         ):
             ax.plot(epoch[-1], value, "*", color="black", markersize=12, label=label)
     percent_axis(acc_ax.yaxis)
-    loss_ax.legend(fontsize=8, loc="upper right")
-    acc_ax.legend(fontsize=8, loc="lower right")
+    handles = loss_ax.get_legend_handles_labels()[0] + acc_ax.get_legend_handles_labels()[0]
+    legend_below(figure, loss_ax, ncols=3, handles=handles)
     return figure
 
 
@@ -331,9 +484,11 @@ def figures(study: optuna.Study) -> list[ReportFigure]:
         ReportFigure(
             "optimization_history.png",
             "Is the search still improving? Validation accuracy of every finished trial, in "
-            "the order they ran: final for filled markers (all epochs), at the epoch they "
+            "the order they finished (trials trained side by side finish out of their "
+            "numbers' order): final for filled markers (all epochs), at the epoch they "
             "stopped for hollow ones (pruned). Red: training accuracy over the limit "
-            "(infeasible). The line is the best feasible validation accuracy so far.",
+            "(infeasible). The line is the best feasible validation accuracy so far; each "
+            "trial that raised it is labelled with its number.",
             plot_history(trials, best),
         ),
         ReportFigure(
@@ -342,8 +497,11 @@ def figures(study: optuna.Study) -> list[ReportFigure]:
             "training (orange) accuracy against weight decay: final for complete trials "
             "(filled circles and triangles), at the epoch they stopped for pruned ones (hollow "
             "squares and down-triangles), which would have gone higher. A trial is feasible "
-            f"when its training accuracy ends at or under the limit ({limit:.0%}, dashed); the "
-            "shading spans the weight decays whose complete trials ended feasible.",
+            f"when its training accuracy ends at or under the limit ({limit:.0%}, dashed). The "
+            "shading runs from the smallest to the largest weight decay a complete trial ended "
+            "feasible at, broken wherever a trial between ended infeasible. Where both kinds "
+            "of trials were found, the right panel zooms on the edge between them: the "
+            "largest weight decay proven infeasible and the smallest found feasible.",
             plot_weight_decay(trials, limit, best),
         ),
         ReportFigure(

@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
 from search.study.history import trial_history
@@ -113,7 +113,7 @@ def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         "val_loss": attrs.get("val_loss"),
         "train_loss": attrs.get("train_loss"),
         "constraint": constraint,
-        "feasible": attrs.get("feasible"),
+        "feasible": feasible_cell(trial),
         "pruned_reason": attrs.get("pruned_reason"),
         "validation": config.get("validation"),
         "seed": attrs.get("seed"),  # the trial's own: what a replay seeds it with
@@ -121,6 +121,20 @@ def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         "datetime_start": trial.datetime_start,
         "duration_s": duration,
     }
+
+
+def feasible_cell(trial: FrozenTrial) -> bool | None:
+    """Whether the trial ended feasible, or None where no one can know.
+
+    A complete trial's answer is final. One stopped early recorded ``feasible`` as of the
+    epoch it stopped at: "infeasible" is final there (training accuracy only rises, and a
+    trial stopped for the constraint stopped over the limit), but "feasible" is not: the
+    pruner stopped it for its score before its last epoch, which might have passed the limit.
+    """
+    stored = trial.user_attrs.get("feasible")
+    if trial.state == TrialState.COMPLETE or stored is False:
+        return stored
+    return None
 
 
 def best_frame(study: optuna.Study) -> pd.DataFrame:

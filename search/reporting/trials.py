@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -28,6 +29,7 @@ class TrialRecord:
     val_accuracy: float
     train_accuracy: float
     history: list[dict[str, Any]]
+    finished: datetime | None = None  # when it completed or was pruned: the history's order
 
     @property
     def kind(self) -> str:
@@ -53,6 +55,7 @@ def records(study: optuna.Study) -> list[TrialRecord]:
                 val_accuracy=outcome.val_accuracy,
                 train_accuracy=outcome.train_accuracy,
                 history=history,
+                finished=trial.datetime_complete,
             )
         )
     return out
