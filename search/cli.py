@@ -247,7 +247,7 @@ FLAGS = _flags(
     Flag(
         "--quiet",
         dict(action="store_true"),
-        "no progress display: neither the live bar on a terminal nor the line per trial",
+        "no progress display: no live bar on a terminal, no progress lines elsewhere",
     ),
 )
 del d

@@ -192,10 +192,10 @@ def run_mnist(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from search.reporting.progress import Steps
+    from search.reporting.steps import Steps
     from search.training.pipeline_trace import trace_pipeline
 
-    with Steps(args.epochs, "training the tabular network") as steps:
+    with Steps(args.epochs, "training the tabular network", unit="epoch") as steps:
         lines = trace_pipeline(
             args.weight_decay,
             args.epochs,

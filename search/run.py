@@ -73,8 +73,14 @@ def print_summary(outcome: Outcome, config: StudyConfig) -> None:
     from search.study.notes import describe_recommendation
     from search.study.storage import has_password
 
+    did = (
+        f"{outcome.trials_now} by this run"
+        if outcome.trials_now
+        else "none by this run (the budget was met already)"
+    )
     print(
-        f"\nstudy {outcome.study_name!r}: {outcome.finished} of {outcome.budget} trials finished"
+        f"\nstudy {outcome.study_name!r}: {outcome.finished} of {outcome.budget} trials "
+        f"finished, {did}\ntrials: {outcome.counts.text()}"
     )
     best = outcome.best
     if best is None:

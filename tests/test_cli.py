@@ -10,6 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
+from optuna_dashboard import get_note
 
 from search import run
 from search.config import StudyConfig
@@ -194,3 +195,28 @@ def test_run_prints_counted_lines_off_a_terminal(tiny_config: StudyConfig, capsy
     assert "feasible trial yet" in out or "best #" in out
     status, out, _ = run_cli(run.main, ["--trials", "3", "--quiet", *flags(tiny_config)], capsys)
     assert status == 0 and "[3/3]" not in out and "3 of 3 trials finished" in out
+
+
+def test_resume_that_trains_nothing_says_so_and_names_the_confirmation(
+    tiny_config: StudyConfig, capsys
+) -> None:
+    argv = [
+        "--trials",
+        "2",
+        "--confirm-seeds",
+        "1",
+        "--max-train-acc",
+        "0.99",
+        *flags(tiny_config),
+    ]
+    status, out, _ = run_cli(run.main, argv, capsys)
+    assert status == 0 and "2 of 2 trials finished, 2 by this run" in out
+    counts = out.split("\ntrials: ")[1].splitlines()[0]  # "2 feasible, 0 infeasible, ..."
+    assert sum(int(part.split()[0]) for part in counts.split(", ")) == 2
+    assert "1 run trained now in" in out or "2 runs trained now in" in out
+    status, out, _ = run_cli(run.main, argv, capsys)
+    assert status == 0 and "none by this run (the budget was met already)" in out
+    assert "trained now" not in out
+    assert "reused from the confirmation of " in out and " after 2 trials, which trained" in out
+    note = get_note(load(tiny_config))  # the dashboard's note says the same
+    assert "trained now" not in note and "by the confirmation of " in note

@@ -92,7 +92,12 @@ def choose(confirmed: list[Candidate]) -> tuple[Candidate, bool]:
 
 
 def recommend(
-    study: optuna.Study, confirmed: list[Candidate], runs: int, seconds: float
+    study: optuna.Study,
+    confirmed: list[Candidate],
+    runs: int,
+    seconds: float,
+    confirmed_at: str | None = None,
+    confirmed_after: int | None = None,
 ) -> Recommendation:
     """Choose among ``confirmed``: the recommendation to store on the study."""
     choice, held = choose(confirmed)
@@ -106,4 +111,6 @@ def recommend(
         confirm_study=confirm_study_name(study.study_name),
         confirm_runs=runs,
         confirm_seconds=seconds,
+        confirmed_at=confirmed_at,
+        confirmed_after=confirmed_after,
     )

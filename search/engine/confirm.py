@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -33,12 +34,15 @@ from search.engine.objective import (
     suggest_optimizer,
     suggest_weight_decay,
 )
+from search.reporting.steps import Steps
 from search.study.notes import plural
 from search.study.optuna_private import storage_of
 from search.study.record import (
     Candidate,
     Recommendation,
     confirm_study_name,
+    finished_trials,
+    last_recommendation,
     record_recommendation,
 )
 from search.study.storage import first_line
@@ -75,19 +79,22 @@ def confirm(
     data: Splits,
     n_candidates: int,
     say: Callable[[str], None] = print,
-) -> Recommendation | None:
+) -> tuple[Recommendation | None, int]:
     """Confirm the study's best ``n_candidates`` with ``config.confirm_seeds`` seeds each.
 
     In rounds (``search.engine.choose.confirmation_rounds``): the candidates close to the
     best trial first, the others only if none of those holds, so the usual confirmation trains
     the runs that can change the answer and no more.
 
-    Returns the recommendation it stored on the study, or None when the study has no
-    feasible trial to confirm.
+    Returns the recommendation it stored on the study (None when the study has no feasible
+    trial to confirm) and how many runs it trained. Where it trained none, the recommendation
+    names the confirmation whose runs it reused: when it ran, after how many trials, and what
+    it cost then.
     """
     chosen = candidates(study, n_candidates)
     if not chosen or config.confirm_seeds == 0:
-        return None
+        return None, 0
+    earlier = last_recommendation(study)
     confirm_study = optuna.create_study(
         storage=storage_of(study),
         study_name=confirm_study_name(study.study_name),
@@ -104,10 +111,16 @@ def confirm(
             say("no candidate held the limit: confirming the next ones")
         trained += confirm_round(confirm_study, round_, config, data, say)
         confirmed += candidates_from_runs(finished_runs(confirm_study), round_, config)
-    seconds = time.perf_counter() - started
-    recommendation = recommend(study, confirmed, trained, round(seconds, 1))
+    seconds = round(time.perf_counter() - started, 1)
+    if trained == 0 and earlier is not None:
+        cost = (earlier.confirm_runs, earlier.confirm_seconds)
+        when = (earlier.confirmed_at, earlier.confirmed_after)
+    else:
+        cost = (trained, seconds)
+        when = (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", len(finished_trials(study)))
+    recommendation = recommend(study, confirmed, *cost, *when)
     record_recommendation(study, recommendation)
-    return recommendation
+    return recommendation, trained
 
 
 def confirm_round(
@@ -134,7 +147,10 @@ def confirm_round(
     )
     runs = [start_run(confirm_study, config, trial, r) for trial, r in todo]
     try:
-        train_runs(runs, config, data)
+        with Steps(
+            len(runs) * config.epochs, "confirmation", unit="run-epoch", quiet=config.quiet
+        ) as steps:
+            train_runs(runs, config, data, steps.step)
     except BaseException:
         for run in runs:  # a re-run confirms them again
             _fail_quietly(confirm_study, run.trial)
@@ -195,8 +211,17 @@ def start_run(
     return Run(trial, candidate.number, replicate, seed, weight_decay, optimizer, decay_biases)
 
 
-def train_runs(runs: list[Run], config: StudyConfig, data: Splits) -> None:
-    """Every run's epochs: all at once in the pool where the recipe allows, else one by one."""
+def train_runs(
+    runs: list[Run],
+    config: StudyConfig,
+    data: Splits,
+    progress: Callable[[str, int], None] | None = None,
+) -> None:
+    """Every run's epochs: all at once in the pool where the recipe allows, else one by one.
+
+    ``progress`` is told each time epochs end: a text, and how many run-epochs that was.
+    """
+    told = progress or (lambda text, n: None)
     try:
         check_recipe(config)  # the study's recipe, which its trials (and so these runs) share
         poolable = True
@@ -207,13 +232,15 @@ def train_runs(runs: list[Run], config: StudyConfig, data: Splits) -> None:
         for key, run in enumerate(runs):
             run.trial.set_user_attr("parallel_trials", len(runs))
             pool.add(key, run.seed, run.weight_decay)
-        for _ in range(config.epochs):
+        for epoch in range(1, config.epochs + 1):
             if not len(pool):
                 break  # every run diverged
+            trained = len(pool)
             for key, result in pool.train_epoch().items():
                 _record_epoch(runs[key], result)
                 if isinstance(result, DivergedError):
                     pool.remove(key)
+            told(f"epoch {epoch}/{config.epochs} of {len(runs)} runs side by side", trained)
         return
     for run in runs:
         model = init_model(run.seed, data.train_x.device, config.task)
@@ -229,6 +256,7 @@ def train_runs(runs: list[Run], config: StudyConfig, data: Splits) -> None:
         try:
             for metrics in epochs:
                 _record_epoch(run, metrics)
+                told(f"trial {run.candidate} seed {run.replicate + 1}, epoch {metrics.epoch}", 1)
         except DivergedError as error:
             _record_epoch(run, error)
 

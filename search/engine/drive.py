@@ -81,6 +81,7 @@ def run_until_budget(
     store: FileSystemArtifactStore | None,
     callbacks: list[Callback] | None = None,
     on_epoch: EpochHook | None = None,
+    on_pass: Callable[[], None] | None = None,
 ) -> int:
     """This process's trials until the study's budget is met; returns how many ran.
 
@@ -91,7 +92,13 @@ def run_until_budget(
     if k > 1:
         pool = TrialPool(data, config, k)
         return run_pool(
-            study, config, pool, callbacks=callbacks, artifact_store=store, on_epoch=on_epoch
+            study,
+            config,
+            pool,
+            callbacks=callbacks,
+            artifact_store=store,
+            on_epoch=on_epoch,
+            on_pass=on_pass,
         )
     use_one_cpu_thread(data.train_x.device)
     objective = Objective(config, data, store, on_epoch=on_epoch)
@@ -245,6 +252,7 @@ def run_pool(
     callbacks: list[Callback] | None = None,
     artifact_store: FileSystemArtifactStore | None = None,
     on_epoch: EpochHook | None = None,
+    on_pass: Callable[[], None] | None = None,
 ) -> int:
     """Run trials ``pool.capacity`` at a time until the study's budget is met; returns how
     many ran.
@@ -264,12 +272,14 @@ def run_pool(
         callbacks: called with the study and each told trial, as ``study.optimize`` would.
         artifact_store: where each complete trial's weights go, as ``Objective`` puts them.
         on_epoch: told as each trial starts and ends an epoch (see ``EpochHook``).
+        on_pass: told after each pass over the pool, before its results are told: a pass
+            costs the same however many slots are full, so an ETA counts passes.
 
     Raises:
         KeyboardInterrupt, or whatever training raised, after every running trial is told
         FAIL (a re-run retries them).
     """
-    loop = PoolLoop(study, config, pool, callbacks or [], artifact_store, on_epoch)
+    loop = PoolLoop(study, config, pool, callbacks or [], artifact_store, on_epoch, on_pass)
     with loop.gate:
         try:
             loop.run()
@@ -291,9 +301,11 @@ class PoolLoop:
         callbacks: list[Callback],
         artifact_store: FileSystemArtifactStore | None,
         on_epoch: EpochHook | None,
+        on_pass: Callable[[], None] | None = None,
     ) -> None:
         self.study, self.config, self.pool = study, config, pool
         self.callbacks, self.artifact_store, self.on_epoch = callbacks, artifact_store, on_epoch
+        self.on_pass = on_pass
         self.k = pool.capacity
         self.running: dict[int, Running] = {}
         self.heartbeat = Heartbeat(study, self.running)
@@ -311,6 +323,8 @@ class PoolLoop:
                 time.sleep(WAIT_POLL_S)  # the others' running trials hold the rest
                 continue
             results = self.pool.train_epoch(on_step=self.heartbeat.beat)
+            if self.on_pass is not None:
+                self.on_pass()
             # In trial order, whatever the slots: each told trial reaches the sampler before
             # the trial asked to replace it.
             for number, result in sorted(results.items()):

@@ -20,13 +20,13 @@ from search.study.artifacts import save_model
 from search.study.history import store_history
 from search.study.notes import save_history_note
 from search.study.optuna_private import set_trial_system_attr
-from search.study.record import CONSTRAINT, TrialOutcome
+from search.study.record import CONSTRAINT, STOPPED_OVER_LIMIT, TrialOutcome
 from search.training.seeds import trial_seed
 from search.training.train import DivergedError, EpochMetrics, init_model, train
 
 logger = logging.getLogger(__name__)
 
-INFEASIBLE = "infeasible"  # how the reason of a trial stopped over the limit begins
+INFEASIBLE = STOPPED_OVER_LIMIT
 
 
 def suggest_weight_decay(trial: optuna.Trial, config: StudyConfig) -> float:

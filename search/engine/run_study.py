@@ -27,6 +27,7 @@ from search.study.artifacts import artifact_store
 from search.study.notes import record_best_feasible_and_note, save_study_note
 from search.study.record import (
     BestTrial,
+    Counts,
     Recommendation,
     best_feasible_trial,
     finished_trials,
@@ -62,6 +63,8 @@ class Outcome:
     wall_s: float | None  # the search's wall time, when this run searched
     status: int  # the command's exit status (workers that failed make it non-zero)
     summary_known: bool = True  # False: the workers lost the database, and said so
+    counts: Counts = Counts()  # the study's trials by how they ended, each once
+    trials_now: int = 0  # trials that finished during this run (its workers' included)
 
 
 def run_study(config: StudyConfig, say: Say = print) -> Outcome:
@@ -156,7 +159,9 @@ def search_and_confirm(
         if config.workers > 1:
             data = load_task(config, device)
         confirmed = confirm_here(study, config, data, say)
-    return outcome(study, config, trained=True, confirmed=confirmed, wall=wall, status=status)
+    return outcome(
+        study, config, trained=True, confirmed=confirmed, wall=wall, status=status, before=done
+    )
 
 
 def outcome(
@@ -166,8 +171,11 @@ def outcome(
     confirmed: bool,
     wall: float | None = None,
     status: int = 0,
+    before: int | None = None,
 ) -> Outcome:
+    """What the study holds now; ``before``: its finished trials when this run began."""
     best = best_feasible_trial(study)
+    counts = Counts.of(study.get_trials(deepcopy=False))
     return Outcome(
         study_name=study.study_name,
         budget=config.trials,
@@ -179,6 +187,8 @@ def outcome(
         trained_now=trained,
         wall_s=wall,
         status=status,
+        counts=counts,
+        trials_now=0 if before is None else counts.finished - before,
     )
 
 
@@ -238,9 +248,9 @@ def confirm_here(study: optuna.Study, config: StudyConfig, data: Splits, say: Sa
     """Confirm the best candidates; True if that trained runs here (not all reused)."""
     from search.engine.confirm import confirm
 
-    recommendation = confirm(study, config, data, config.confirm_candidates, say)
+    _, trained = confirm(study, config, data, config.confirm_candidates, say)
     save_study_note(study)  # the study's note names the recommendation now
-    return recommendation is not None and recommendation.confirm_runs > 0
+    return trained > 0
 
 
 def run_here(study: optuna.Study, config: StudyConfig, data: Splits, label: str = "") -> None:
@@ -250,11 +260,15 @@ def run_here(study: optuna.Study, config: StudyConfig, data: Splits, label: str 
     lines carry its ``label``), nothing with ``--quiet``.
     """
     from search.engine.drive import run_until_budget
+    from search.training.pool import parallel_trials
 
     store = artifact_store(config.storage_url, config.artifacts, create=True)
     mode = choose_mode(config.quiet, workers=1 if not label else config.workers)
-    with StudyProgress(study, config, mode, label=label) as progress:
-        run_until_budget(study, config, data, store, [progress.finished], progress.epoch)
+    slots = parallel_trials(config, data.train_x.device)
+    with StudyProgress(study, config, mode, slots=slots, label=label) as progress:
+        run_until_budget(
+            study, config, data, store, [progress.finished], progress.epoch, progress.pass_done
+        )
 
 
 def worker(

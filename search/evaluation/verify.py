@@ -26,7 +26,7 @@ from search.config import StudyConfig
 from search.data.mnist import load_splits, load_test
 from search.data.splits import Splits
 from search.errors import UserError
-from search.reporting.progress import Steps
+from search.reporting.steps import Steps
 from search.study.artifacts import MODEL_ATTR, ArtifactError, load_model, load_state_dict
 from search.study.history import trial_history
 from search.study.record import TestResult, recommended_trial, stored_config, trial_val_accuracy
@@ -42,12 +42,18 @@ class EvaluateError(UserError):
 
 
 def score_best_trial(
-    study: optuna.Study, store: FileSystemArtifactStore, data_dir: Path, device: torch.device
+    study: optuna.Study,
+    store: FileSystemArtifactStore,
+    data_dir: Path,
+    device: torch.device,
+    quiet: bool = False,
 ) -> TestResult:
     """Score the recommended trial's stored weights on the official test set.
 
     The recommendation is the seed-confirmed one where the study was confirmed, else the
-    best feasible trial (``search.study.record.recommended_trial``).
+    best feasible trial (``search.study.record.recommended_trial``). A missing test file is
+    fetched first, saying so (``search.data.fetch``); the scoring then shows its progress on
+    stderr unless ``quiet``: on a loaded machine even loading the weights can take a while.
 
     Returns:
         The test-set record: trial number, test loss and accuracy, test images, and whether
@@ -59,9 +65,13 @@ def score_best_trial(
             f"study {study.study_name!r} has no feasible complete trial to evaluate: "
             "run it (longer, or with another weight-decay range) first"
         )
-    model = load_model(study, best.number, store, device)
-    x, y = load_test(data_dir, device)
-    loss, accuracy = evaluate(model, x, y)
+    x, y = load_test(data_dir, device)  # before the bar: a fetch prints lines of its own
+    what = f"testing trial #{best.number} on the {len(y):,} test images"
+    with Steps(2, what, quiet=quiet) as steps:
+        model = load_model(study, best.number, store, device)
+        steps.step("weights loaded")
+        loss, accuracy = evaluate(model, x, y)
+        steps.step(f"test_accuracy {accuracy:.4f}")
     config = stored_config(study)
     return TestResult(
         trial=best.number,
@@ -114,7 +124,9 @@ def replay(
     seed = trial_seed(config.seed, trial.number)
     data = load_splits(config.data_dir, config.validation, config.subset, device)
     capacity = int(trial.user_attrs.get("parallel_trials", 1))
-    with Steps(len(recorded), f"replaying trial {trial.number}", quiet=quiet) as steps:
+    with Steps(
+        len(recorded), f"replaying trial {trial.number}", unit="epoch", quiet=quiet
+    ) as steps:
         return replay_epochs(trial, config, data, recorded, seed, capacity, steps)
 
 

@@ -99,19 +99,29 @@ def how_it_held(recommendation: Recommendation) -> str:
     )
 
 
-def describe_recommendation(recommendation: Recommendation, trained_now: bool = False) -> str:
+def describe_recommendation(
+    recommendation: Recommendation, trained_now: bool | None = None
+) -> str:
     """The recommendation in a few lines: what to ship, how it held, what confirming cost.
 
-    Only the run that trained the confirmation runs says so ("trained now"); a later reader
-    of the study is told what they cost when they were trained.
+    ``trained_now``: True for the run that trained the confirmation runs, the only one that
+    says "trained now"; False for a run that reused them, told which confirmation they come
+    from and what they cost then; None for a reader of the study (its note).
     """
     r = recommendation
+    runs = plural(r.confirm_runs, "run")
+    after = plural(r.confirmed_after or 0, "trial")
+    when = "" if r.confirmed_at is None else f"the confirmation of {r.confirmed_at} after {after}"
     if r.confirm_runs == 0:
         cost = "every run reused from an earlier confirmation"
     elif trained_now:
-        cost = f"{r.confirm_runs} runs trained now in {r.confirm_seconds:.0f}s"
+        cost = f"{runs} trained now in {r.confirm_seconds:.0f}s"
+    elif when and trained_now is False:
+        cost = f"{runs} reused from {when}, which trained them in {r.confirm_seconds:.0f}s"
+    elif when:
+        cost = f"{runs} trained in {r.confirm_seconds:.0f}s by {when}"
     else:
-        cost = f"{r.confirm_runs} runs, trained in {r.confirm_seconds:.0f}s when it was confirmed"
+        cost = f"{runs}, trained in {r.confirm_seconds:.0f}s when it was confirmed"
     return (
         f"recommended trial #{r.trial}: {how_it_held(r)}\n"
         f"confirmation: {plural(len(r.candidates), 'candidate')} x {r.choice.confirm_seeds} "

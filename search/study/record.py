@@ -49,6 +49,65 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return value is None or value <= 0
 
 
+STOPPED_OVER_LIMIT = "infeasible"  # how the pruned_reason of a trial stopped over the limit begins
+
+
+def stopped_over_limit(trial: FrozenTrial) -> bool:
+    """Stopped because its training accuracy passed the limit: infeasible for good."""
+    reason = trial.user_attrs.get("pruned_reason") or ""
+    return trial.state == TrialState.PRUNED and str(reason).startswith(STOPPED_OVER_LIMIT)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The study's trials by how they ended, each trial in exactly one field.
+
+    A trial stopped by the pruner (or that diverged) is ``pruned``: it never reached its last
+    epoch, so whether it would have ended feasible is unknown. One stopped over the limit is
+    ``over_limit``, never also ``infeasible``: training accuracy only rises, so it is final.
+    """
+
+    feasible: int = 0  # complete, feasible
+    infeasible: int = 0  # complete, over the limit
+    over_limit: int = 0  # stopped early, over the limit
+    pruned: int = 0  # stopped early for its score (or diverged)
+    running: int = 0
+    failed: int = 0
+
+    @classmethod
+    def of(cls, trials: list[FrozenTrial]) -> Counts:
+        counts = {f.name: 0 for f in fields(cls)}
+        for trial in trials:
+            counts[trial_kind(trial)] += 1
+        return cls(**counts)
+
+    @property
+    def finished(self) -> int:
+        return self.feasible + self.infeasible + self.over_limit + self.pruned
+
+    @property
+    def total(self) -> int:
+        return self.finished + self.running + self.failed
+
+    def text(self) -> str:
+        """``12 feasible, 0 infeasible, 38 over the limit, 0 pruned, 1 running, 0 failed``."""
+        return (
+            f"{self.feasible} feasible, {self.infeasible} infeasible, {self.over_limit} over "
+            f"the limit, {self.pruned} pruned, {self.running} running, {self.failed} failed"
+        )
+
+
+def trial_kind(trial: FrozenTrial) -> str:
+    """The ``Counts`` field the trial falls in (WAITING trials count as running)."""
+    if trial.state == TrialState.COMPLETE:
+        return "feasible" if is_feasible(trial) else "infeasible"
+    if trial.state == TrialState.PRUNED:
+        return "over_limit" if stopped_over_limit(trial) else "pruned"
+    if trial.state == TrialState.FAIL:
+        return "failed"
+    return "running"
+
+
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=FINISHED)
 
@@ -249,8 +308,12 @@ class Recommendation:
     best_trial: int | None  # the best feasible trial it was confirmed against
     candidates: tuple[Candidate, ...]
     confirm_study: str
-    confirm_runs: int
-    confirm_seconds: float
+    confirm_runs: int  # runs trained by the run that confirmed (0: all were there already)
+    confirm_seconds: float  # what they cost it
+    # When that run was (UTC, to the minute) and how many trials the study had finished then:
+    # a later run that reuses the runs says which confirmation it rests on. None: older study.
+    confirmed_at: str | None = None
+    confirmed_after: int | None = None
 
     @property
     def trial(self) -> int:
@@ -271,6 +334,8 @@ class Recommendation:
             "confirm_study": self.confirm_study,
             "confirm_runs": self.confirm_runs,
             "confirm_seconds": self.confirm_seconds,
+            "confirmed_at": self.confirmed_at,
+            "confirmed_after": self.confirmed_after,
         }
 
     @classmethod
@@ -285,6 +350,8 @@ class Recommendation:
             confirm_study=stored["confirm_study"],
             confirm_runs=stored["confirm_runs"],
             confirm_seconds=stored["confirm_seconds"],
+            confirmed_at=stored.get("confirmed_at"),
+            confirmed_after=stored.get("confirmed_after"),
         )
 
 
@@ -303,6 +370,12 @@ def stored_recommendation(study: optuna.Study) -> Recommendation | None:
     if stored is None or best is None or stored.get("best_trial") != best.number:
         return None
     return Recommendation.from_attr(stored)
+
+
+def last_recommendation(study: optuna.Study) -> Recommendation | None:
+    """The recommendation stored last, current or stale: what an earlier confirmation cost."""
+    stored = study.user_attrs.get(RECOMMENDATION_ATTR)
+    return None if stored is None else Recommendation.from_attr(stored)
 
 
 def recommended_trial(study: optuna.Study) -> FrozenTrial | None:

@@ -15,7 +15,7 @@ from search import export, run
 from search.config import StudyConfig
 from search.data.splits import Splits
 from search.engine.choose import candidates, choose, confirmation_rounds
-from search.engine.confirm import confirm, confirmation_seed
+from search.engine.confirm import confirm, confirmation_seed, start_run, train_runs
 from search.reporting.tables import CONFIRM_COLUMNS
 from search.study.record import (
     Candidate,
@@ -105,8 +105,12 @@ def test_far_candidates_are_confirmed_only_when_the_near_ones_fail(
     # decay of 1e-6, 0.77 at 0.1. The search results are made up: 1e-6 looks best by far.
     study = searched([(1e-6, 0.99, -0.01), (1e-1, 0.90, -0.01)])
     config = tiny_config.replace(confirm_seeds=2, max_train_acc=limit)
-    stored = confirm(study, config, tiny_splits, 3, say=lambda line: None)
-    assert stored is not None and stored.confirm_runs == trained
+    stored, ran = confirm(study, config, tiny_splits, 3, say=lambda line: None)
+    assert stored is not None and stored.confirm_runs == ran == trained
+    assert stored.confirmed_after == 2 and stored.confirmed_at is not None
+    # Again: every run is there, so none is trained, and the cost is the first one's.
+    again, ran = confirm(study, config, tiny_splits, 3, say=lambda line: None)
+    assert ran == 0 and again == stored
     assert {c.trial: c.feasible_fraction for c in stored.candidates} == fractions
     assert stored.trial == recommended and stored.confirmed is True
 
@@ -162,3 +166,21 @@ def test_run_confirms_its_best_candidates_beside_the_study(
     status, out, _ = run_cli(run.main, argv, capsys)
     assert status == 0 and "already holds" in out and "confirming" not in out
     assert len(confirm.get_trials()) == len(runs)
+
+
+@pytest.mark.parametrize("poolable", [True, False])
+def test_train_runs_tells_progress_every_epoch(
+    poolable: bool, tiny_config: StudyConfig, tiny_splits: Splits
+) -> None:
+    # Confirmation is a phase of its own after the search: its bar or lines count run-epochs.
+    config = tiny_config if poolable else tiny_config.replace(optimizer="sgd")
+    study = searched([(1e-4, 0.9, -0.01)])
+    confirm_study = optuna.create_study(direction="maximize")
+    runs = [start_run(confirm_study, config, study.trials[0], r) for r in range(2)]
+    told: list[tuple[str, int]] = []
+    train_runs(runs, config, tiny_splits, lambda text, n: told.append((text, n)))
+    assert sum(n for _, n in told) == 2 * config.epochs
+    if poolable:
+        assert told == [(f"epoch {e}/2 of 2 runs side by side", 2) for e in (1, 2)]
+    else:
+        assert [text for text, _ in told][-1] == "trial 0 seed 2, epoch 2"

@@ -49,7 +49,9 @@ def study_of(*trials) -> optuna.Study:
     return study
 
 
-def recommendation(runs: int = 8, seconds: float = 41.0, best: int = 0) -> Recommendation:
+def recommendation(
+    runs: int = 8, seconds: float = 41.0, best: int = 0, at: str | None = None
+) -> Recommendation:
     choice = Candidate(1, 2e-3, 4, 0.9493, 0.0012, 0.9411, 1.0)
     other = Candidate(0, 1e-3, 4, 0.9512, 0.0009, 0.9502, 0.25)
     return Recommendation(
@@ -61,6 +63,8 @@ def recommendation(runs: int = 8, seconds: float = 41.0, best: int = 0) -> Recom
         confirm_study="notes-confirm",
         confirm_runs=runs,
         confirm_seconds=seconds,
+        confirmed_at=at,
+        confirmed_after=None if at is None else 50,
     )
 
 
@@ -73,6 +77,20 @@ def test_describe_recommendation_says_trained_now_only_for_the_run_that_trained(
     for text in (now, later):
         assert text.startswith("recommended trial #1: weight_decay=0.002, feasible in 4 of 4")
         assert "2 candidates x 4 seeds in study 'notes-confirm'" in text
+
+
+def test_describe_recommendation_names_the_confirmation_a_resume_reused() -> None:
+    rec = recommendation(at="2026-12-01 14:39 UTC")
+    later = describe_recommendation(rec, trained_now=False)
+    assert "trained now" not in later
+    assert (
+        "8 runs reused from the confirmation of 2026-12-01 14:39 UTC after 50 trials, which "
+        "trained them in 41s" in later
+    )
+    read = describe_recommendation(rec)  # the study's note: no run is speaking
+    assert "reused" not in read and "trained now" not in read
+    assert "8 runs trained in 41s by the confirmation of 2026-12-01 14:39 UTC after 50" in read
+    assert "8 runs trained now in 41s" in describe_recommendation(rec, trained_now=True)
 
 
 @pytest.mark.parametrize("trained_now", [True, False])

@@ -15,6 +15,7 @@ from search.study.record import (
     MIN_FEASIBLE_FRACTION,
     BestTrial,
     Candidate,
+    Counts,
     Recommendation,
     TestResult,
     TrialOutcome,
@@ -32,6 +33,7 @@ from search.study.record import (
     stored_recommendation,
     stored_settings,
     stored_test_result,
+    trial_kind,
     violation,
 )
 
@@ -356,3 +358,38 @@ def test_stored_test_result_follows_the_confirmed_recommendation(url: str) -> No
     of_recommended = TestResult(1, 2e-3, 0.95, 0.968, 0.1, 10_000, True)
     record_test_result(study, of_recommended)
     assert stored_test_result(reopened(study, url)) == of_recommended
+
+
+def test_counts_put_each_trial_in_exactly_one_kind() -> None:
+    def made(state: TrialState, constraint: float | None, reason: str | None = None):
+        return create_trial(
+            state=state,
+            value=0.9 if state == TrialState.COMPLETE else None,
+            params={} if state == TrialState.RUNNING else {"weight_decay": 1e-3},
+            distributions={} if state == TrialState.RUNNING else SPACE,
+            intermediate_values={} if state == TrialState.RUNNING else {1: 0.9},
+            user_attrs={} if reason is None else {"pruned_reason": reason},
+            system_attrs={} if constraint is None else {"constraints": [constraint]},
+        )
+
+    study = optuna.create_study(direction="maximize")
+    kinds = {
+        "feasible": made(TrialState.COMPLETE, -0.01),
+        "infeasible": made(TrialState.COMPLETE, 0.01),
+        # Stopped over the limit: infeasible for good, counted once, not also "infeasible".
+        "over_limit": made(TrialState.PRUNED, 0.04, "infeasible: train accuracy 0.99 over"),
+        # Stopped for its score while under the limit: its feasibility is unknown.
+        "pruned": made(TrialState.PRUNED, -0.02, "pruned by the median pruner at epoch 3"),
+        "failed": made(TrialState.FAIL, None),
+        "running": made(TrialState.RUNNING, None),
+    }
+    for trial in kinds.values():
+        study.add_trial(trial)
+    trials = study.get_trials(deepcopy=False)
+    assert [trial_kind(t) for t in trials] == list(kinds)
+    counts = Counts.of(trials)
+    assert counts == Counts(1, 1, 1, 1, 1, 1) and counts.total == len(trials)
+    assert counts.finished == 4
+    assert counts.text() == (
+        "1 feasible, 1 infeasible, 1 over the limit, 1 pruned, 1 running, 1 failed"
+    )
