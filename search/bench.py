@@ -1,7 +1,12 @@
 """``python -m search.bench``: how fast each way of training trials is, side by side.
 
-    python -m search.bench --steps 100   # a quick look; the default takes about a minute
+    python -m search.bench --steps 100   # a quick look
     python -m search.bench quality       # search quality instead: see search.quality
+
+How long it takes depends on the machine and what else runs on it: ``3 x (paths)`` timed runs
+of ``--steps`` steps each, a couple of minutes on an idle 2-core CPU at the default, many more
+on a loaded one. Progress goes to stderr: a bar on a terminal, a line every few seconds
+elsewhere, each path and round with the time it took (``--quiet``: none).
 
 Measures, in one run on one machine and on the same trials, trial-epochs per second of
 (a) the seed's loop (torchvision ``DataLoader`` with a per-sample ``ToTensor``, one model,
@@ -29,6 +34,7 @@ from typing import Any
 from search.cli import Parser, add_flags, run_command
 from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, STUDIES_DIR
 from search.flag_values import positive_int, positive_ints
+from search.reporting.steps import Steps
 
 SEED_TRAIN_IMAGES = 60_000
 STEPS_PER_TRIAL_EPOCH = math.ceil(SEED_TRAIN_IMAGES / DEFAULTS.batch_size)  # 938
@@ -58,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m search.bench",
         description="Trial-epochs per second of the seed's training loop, the single-trial "
-        "path and the trial pool, side by side, against the machine's matmul floor.",
+        "path and the trial pool, side by side, against the machine's matmul floor. How long "
+        "it takes depends on the machine and its load; progress goes to stderr.",
+        epilog="python -m search.bench quality [...]: the search-quality benchmark instead, "
+        "how close default studies get to the grid optimum of their objective (see python -m "
+        "search.bench quality --help).",
     )
     parser.add_argument(
         "--steps",
@@ -84,18 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"pool sizes to time (default: {','.join(map(str, CPU_KS))}, "
         f"and {CUDA_PARALLEL_TRIALS} on a GPU)",
     )
+    add_flags(parser, "--quiet")
     return parser
 
 
-def measure(paths: dict[str, tuple[int, Callable[[int], float]]], steps: int) -> dict[str, float]:
+def measure(
+    paths: dict[str, tuple[int, Callable[[int], float]]],
+    steps: int,
+    progress: Steps | None = None,
+) -> dict[str, float]:
     """Trial-epochs per second of each path: its best of ROUNDS interleaved rounds.
 
-    Interleaving spreads whatever else the machine does over all paths alike.
+    Interleaving spreads whatever else the machine does over all paths alike. Each path and
+    round is a step of ``progress``: on a loaded machine one can take minutes.
     """
     best = dict.fromkeys(paths, math.inf)
-    for _ in range(ROUNDS):
+    for round_ in range(1, ROUNDS + 1):
         for name, (_, run) in paths.items():
-            best[name] = min(best[name], run(steps))
+            seconds = run(steps)
+            best[name] = min(best[name], seconds)
+            if progress is not None:
+                progress.step(f"{name}, round {round_}/{ROUNDS}: {seconds:.1f} s")
     return {
         name: trials * steps / best[name] / STEPS_PER_TRIAL_EPOCH
         for name, (trials, _) in paths.items()
@@ -117,9 +136,17 @@ def table(results: list[Result], floor: float, flops: float) -> str:
     return "\n".join(lines)
 
 
+def interrupted(stop: KeyboardInterrupt, what_now: str) -> int:
+    """Say what a stopped benchmark leaves, and return the exit status of the stop.
+
+    ``run_command``'s own line promises a resume, which a benchmark has not: it starts over.
+    """
+    name = f" by {stop}" if str(stop) else ""
+    print(f"interrupted{name}: {what_now}", file=sys.stderr, flush=True)
+    return int(getattr(stop, "exit_code", 130))
+
+
 def main(argv: list[str] | None = None) -> int:
-    # Over 60 lines: the benchmark in order (flags, data, the paths side by side, the JSON);
-    # each step reads what the ones before made.
     args_given = sys.argv[1:] if argv is None else argv
     if args_given[:1] == ["quality"]:  # the search-quality benchmark (search.quality)
         from search.quality import main as quality
@@ -127,6 +154,19 @@ def main(argv: list[str] | None = None) -> int:
         return quality(args_given[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return benchmark(parser, args)
+    except KeyboardInterrupt as stop:
+        return interrupted(
+            stop,
+            f"nothing to resume and {args.out} not written; run the command again to time "
+            "every path from the start",
+        )
+
+
+def benchmark(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    # Over 60 lines: the benchmark in order (data, the paths side by side, the JSON); each
+    # step reads what the ones before made.
     import torch  # after parsing: --help and flag errors don't wait for PyTorch
 
     from search.data.mnist import load_splits
@@ -158,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({torch.get_num_threads()} threads)",
         flush=True,
     )
-    rates = measure(paths, args.steps)
-    flops = gemm_flops(device)
+    runs = ROUNDS * len(paths) + 1  # and the matmul floor
+    with Steps(runs, "timing the paths", unit="run", quiet=args.quiet) as progress:
+        rates = measure(paths, args.steps, progress)
+        flops = gemm_flops(device)
+        progress.step(f"matmul floor: {flops / 1e9:.0f} GFLOP/s")
     floor = flops / FLOPS_PER_TRIAL_EPOCH
     seed_rate = next(iter(rates.values()))
     results = [

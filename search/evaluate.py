@@ -13,6 +13,11 @@ score.
 
 ``--replay`` retrains a trial and checks every recorded per-epoch metric
 (``search.evaluation.verify``). PyTorch is imported after the flags are parsed: ``--help`` is fast.
+
+Progress goes to stderr, stdout is for the result: a missing test file is fetched saying what,
+from where and when it is done (``search.data.fetch``, even with ``--quiet``: a download should
+never be silent), and the scoring and each replayed epoch show a bar on a terminal, or a line
+every few seconds elsewhere once they take that long (``search.reporting.steps``).
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m search.evaluate",
         description="Evaluate the recommended trial's weights on the official MNIST test set "
         "and store the result on the study; or, with --replay, retrain a trial and check that "
-        "it reproduces every recorded per-epoch metric.",
+        "it reproduces every recorded per-epoch metric. Progress goes to stderr: the fetch of "
+        "missing test files (always), and the scoring and each replayed epoch when they take "
+        "more than a few seconds.",
     )
     # --device: replay on the device the study ran on, for bit-for-bit sums.
     add_flags(parser, "--study-name", "--storage", "--artifacts", "--data-dir", "--device")
@@ -84,17 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     use_one_cpu_thread(device)  # as the study trained: thread count can change CPU sums
     if args.replay:
         return replay_command(study, args.trial, store, args.data_dir, device, args.quiet)
-    return evaluate_command(study, store, args.data_dir, device)
+    return evaluate_command(study, store, args.data_dir, device, args.quiet)
 
 
 def evaluate_command(
-    study: optuna.Study, store: FileSystemArtifactStore, data_dir: Path, device: torch.device
+    study: optuna.Study,
+    store: FileSystemArtifactStore,
+    data_dir: Path,
+    device: torch.device,
+    quiet: bool = False,
 ) -> int:
     from search.evaluation.verify import score_best_trial
     from search.study.notes import save_study_note
     from search.study.record import TEST_ATTR, record_best_feasible, record_test_result
 
-    result = score_best_trial(study, store, data_dir, device)
+    result = score_best_trial(study, store, data_dir, device, quiet)
     record_test_result(study, result)
     record_best_feasible(study)  # the note must name the trial this result belongs to
     save_study_note(study)

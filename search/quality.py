@@ -1,6 +1,6 @@
 """``python -m search.bench quality``: how close default studies get to their own optimum.
 
-    python -m search.bench quality                      # 5 studies of 50 trials, ~15 min
+    python -m search.bench quality                      # 5 studies of 50 trials
     python -m search.bench quality --trials 25,50 --seeds 3 -- --sampler tpe
     python -m search.bench quality --seeds 0 --simulate 200   # simulated studies only
 
@@ -16,7 +16,12 @@ Then ``--simulate`` studies per ``--trials`` replayed on the grid's own learning
 gives the distribution of the distance over many seeds, and ``--seeds`` real studies per
 ``--trials``, each run as a user runs it (``python -m search.run`` in a process of its own,
 timed as a whole), with the flags after ``--`` passed on. Prints a table and writes it as JSON.
-A benchmark, not a test: it takes minutes.
+A benchmark, not a test: how long it takes depends on the machine and its load, from minutes
+for the grid alone on an idle 2-core CPU to hours for many real studies on a loaded one.
+Progress goes to stderr: each grid's runs, the simulated studies and each real study's trials
+with the best so far (a bar on a terminal, a line every few seconds elsewhere; ``--quiet``:
+none). Stopped, it does not resume: the JSON keeps what was measured, and ``--grid-from``
+reuses its grid.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m search.bench quality",
         description="Run default studies with several seeds and measure how far their best "
-        "feasible trial lands from the grid optimum of the same objective.",
+        "feasible trial lands from the grid optimum of the same objective. How long it takes "
+        "depends on the machine and its load; progress goes to stderr.",
     )
     parser.add_argument(
         "--trials",
@@ -90,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="reuse the grid of an earlier run's JSON instead of training one (the same "
         "flags after -- must apply)",
     )
-    add_flags(parser, "--data-dir")
+    add_flags(parser, "--data-dir", "--quiet")
     parser.add_argument(
         "run_args",
         nargs=argparse.REMAINDER,
@@ -128,6 +134,21 @@ def objective_config(run_args: list[str], data_dir: Path) -> StudyConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    written: list[Path] = []  # what save() wrote: an interrupted run says what it keeps
+    try:
+        return measure(args, written)
+    except KeyboardInterrupt as stop:
+        from search.bench import interrupted
+
+        kept = (
+            f"{args.out} keeps what was measured so far (--grid-from {args.out} reuses its grid)"
+            if written
+            else f"{args.out} was not written"
+        )
+        return interrupted(stop, f"a benchmark does not resume, run it again; {kept}")
+
+
+def measure(args: argparse.Namespace, written: list[Path]) -> int:
     # After parsing: --help and flag errors don't wait for PyTorch.
     from search.engine.quality import QualityError, grid_optimum, simulated, summarize
     from search.engine.simulate import Spread
@@ -135,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     run_args = [a for a in args.run_args if a != "--"]
     config = objective_config(run_args, args.data_dir)
     say = lambda line: print(line, flush=True)  # noqa: E731
-    grid = args.grid_from or grid_optimum(config, args.grid_points, args.grid_seeds, say)
+    grid = args.grid_from or grid_optimum(
+        config, args.grid_points, args.grid_seeds, say, args.quiet
+    )
     optimum = grid["optimum"]
     if optimum is None:
         from search.study.record import MIN_FEASIBLE_FRACTION
@@ -155,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:  # after each step: a long run stopped halfway keeps what it measured
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+        written[:] = [args.out]
 
     save()  # the grid alone is worth keeping: --grid-from reuses it
     for trials in args.trials if args.simulate else ():
         mean = optimum["val_accuracy_mean"]
-        row = simulated(config, grid["curves"], trials, args.simulate, mean)
+        row = simulated(config, grid["curves"], trials, args.simulate, mean, args.quiet)
         spread = Spread(row["median"], row["p90"], row["worst"], row["n"])
         print(f"simulated, {trials} trials: distance to the optimum {spread}", flush=True)
         report["simulated"].append(row)
@@ -197,14 +221,15 @@ def run_studies(
             f"{'trials':>6} {'seed':>4} {'best val':>8} {'to opt':>7} {'wd':>9} {'infeas':>6} "
             f"{'complete':>8} {'wall s':>7}  recommended (feasible fraction, val mean)"
         )
-    for trials in args.trials:
-        for seed in range(args.seeds):
-            row = real_study(trials, seed, storage, run_args)
-            best = row["best_val_accuracy"]
-            row["distance"] = None if best is None else optimum - best
-            studies.append(row)
-            print(format_row(row), flush=True)
-            save()
+    plan = [(trials, seed) for trials in args.trials for seed in range(args.seeds)]
+    for index, (trials, seed) in enumerate(plan, start=1):
+        what = f"study {index} of {len(plan)} ({trials} trials, seed {seed})"
+        row = real_study(trials, seed, storage, run_args, what, args.quiet)
+        best = row["best_val_accuracy"]
+        row["distance"] = None if best is None else optimum - best
+        studies.append(row)
+        print(format_row(row), flush=True)
+        save()
 
 
 def format_row(row: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sqlite3
@@ -20,7 +21,9 @@ from search.data.mnist import load_splits, load_test
 from search.data.splits import Splits
 from search.engine.run_study import study_attrs
 from search.engine.strategy import new_study
+from search.evaluation import verify
 from search.evaluation.verify import first_mismatch
+from search.reporting.steps import Steps
 from search.study.artifacts import ArtifactError, load_model
 from search.study.history import trial_history
 from search.study.record import TEST_ATTR
@@ -283,3 +286,44 @@ def test_load_best_returns_the_recommended_trials_model_in_eval_mode(
     # The very weights the trial was scored with: its validation accuracy comes back.
     _, accuracy = score(model, tiny_splits.val_x, tiny_splits.val_y)
     assert accuracy == pytest.approx(best.value, abs=1e-9)
+
+
+@pytest.fixture
+def every_step_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Progress as a slow machine shows it: a line at every step, whatever the real speed."""
+    monkeypatch.setattr(verify, "Steps", functools.partial(Steps, every_s=0, tick_s=None))
+
+
+@pytest.mark.usefixtures("every_step_said")
+def test_evaluate_shows_the_scoring_on_stderr_and_quiet_silences_it(
+    study: optuna.Study, tiny_config: StudyConfig, capsys
+) -> None:
+    status, out, err = run_cli(evaluate.main, flags(tiny_config), capsys)
+    number = study.best_trial.number
+    lines = err.splitlines()
+    assert status == 0 and len(lines) == 2, err
+    assert lines[0].startswith(f"testing trial #{number} on the 10,000 test images: 1/2 steps")
+    assert lines[0].endswith("weights loaded")
+    assert lines[1].startswith(f"testing trial #{number} on the 10,000 test images: 2/2 steps")
+    accuracy = study.user_attrs[TEST_ATTR]["test_accuracy"]
+    assert lines[1].endswith(f"elapsed, done  test_accuracy {accuracy:.4f}")
+    assert f"test_accuracy={accuracy:.4f}" in out  # the result itself stays on stdout
+    status, _, err = run_cli(evaluate.main, [*flags(tiny_config), "--quiet"], capsys)
+    assert status == 0 and err == ""
+
+
+@pytest.mark.usefixtures("every_step_said")
+def test_replay_shows_each_epoch_with_an_eta(
+    study: optuna.Study, tiny_config: StudyConfig, capsys
+) -> None:
+    argv = [*flags(tiny_config), "--replay", "--trial", "1"]
+    status, _, err = run_cli(evaluate.main, argv, capsys)
+    epochs = len(trial_history(study.trials[1]))
+    lines = err.splitlines()
+    assert status == 0 and len(lines) == epochs, err
+    assert lines[0].startswith(f"replaying trial 1: 1/{epochs} epochs, ")
+    assert "ETA" in lines[0] and "epoch 1, val_accuracy 0." in lines[0]
+    assert lines[-1].startswith(f"replaying trial 1: {epochs}/{epochs} epochs, ")
+    assert ", done  epoch " in lines[-1]
+    status, _, err = run_cli(evaluate.main, [*argv, "--quiet"], capsys)
+    assert status == 0 and err == ""

@@ -1,15 +1,20 @@
-"""The quality benchmark's simulated studies, on a grid of curves it did not have to train."""
+"""The benchmarks' commands: the quality benchmark's simulated studies, on a grid of curves it
+did not have to train; what both say in --help and when they are stopped."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from search import bench
+from search import bench, quality
 from search.engine.simulate import EdgeCurves
+from search.signals import Interrupted
 from tests.helpers import run_cli
 
 
@@ -36,3 +41,59 @@ def test_quality_simulates_studies_on_an_earlier_grid(tmp_path: Path, capsys) ->
     assert max(simulated["distances"]) <= 0.004
     assert simulated["worst"] == pytest.approx(max(simulated["distances"]))
     assert not (tmp_path / "quality.db").exists()  # no real study was run
+
+
+def test_bench_help_names_the_quality_subcommand(capsys) -> None:
+    status, printed, _ = run_cli(bench.main, ["--help"], capsys)
+    assert status == 0
+    assert "python -m search.bench quality" in " ".join(printed.split())
+    assert "--quiet" in printed and "depends on the machine" in " ".join(printed.split())
+
+
+def interrupt(signum: int) -> Callable[..., int]:
+    """A benchmark body that is stopped at once, as Ctrl-C (or SIGTERM) stops the real one."""
+
+    def stopped(*args: object) -> int:
+        raise Interrupted(signum)
+
+    return stopped
+
+
+def test_bench_stopped_promises_no_resume(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(bench, "benchmark", interrupt(signal.SIGINT))
+    status, printed, said = run_cli(bench.main, ["--steps", "1", "--out", "x.json"], capsys)
+    assert status == 130 and printed == ""
+    assert said == (
+        "interrupted by SIGINT: nothing to resume and x.json not written; run the command "
+        "again to time every path from the start\n"
+    )
+
+
+def test_quality_stopped_says_what_its_json_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "quality.json"
+    monkeypatch.setattr(quality, "measure", interrupt(signal.SIGTERM))
+    status, _, said = run_cli(bench.main, ["quality", "--out", str(out)], capsys)
+    assert status == 143
+    assert said.startswith("interrupted by SIGTERM: a benchmark does not resume, run it again")
+    assert said.endswith(f"{out} was not written\n") and "resume the" not in said
+
+    def stopped_after_saving(args: argparse.Namespace, written: list[Path]) -> int:
+        written.append(args.out)
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(quality, "measure", stopped_after_saving)
+    status, _, said = run_cli(bench.main, ["quality", "--out", str(out)], capsys)
+    assert status == 130
+    assert f"{out} keeps what was measured so far (--grid-from {out} reuses its grid)" in said
+
+
+def test_quality_quiet_prints_no_progress(tmp_path: Path, capsys) -> None:
+    earlier, out = tmp_path / "earlier.json", tmp_path / "quality.json"
+    grid_json(earlier, EdgeCurves(edge=4e-3))
+    argv = ["quality", "--grid-from", str(earlier), "--seeds", "0", "--simulate", "1"]
+    argv += ["--trials", "10", "--out", str(out), "--quiet"]
+    status, printed, said = run_cli(bench.main, argv, capsys)
+    assert status == 0 and said == ""
+    assert "simulated, 10 trials: distance to the optimum median" in printed

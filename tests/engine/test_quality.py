@@ -1,12 +1,18 @@
-"""Search quality's summary of studies by budget (``search.engine.quality``); the command
-itself is tested in tests/test_quality.py."""
+"""Search quality's summary of studies by budget (``search.engine.quality``), and how it shows
+a real study's progress from the study's own lines; the command itself is tested in
+tests/test_quality.py."""
 
 from __future__ import annotations
 
+import io
 import math
+import sys
 
-from search.engine.quality import QualityError, summarize
+import pytest
+
+from search.engine.quality import QualityError, advance, follow, summarize
 from search.errors import UserError
+from search.reporting.steps import Steps
 
 
 def test_summarize_gives_each_budgets_median_and_worst_distance_and_median_wall() -> None:
@@ -30,3 +36,65 @@ def test_summarize_gives_each_budgets_median_and_worst_distance_and_median_wall(
 
 def test_quality_error_is_a_user_error() -> None:
     assert issubclass(QualityError, UserError)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def script(*lines: str, status: int = 0) -> list[str]:
+    """A command that prints ``lines`` as ``python -m search.run`` would, then exits."""
+    body = "".join(f"print({line!r}, flush=True)\n" for line in lines)
+    return [sys.executable, "-c", f"{body}raise SystemExit({status})"]
+
+
+def test_follow_counts_trial_lines_and_relays_the_others() -> None:
+    out = io.StringIO()
+    steps = Steps(3, "study 1 of 2", unit="trial", out=out, every_s=0, tick_s=None)
+    command = script(
+        "fetching MNIST (all four files) into data/MNIST/raw ...",
+        "[1/3] trial   0  weight_decay=1.00e-06  INFEASIBLE  (no feasible trial yet)",
+        "[3/3] trial   2  weight_decay=5.72e-03  feasible  (best #2 94.80% (wd 5.72e-03), "
+        "ETA 0:00)",
+        "inspect: python -m search.dashboard --study-name quality-t3-s0",
+    )
+    with steps:
+        follow(command, steps)
+    assert steps.done == 3
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "  fetching MNIST (all four files) into data/MNIST/raw ..."
+    assert lines[1].startswith("study 1 of 2: 1/3 trials") and "no feasible trial yet" in lines[1]
+    assert lines[2].startswith("study 1 of 2: 3/3 trials") and "done  best #2 94.80%" in lines[2]
+    assert "(wd 5.72e-03)" in lines[2] and "weight_decay" not in out.getvalue()
+    assert lines[3] == "  inspect: python -m search.dashboard --study-name quality-t3-s0"
+
+
+def test_follow_relays_nothing_when_quiet() -> None:
+    out = io.StringIO()
+    steps = Steps(1, "study", unit="trial", quiet=True, out=out, every_s=0, tick_s=None)
+    follow(script("[1/1] trial 0  (no feasible trial yet)", "a summary line"), steps)
+    assert steps.done == 1 and out.getvalue() == ""
+
+
+def test_follow_turns_a_failed_study_into_one_line() -> None:
+    steps = Steps(5, "study", out=io.StringIO(), tick_s=None)
+    command = script("error: --wd-low must be below --wd-high", status=2)
+    with pytest.raises(QualityError, match=r"failed with exit status 2: error: --wd-low must"):
+        follow(command, steps)
+
+
+def test_advance_turns_the_grids_runs_done_into_steps() -> None:
+    clock = FakeClock()
+    out = io.StringIO()
+    steps = Steps(48, "grid 2 of 2", unit="run", out=out, tick_s=None, clock=clock)
+    done = advance(steps)
+    for finished in (16, 32, 48):  # the grid reports after each pool of 16
+        clock.now += 60
+        done(finished)
+    assert steps.done == 48
+    assert out.getvalue().splitlines()[0] == "grid 2 of 2: 16/48 runs, 1:00 elapsed, ETA 2:00"
+    assert out.getvalue().splitlines()[-1] == "grid 2 of 2: 48/48 runs, 3:00 elapsed, done"
