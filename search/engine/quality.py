@@ -82,7 +82,10 @@ def grid_optimum(
 
     coarse = [float(w) for w in np.geomspace(config.wd_low, config.wd_high, capacity)]
     say(f"grid: {len(coarse)} weight decays over the whole range, to find the edge")
-    with Steps(len(coarse), "grid 1 of 2 (whole range)", unit="run", quiet=quiet) as steps:
+    epochs = config.epochs
+    with Steps(
+        len(coarse) * epochs, "grid 1 of 2 (whole range)", unit="run-epoch", quiet=quiet
+    ) as steps:
         coarse_runs = train_grid_histories(
             data, config, [(w, seed(0)) for w in coarse], capacity, advance(steps)
         )
@@ -96,7 +99,9 @@ def grid_optimum(
     dense = [float(w) for w in np.geomspace(coarse[edge - 1], coarse[edge], points)]
     say(f"grid: {points} weight decays from {dense[0]:.3g} to {dense[-1]:.3g} by {seeds} seeds")
     runs = [(w, seed(s)) for w in dense for s in range(seeds)]
-    with Steps(len(runs), "grid 2 of 2 (across the edge)", unit="run", quiet=quiet) as steps:
+    with Steps(
+        len(runs) * epochs, "grid 2 of 2 (across the edge)", unit="run-epoch", quiet=quiet
+    ) as steps:
         histories = train_grid_histories(data, config, runs, capacity, advance(steps))
     # Each weight decay's seeds judged as a study's candidates are: the optimum is the one the
     # study's confirmation would recommend among them.
@@ -125,8 +130,8 @@ def grid_optimum(
 
 
 def advance(steps: Steps) -> Callable[[int], None]:
-    """The grid's ``done`` callback (runs finished so far) as steps of ``steps``."""
-    return lambda finished: steps.step(n=finished - steps.done)
+    """The grid's ``done`` callback (run-epochs trained so far) as steps of ``steps``."""
+    return lambda finished: steps.step(n=finished - steps.done) if finished > steps.done else None
 
 
 def simulated(

@@ -25,16 +25,19 @@ def train_grid_histories(
     Trained ``capacity`` at a time, every run for ``config.epochs`` epochs with no pruning.
 
     Args:
-        done: called with the number of points finished after each pool of them.
+        done: called after every pass over a pool with the run-epochs trained so far (of
+            ``len(points) * config.epochs``; a diverged run's are counted as trained): a
+            grid of 16 runs is one pool, so counting runs would say nothing until it ends.
     """
     results: list[list[EpochMetrics] | None] = []
+    trained = 0
     for start in range(0, len(points), capacity):
         chunk = points[start : start + capacity]
         pool = TrialPool(data, config, capacity)
         for key, (weight_decay, seed) in enumerate(chunk):
             pool.add(key, seed, weight_decay)
         histories: dict[int, list[EpochMetrics] | None] = {key: [] for key in range(len(chunk))}
-        for _ in range(config.epochs):
+        for epoch in range(1, config.epochs + 1):
             if not len(pool):
                 break
             for key, result in pool.train_epoch().items():
@@ -44,9 +47,12 @@ def train_grid_histories(
                     pool.remove(key)
                 elif history is not None:
                     history.append(result)
+            if done is not None:
+                done(trained + epoch * len(chunk))
+        trained += len(chunk) * config.epochs
         results += [histories[key] for key in range(len(chunk))]
         if done is not None:
-            done(len(results))
+            done(trained)
     return results
 
 

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from search.config import StudyConfig
+from search.data.splits import Splits
 from search.engine.quality import QualityError, advance, follow, summarize
 from search.errors import UserError
 from search.reporting.steps import Steps
@@ -87,14 +89,28 @@ def test_follow_turns_a_failed_study_into_one_line() -> None:
         follow(command, steps)
 
 
-def test_advance_turns_the_grids_runs_done_into_steps() -> None:
+def test_advance_turns_the_grids_run_epochs_into_steps() -> None:
     clock = FakeClock()
     out = io.StringIO()
-    steps = Steps(48, "grid 2 of 2", unit="run", out=out, tick_s=None, clock=clock)
+    steps = Steps(48, "grid 2 of 2", unit="run-epoch", out=out, tick_s=None, clock=clock)
     done = advance(steps)
-    for finished in (16, 32, 48):  # the grid reports after each pool of 16
+    for trained in (16, 32, 48, 48):  # after each pass of a pool of 16; then the pool's end
         clock.now += 60
-        done(finished)
+        done(trained)
     assert steps.done == 48
-    assert out.getvalue().splitlines()[0] == "grid 2 of 2: 16/48 runs, 1:00 elapsed, ETA 2:00"
-    assert out.getvalue().splitlines()[-1] == "grid 2 of 2: 48/48 runs, 3:00 elapsed, done"
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "grid 2 of 2: 16/48 run-epochs, 1:00 elapsed, ETA 2:00"
+    assert lines[-1] == "grid 2 of 2: 48/48 run-epochs, 3:00 elapsed, done"
+
+
+def test_grid_tells_its_run_epochs_after_every_pass(
+    tiny_config: StudyConfig, tiny_splits: Splits
+) -> None:
+    from search.training.grid import train_grid_histories
+
+    told: list[int] = []
+    points = [(1e-4, 1), (1e-3, 2), (1e-2, 3)]
+    histories = train_grid_histories(tiny_splits, tiny_config, points, 2, told.append)
+    # Pools of 2 and 1 runs, 2 epochs each: a word after every pass, not only per pool.
+    assert told == [2, 4, 4, 5, 6, 6]
+    assert [len(h or []) for h in histories] == [2, 2, 2]
