@@ -55,14 +55,3 @@ def train_grid_histories(
             done(trained)
     return results
 
-
-def train_grid(
-    data: Splits,
-    config: StudyConfig,
-    points: Sequence[tuple[float, int]],
-    capacity: int,
-    done: Callable[[int], None] | None = None,
-) -> list[EpochMetrics | None]:
-    """The last epoch's metrics of each point of ``train_grid_histories``, None if it diverged."""
-    histories = train_grid_histories(data, config, points, capacity, done)
-    return [None if history is None else history[-1] for history in histories]
