@@ -157,6 +157,8 @@ class StudyProgress:
         if self.clock is not None:
             self.clock.join()
         if self.bar is not None:
+            self.forecast = self.estimate()  # the bar's last word: where the study ended
+            self.redraw()
             self.bar.close()
             self.bar = None
 
