@@ -47,7 +47,7 @@ def load_best(
         The model, with ``model.config`` (the study's settings as a ``StudyConfig``),
         ``model.params`` (the trial's parameters), ``model.trial_number`` and
         ``model.val_accuracy``. The trial is
-        ``search.study.recommend.recommended_trial``'s: the seed-confirmed recommendation.
+        ``search.study.record.recommended_trial``'s: the seed-confirmed recommendation.
     """
     from search.study.artifacts import load_best as load
 

@@ -67,8 +67,9 @@ def describe(trial: FrozenTrial) -> str:
     if trial.state == TrialState.COMPLETE:
         return line + ("  feasible" if is_feasible(trial) else "  INFEASIBLE")
     if trial.state == TrialState.PRUNED:
-        what = "stopped over the limit" if stopped_over_limit(trial) else "pruned"
-        return line + f"  {what} ({attrs.get('pruned_reason', 'pruned')})"
+        if stopped_over_limit(trial):  # its training accuracy and epoch are on the line
+            return line + "  stopped over the limit"
+        return line + f"  pruned ({attrs.get('pruned_reason', 'pruned')})"
     return line + f"  {trial.state.name.lower()}"
 
 

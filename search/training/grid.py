@@ -54,4 +54,3 @@ def train_grid_histories(
         if done is not None:
             done(trained)
     return results
-
