@@ -1,0 +1,241 @@
+"""The manual runs as pasted: every ```python block of README.md and docs/*.md runs against a
+tiny real study, and every ``python -m search.<command>`` line of a ```bash block parses with
+that command's own parser, so no documented flag is stale.
+
+A python block that cannot run on its own (a PostgreSQL server, a GPU) is marked in the
+markdown by an HTML comment on the line before its fence, ``<!-- not run: the reason -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, tiny
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```(?P<language>\S*)\s*$")
+NOT_RUN = re.compile(r"^<!--\s*not run:(?P<reason>.*?)-->$")
+PYTHON = re.compile(r"(^|/)python(3(\.\d+)?)?$")  # python, python3, .venv/bin/python, ...
+SHELL_OPERATOR = set("();<>|&")
+# Commands that are not their module's own parser: `python -m search.data` runs fetch's main.
+PARSER_MODULE = {"search.data": "search.data.fetch"}
+PYTHON_FENCES = {"python", "py", "python3"}
+SHELL_FENCES = {"bash", "sh", "shell"}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A fenced block of a markdown file, and the ``not run`` reason marked before it, if any."""
+
+    path: Path
+    line: int  # of the opening fence, from 1
+    language: str
+    text: str
+    not_run: str | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(REPO)}:{self.line}"
+
+
+def blocks(path: Path) -> list[Block]:
+    """Every fenced block of ``path``, in order."""
+    lines = path.read_text().splitlines()
+    found, i = [], 0
+    while i < len(lines):
+        fence = FENCE.match(lines[i])
+        if fence is None:
+            i += 1
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+        before = next((line.strip() for line in reversed(lines[:i]) if line.strip()), "")
+        marker = NOT_RUN.match(before)
+        text = "\n".join(lines[i + 1 : end]) + "\n"
+        not_run = None if marker is None else marker["reason"].strip()
+        found.append(Block(path, i + 1, fence["language"], text, not_run))
+        i = end + 1
+    return found
+
+
+ALL_BLOCKS = [block for path in DOCS for block in blocks(path)]
+PYTHON_BLOCKS = [block for block in ALL_BLOCKS if block.language in PYTHON_FENCES]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``python -m search.<command> ARGS`` of a bash block, and the comment after it."""
+
+    block: Block
+    argv: list[str]  # the module, then its arguments
+    comment: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.block.where}:{' '.join(self.argv)}"
+
+
+def commands(block: Block) -> list[Command]:
+    """The ``python -m search.<command> ARGS`` of a bash block.
+
+    Continued lines are joined, and a shell variable stands for the value 1 (``--trials "$2"``
+    in a shell function); the arguments end at a shell operator or a comment.
+    """
+    script = re.sub(r"\$\{?\w+\}?", "1", block.text.replace("\\\n", " "))
+    found = []
+    for line in script.splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        tokens = list(lexer)
+        comment = line.partition(" #")[2]
+        for i, token in enumerate(tokens[:-2]):
+            if PYTHON.search(token) and tokens[i + 1] == "-m":
+                module = tokens[i + 2]
+                if not module.startswith("search."):
+                    continue
+                argv = [module]
+                for arg in tokens[i + 3 :]:
+                    if set(arg) <= SHELL_OPERATOR:
+                        break
+                    argv.append(arg)
+                found.append(Command(block, argv, comment))
+    return found
+
+
+COMMANDS = [c for block in ALL_BLOCKS if block.language in SHELL_FENCES for c in commands(block)]
+
+
+def parser_of(argv: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser ``python -m MODULE ARGS`` parses ARGS with, and the ARGS it gets."""
+    module, args = argv[0], argv[1:]
+    if module == "search.bench" and args[:1] == ["quality"]:  # bench hands these to quality
+        return importlib.import_module("search.quality").build_parser(), args[1:]
+    module = PARSER_MODULE.get(module, module)
+    return importlib.import_module(module).build_parser(), args
+
+
+def parse(argv: list[str]) -> None:
+    """Parse ``python -m MODULE ARGS`` with MODULE's parser, as its ``main`` would first."""
+    parser, args = parser_of(argv)
+    parsed = parser.parse_args(args)
+    if argv[:2] == ["search.bench", "quality"]:
+        # The flags after `--` go to every study's `python -m search.run`.
+        from search.run import build_parser as run_parser
+
+        run_parser().parse_args([a for a in parsed.run_args if a != "--"])
+
+
+def options(argv: list[str]) -> set[str]:
+    """Every option string the command of ``argv`` accepts (of its subcommand, if it has one)."""
+    parser, args = parser_of(argv)
+    for arg in args:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) and arg in action.choices:
+                parser = action.choices[arg]
+    return set(parser._option_string_actions)
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """A folder as a fresh clone has it after the README's first commands, on a tiny study:
+    ``studies/mnist-weight-decay.db`` (the default study, 3 trials of 2 epochs on 500 images,
+    with its artifacts and seed confirmation), its CSV exports, and ``data/`` (MNIST)."""
+    root = tmp_path_factory.mktemp("clone")
+    (root / "studies").mkdir()
+    (root / "data").symlink_to(mnist_dir)
+    run = ["search.run", "--trials", "3", *tiny(mnist_dir, root / "studies", 2)]
+    exports = [["search.export", *flags] for flags in ([], ["--all"], ["--history"])]
+    for argv in [run, *exports]:
+        done = subprocess.run(
+            [sys.executable, "-m", *argv], cwd=root, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, f"python -m {' '.join(argv)} failed:\n{done.stderr}"
+    return root
+
+
+def test_docs_have_the_snippets_this_file_checks() -> None:
+    assert len(PYTHON_BLOCKS) >= 3
+    assert {c.argv[0] for c in COMMANDS} >= {"search.run", "search.export", "search.bench"}
+    assert any("load_best" in block.text and block.not_run is None for block in PYTHON_BLOCKS)
+
+
+@pytest.mark.parametrize(
+    "block", [b for b in ALL_BLOCKS if b.not_run is not None], ids=lambda block: block.where
+)
+def test_not_run_markers_give_a_reason_and_mark_a_python_block(block: Block) -> None:
+    assert block.not_run, f"{block.where}: say why the block can't run: <!-- not run: REASON -->"
+    assert block.language in PYTHON_FENCES, f"{block.where}: only python blocks are run"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda block: block.where)
+def test_python_snippet_runs_as_pasted(block: Block, clone: Path) -> None:
+    if block.not_run is not None:
+        assert block.not_run  # an empty reason fails above, never silently skips
+        pytest.skip(f"{block.where} not run: {block.not_run}")
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", block.text],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{block.where} fails as pasted:\n{done.stderr}"
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda command: command.where)
+def test_documented_command_parses(
+    command: Command,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # `--grid-from studies/quality.json` reads an earlier benchmark's JSON while parsing.
+    (tmp_path / "studies").mkdir()
+    grid = {"grid": {"optimum": None, "curves": {"weight_decays": [], "runs": []}}}
+    (tmp_path / "studies" / "quality.json").write_text(json.dumps(grid))
+    try:
+        parse(command.argv)
+    except SystemExit as exit_:
+        assert exit_.code == 0, f"{command.where}: {capsys.readouterr().err}"
+    # argparse takes an unambiguous prefix too: a documented flag must be spelled out in full.
+    args = command.argv[1:]
+    end = args.index("--") if "--" in args else len(args)  # after `--`: search.run's flags
+    own, passed_on = args[:end], args[end + 1 :]
+    for part, accepted in ((own, options(command.argv)), (passed_on, options(["search.run"]))):
+        flags = {arg.partition("=")[0] for arg in part if arg.startswith("--")}
+        assert flags <= accepted, f"{command.where}: {sorted(flags - accepted)} abbreviated"
+
+
+@pytest.mark.parametrize(
+    "command", [c for c in COMMANDS if "--" in c.comment], ids=lambda command: command.where
+)
+def test_flags_named_in_a_command_comment_exist(command: Command) -> None:
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", command.comment))
+    assert named
+    unknown = sorted(named - options(command.argv))
+    assert not unknown, f"{command.where}: its comment names {unknown}, which it doesn't take"
+
+
+def test_options_table_lists_every_run_flag() -> None:
+    from search.run import build_parser
+
+    table = (REPO / "docs" / "options.md").read_text()
+    flags = {
+        option
+        for action in build_parser()._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    missing = sorted(flag for flag in flags if not re.search(f"`{flag}[ `]", table))
+    assert not missing, f"docs/options.md lacks {', '.join(missing)}"
