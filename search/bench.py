@@ -35,6 +35,7 @@ from search.cli import Parser, add_flags, run_command
 from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, STUDIES_DIR
 from search.flag_values import positive_int, positive_ints
 from search.reporting.steps import Steps
+from search.signals import interrupted
 
 SEED_TRAIN_IMAGES = 60_000
 STEPS_PER_TRIAL_EPOCH = math.ceil(SEED_TRAIN_IMAGES / DEFAULTS.batch_size)  # 938
@@ -134,16 +135,6 @@ def table(results: list[Result], floor: float, flops: float) -> str:
         f"{FLOPS_PER_TRIAL_EPOCH / flops:.3f} s at best)"
     )
     return "\n".join(lines)
-
-
-def interrupted(stop: KeyboardInterrupt, what_now: str) -> int:
-    """Say what a stopped benchmark leaves, and return the exit status of the stop.
-
-    ``run_command``'s own line promises a resume, which a benchmark has not: it starts over.
-    """
-    name = f" by {stop}" if str(stop) else ""
-    print(f"interrupted{name}: {what_now}", file=sys.stderr, flush=True)
-    return int(getattr(stop, "exit_code", 130))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return measure(args, written)
     except KeyboardInterrupt as stop:
-        from search.bench import interrupted
+        from search.signals import interrupted
 
         kept = (
             f"{args.out} keeps what was measured so far (--grid-from {args.out} reuses its grid)"

@@ -146,6 +146,16 @@ def exit_at_once_on_stop() -> None:
             signal.signal(signum, stop)
 
 
+def interrupted(stop: KeyboardInterrupt, what_now: str) -> int:
+    """Say that the command was stopped and what that leaves; returns the stop's exit status.
+
+    A study resumes where it stopped; a benchmark starts over, and says so instead.
+    """
+    name = f" by {stop}" if str(stop) else ""
+    print(f"interrupted{name}: {what_now}", file=sys.stderr, flush=True)
+    return int(getattr(stop, "exit_code", 130))
+
+
 def run_command(
     main: Callable[[list[str] | None], int],
     report: Callable[[UserError], None] | None = None,
@@ -166,7 +176,5 @@ def run_command(
             report(error)
         status = error.exit_code
     except KeyboardInterrupt as error:
-        name = f" by {error}" if str(error) else ""
-        print(f"interrupted{name}: run the same command again to resume", file=sys.stderr)
-        status = getattr(error, "exit_code", 130)
+        status = interrupted(error, "run the same command again to resume")
     sys.exit(status)
