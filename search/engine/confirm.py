@@ -143,7 +143,8 @@ def confirm_round(
         return 0
     say(
         f"confirming {plural(len(chosen), 'candidate')} with "
-        f"{config.confirm_seeds} seeds each: {len(todo)} runs of {config.epochs} epochs, "
+        f"{plural(config.confirm_seeds, 'seed')} each: {plural(len(todo), 'run')} of "
+        f"{plural(config.epochs, 'epoch')}, "
         "not counted in --trials"
     )
     runs = [start_run(confirm_study, config, trial, r) for trial, r in todo]

@@ -124,8 +124,9 @@ def describe_recommendation(
         cost = f"{runs}, trained in {r.confirm_seconds:.0f}s when it was confirmed"
     return (
         f"recommended trial #{r.trial}: {how_it_held(r)}\n"
-        f"confirmation: {plural(len(r.candidates), 'candidate')} x {r.choice.confirm_seeds} "
-        f"seeds in study {r.confirm_study!r}, {cost}, not counted in --trials"
+        f"confirmation: {plural(len(r.candidates), 'candidate')} x "
+        f"{plural(r.choice.confirm_seeds, 'seed')} in study {r.confirm_study!r}, {cost}, not "
+        "counted in --trials"
     )
 
 
