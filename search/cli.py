@@ -245,6 +245,14 @@ FLAGS = _flags(
         d.grace_period,
     ),
     Flag(
+        "--db-retry",
+        dict(type=non_negative_int, metavar="S"),
+        "when the study's database server goes away (a restart, a failover), every worker "
+        "waits for it and reconnects for up to S seconds, then ends with one line (finished "
+        "trials kept); 0 ends at once (default: {default})",
+        d.db_retry,
+    ),
+    Flag(
         "--quiet",
         dict(action="store_true"),
         "no progress display: no live bar on a terminal, no progress lines elsewhere",

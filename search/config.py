@@ -140,6 +140,7 @@ class StudyConfig:
     workers: int = 1  # processes on this machine, each running trials of the study
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     grace_period: int = 30  # seconds without one before a trial counts as dead (at most 60)
+    db_retry: int = 60  # seconds a worker waits out an unreachable database before it ends
     quiet: bool = False  # no progress display (search.reporting.progress)
 
     @property

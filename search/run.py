@@ -29,7 +29,7 @@ RUN_FLAGS = (
     "--optimizer", "--decay-biases", "--search-space", "--sampler", "--pruner", "--seed",
     "--task", "--validation", "--data-dir", "--artifacts", "--subset", "--device",
     "--parallel-trials", "--confirm-seeds", "--confirm-candidates", "--workers",
-    "--heartbeat-interval", "--grace-period", "--quiet",
+    "--heartbeat-interval", "--grace-period", "--db-retry", "--quiet",
 )  # fmt: skip
 STORED = {flag_of(key) for key in (*RECORDED, *RUN_SETTINGS)}
 
@@ -82,6 +82,12 @@ def print_summary(outcome: Outcome, config: StudyConfig) -> None:
         f"\nstudy {outcome.study_name!r}: {outcome.finished} of {outcome.budget} trials "
         f"finished, {did}\ntrials: {outcome.counts.text()}"
     )
+    if outcome.leftovers:
+        numbers = ", ".join(f"#{n}" for n in outcome.leftovers)
+        print(
+            f"failed {numbers}: left running or queued by a worker that died (no heartbeat "
+            "within the grace period); the budget was met without them"
+        )
     best = outcome.best
     if best is None:
         print(

@@ -30,6 +30,8 @@ import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study.optuna_private import fail_trial, stale_trial_numbers, storage_of
+from search.study.outage import unreachable
 from search.study.record import FINISHED
 from search.study.storage import connect_only
 
@@ -108,6 +110,18 @@ class ClaimLock:
                 raise
             self.fd = fd
 
+    def alive(self) -> bool:
+        """Whether the lock is still held: a server that restarted dropped it with its session."""
+        if self.connection is None:
+            return self.held
+        try:
+            self.connection.execute(sqlalchemy.text("SELECT 1"))
+        except Exception as error:
+            if not unreachable(error):
+                raise
+            return False
+        return True
+
     def release(self) -> None:
         if self.connection is not None:
             connection, self.connection = self.connection, None
@@ -115,8 +129,16 @@ class ClaimLock:
                 connection.execute(
                     sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self.key}
                 )
+            except Exception as error:
+                if not unreachable(error):
+                    raise
+                # The server is away or came back without the session: the lock went with it.
             finally:
-                connection.close()  # with NullPool this ends the session, and any lock in it
+                try:
+                    connection.close()  # with NullPool this ends the session, and its lock
+                except Exception as error:
+                    if not unreachable(error):
+                        raise
         if self.fd is not None:
             fd, self.fd = self.fd, None
             os.close(fd)  # closing the only descriptor drops the flock
@@ -154,7 +176,17 @@ class BudgetGate:
         self.lock.release()
 
     def claim(self) -> bool:
-        """True, with the lock held, when the budget has a place for one more trial."""
+        """True, with the lock held, when the budget has a place for one more trial.
+
+        Through an outage of the database (``search.study.outage``) the whole claim is tried
+        again, from a new lock: the old one went with the server's session.
+        """
+        riding = getattr(storage_of(self.study), "riding", None)
+        if riding is None:
+            return self.claim_once()
+        return bool(riding(self.claim_once))
+
+    def claim_once(self) -> bool:
         self.lock.acquire()
         try:
             fail_stale_trials(self.study)
@@ -165,6 +197,24 @@ class BudgetGate:
         if not room:
             self.lock.release()
         return room
+
+    def still_exclusive(self) -> bool:
+        """After a claim's trial was created: whether the claim held. If the lock was lost on
+        the way (the server restarted), another worker may have taken the same place; then the
+        claimed trials are counted again, ours among them, under a new lock."""
+        if self.lock.alive():
+            return True
+        self.lock.release()
+
+        def recount() -> bool:
+            self.lock.acquire()
+            try:
+                return len(self.claimed()) <= self.budget
+            finally:
+                self.lock.release()
+
+        riding = getattr(storage_of(self.study), "riding", None)
+        return bool(recount() if riding is None else riding(recount))
 
     def claim_next(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """``study.optimize`` callback: stop unless the budget has a place for another trial."""
@@ -194,6 +244,9 @@ class BudgetGate:
         worker would wait on it. This worker's own trials (``mine``) are never stuck.
         """
         now = time.monotonic()
+        outage = getattr(storage_of(self.study), "outage", None)
+        if outage is not None and outage.recent(within=self.stuck_after):
+            self.seen.clear()  # nothing moved while the server was away: start looking afresh
         claimed = []
         for trial in self.study.get_trials(deepcopy=False, states=CLAIMING):
             if trial.state == TrialState.RUNNING and trial.number not in self.mine:
@@ -212,3 +265,24 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def fail_leftovers(study: optuna.Study, config: Any, wait: bool = True) -> list[int]:
+    """Once the budget is met, fail the trials dead workers left RUNNING (or WAITING, a dead
+    trial's queued retry); returns their numbers.
+
+    The budget counts running trials, so with it met by finished ones, a trial still RUNNING
+    is one whose worker died and whose place was taken. Left alone it would show as running
+    in the dashboard for ever. One whose heartbeat is still inside the grace period is waited
+    for, that long at most (a worker alive after all ends its trial itself); then it is failed,
+    and not tried again: the budget is met.
+    """
+    limit = config.grace_period + config.heartbeat_interval if wait else 0
+    deadline = time.monotonic() + limit
+    while True:
+        left = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        running = {t.number for t in left if t.state == TrialState.RUNNING}
+        if not left or time.monotonic() >= deadline or running <= stale_trial_numbers(study):
+            break
+        time.sleep(WAIT_POLL_S)
+    return [t.number for t in left if fail_trial(study, t.number)]

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
@@ -328,7 +329,10 @@ class PoolLoop:
             # In trial order, whatever the slots: each told trial reaches the sampler before
             # the trial asked to replace it.
             for number, result in sorted(results.items()):
-                self.end_epoch(number, result)
+                try:
+                    self.end_epoch(number, result)
+                except UpdateFinishedTrialError:
+                    self.drop(number)
 
     def end_epoch(self, number: int, result: EpochMetrics | DivergedError) -> None:
         """One trial's epoch result: go on, or tell it (pruned, stopped, complete)."""
@@ -351,6 +355,19 @@ class PoolLoop:
             self.tell(number, result.val_accuracy, TrialState.COMPLETE)
             self.refill()
 
+    def drop(self, number: int) -> None:
+        """Let go of a trial another worker already ended: judged dead while this one could not
+        reach the database to beat, it was failed there and its parameters handed on."""
+        logger.warning(
+            "trial %d was failed by another worker while the database was away (its heartbeat "
+            "had gone stale); its retry trains it again, so it is dropped here",
+            number,
+        )
+        del self.running[number]
+        self.gate.mine.discard(number)
+        self.pool.remove(number)
+        self.refill()
+
     def refill(self) -> bool:
         """Start one trial in a free slot if the budget has a place for it."""
         study, config = self.study, self.config
@@ -370,8 +387,12 @@ class PoolLoop:
                 # Optuna warns that heartbeats need study.optimize; the pool keeps them itself.
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                 trial = study.ask()
+            exclusive = self.gate.still_exclusive()
         finally:
             self.gate.lock.release()  # the trial exists now and counts as claimed
+        if not exclusive:  # another worker took the same place while the lock was lost
+            study.tell(trial, state=TrialState.FAIL)
+            return False
         self.running[trial.number] = Running(trial, started=time.perf_counter())
         self.gate.mine.add(trial.number)
         self.asked += 1

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from search.config import STUDIES_DIR, StudyConfig
+from search.engine.budget import fail_leftovers
 from search.engine.strategy import make_pruner, make_sampler
 from search.engine.workers import exit_status, run_workers
 from search.reporting.progress import StudyProgress, choose_mode
@@ -65,6 +66,7 @@ class Outcome:
     summary_known: bool = True  # False: the workers lost the database, and said so
     counts: Counts = Counts()  # the study's trials by how they ended, each once
     trials_now: int = 0  # trials that finished during this run (its workers' included)
+    leftovers: tuple[int, ...] = ()  # trials dead workers left running, failed by this run
 
 
 def run_study(config: StudyConfig, say: Say = print) -> Outcome:
@@ -82,11 +84,14 @@ def run_study(config: StudyConfig, say: Say = print) -> Outcome:
             study = open_study(storage, config)
             if study is not None and len(finished_trials(study)) >= config.trials:
                 say(f"study {config.study_name!r} already holds {config.trials} finished trials")
+                leftovers = fail_leftovers(study, config)
                 confirmed = False
                 if needs_confirmation(study, config):
                     data = load_task(config, resolve_device(config.device))
                     confirmed = confirm_here(study, config, data, say)
-                return outcome(study, config, trained=False, confirmed=confirmed)
+                return outcome(
+                    study, config, trained=False, confirmed=confirmed, leftovers=leftovers
+                )
             device = resolve_device(config.device)
             data = load_task(config, device)
             if config.validation == "test":
@@ -152,6 +157,8 @@ def search_and_confirm(
     else:
         run_here(study, config, data)
     record_best_feasible_and_note(study)
+    budget_met = len(finished_trials(study)) >= config.trials
+    leftovers = fail_leftovers(study, config) if status == 0 and budget_met else []
     wall = time.perf_counter() - started
     say(f"wall time {wall:.1f}s")
     confirmed = False
@@ -160,7 +167,14 @@ def search_and_confirm(
             data = load_task(config, device)
         confirmed = confirm_here(study, config, data, say)
     return outcome(
-        study, config, trained=True, confirmed=confirmed, wall=wall, status=status, before=done
+        study,
+        config,
+        trained=True,
+        confirmed=confirmed,
+        wall=wall,
+        status=status,
+        before=done,
+        leftovers=leftovers,
     )
 
 
@@ -172,6 +186,7 @@ def outcome(
     wall: float | None = None,
     status: int = 0,
     before: int | None = None,
+    leftovers: list[int] | None = None,
 ) -> Outcome:
     """What the study holds now; ``before``: its finished trials when this run began."""
     best = best_feasible_trial(study)
@@ -189,6 +204,7 @@ def outcome(
         status=status,
         counts=counts,
         trials_now=0 if before is None else counts.finished - before,
+        leftovers=tuple(leftovers or ()),
     )
 
 

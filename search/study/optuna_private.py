@@ -15,6 +15,7 @@ from optuna.storages import BaseStorage
 # Optuna's heartbeat lives in a private module; ask-and-tell loops (the trial pool) must beat
 # themselves, since Optuna's own heartbeat thread runs only inside ``study.optimize``.
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.trial import TrialState
 
 # The loggers that log a failed trial's error again after our loops have reported it once.
 REPEATING_LOGGERS = ("optuna.study._optimize", "optuna.storages._rdb.storage")
@@ -46,3 +47,26 @@ def heartbeat_storage(study: optuna.Study) -> BaseHeartbeat | None:
 def record_heartbeat(storage: BaseHeartbeat, trial: optuna.Trial) -> None:
     """Beat for a running trial, as ``study.optimize``'s heartbeat thread would."""
     storage.record_heartbeat(trial._trial_id)
+
+
+def stale_trial_numbers(study: optuna.Study) -> set[int]:
+    """The study's RUNNING trials whose heartbeat is older than the storage's grace period.
+
+    ``optuna.storages.fail_stale_trials`` asks the same and fails them at once, queueing a
+    retry of each; ending a run whose budget is met needs the question without those.
+    """
+    storage = heartbeat_storage(study)
+    if storage is None:
+        return set()
+    ids = set(storage._get_stale_trial_ids(study._study_id))
+    return {t.number for t in study.get_trials(deepcopy=False) if t._trial_id in ids}
+
+
+def fail_trial(study: optuna.Study, number: int) -> bool:
+    """Mark trial ``number`` failed without running any callback (no retry is queued); False
+    if it had ended already. ``study.tell`` can't: it takes only trials of this process."""
+    trial = study.get_trials(deepcopy=False)[number]
+    try:
+        return bool(storage_of(study).set_trial_state_values(trial._trial_id, TrialState.FAIL))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False

@@ -19,12 +19,13 @@ from typing import Any
 
 import sqlalchemy
 import sqlalchemy.exc
-from optuna.exceptions import ExperimentalWarning, StorageInternalError
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 from search.config import StudyConfig
 from search.errors import UserError
+from search.study.outage import UNREACHABLE, RidingStorage, first_line, storage_cause
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,11 @@ def sqlite_file(url: str) -> Path | None:
 
 
 def make_storage(
-    url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None
+    url: str,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    retry_s: float | None = None,
 ) -> RDBStorage:
     """An RDB storage for ``url``, or a StudyError naming the (masked) URL and the problem.
 
@@ -149,7 +154,8 @@ def make_storage(
     PostgreSQL gets a connect timeout and a small pool per process. With
     ``heartbeat_interval``, a running trial records a heartbeat that often, and one whose
     heartbeat is older than ``grace_period`` seconds (its worker died) is failed by the next
-    worker or run and its parameters are tried again.
+    worker or run and its parameters are tried again. With ``retry_s``, a database server
+    that goes away is waited for that long (``search.study.outage``); SQLite has no server.
     """
     if url.startswith("sqlite"):
         parsed = sqlalchemy.engine.make_url(url)
@@ -173,7 +179,13 @@ def make_storage(
                         max_retry=STALE_TRIAL_MAX_RETRY
                     ),
                 }
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            storage: RDBStorage
+            if retry_s and not url.startswith("sqlite"):
+                storage = RidingStorage(
+                    url, retry_s=retry_s, engine_kwargs=engine_kwargs, **heartbeat
+                )
+            else:
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, RuntimeError) as error:
         raise StudyError(
             f"--storage {masked(url)}: {describe_storage_error(error, url)}"
@@ -189,6 +201,7 @@ def open_storage(config: StudyConfig) -> RDBStorage:
         config.storage_url,
         heartbeat_interval=config.heartbeat_interval,
         grace_period=config.grace_period,
+        retry_s=config.db_retry,
     )
 
 
@@ -275,6 +288,17 @@ def describe_storage_error(error: BaseException, url: str) -> str:
     lowered = text.lower()
     if "readonly" in lowered or "read-only" in lowered:
         return f"{text}: the database is read-only here; point --storage at a writable location"
+    if "database or disk is full" in lowered:
+        return (
+            f"{text}: the disk holding {database} is full; free space on it, then run the same "
+            "command again (finished trials are kept)"
+        )
+    if "database is locked" in lowered:
+        return (
+            f"{text}: another program held {database} locked for over "
+            f"{SQLITE_BUSY_TIMEOUT_S} s (an open write transaction in a SQLite browser, say); "
+            "end it, then run the same command again (finished trials are kept)"
+        )
     if "file is not a database" in lowered:
         return f"{database} is not a SQLite database; point --storage at a study's .db file"
     if "unable to open database file" in lowered:
@@ -296,32 +320,6 @@ def describe_storage_error(error: BaseException, url: str) -> str:
 
 # SQLAlchemy's "(Background on this error at: https://sqlalche.me/...)": no help in one line.
 BACKGROUND_LINK = re.compile(r"\s*\(Background on this error at: [^)]*\)")
-
-# What drivers say when the server is down, going down, or not answering (psycopg, psycopg2).
-UNREACHABLE = (
-    "connection failed", "could not connect", "connection refused", "timeout expired",
-    "could not translate host name", "failed to resolve host", "server closed the connection",
-    "shutting down",
-    "terminating connection", "connection already closed", "connection is closed",
-    "consuming input failed", "no route to host",
-    # SQLAlchemy's word once a dropped connection left its transaction invalid (Optuna caught the
-    # first error and fell back): seen with the server stopped mid-study on a busy machine.
-    "can't reconnect until invalid transaction",
-)  # fmt: skip
-
-
-def storage_cause(error: BaseException) -> BaseException | None:
-    """The database error behind ``error``, if any: Optuna wraps it, or raises another
-    exception while handling it."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, sqlalchemy.exc.SQLAlchemyError):
-            return seen
-        if isinstance(seen, StorageInternalError) and seen.__cause__ is not None:
-            return seen.__cause__
-        context = None if seen.__suppress_context__ else seen.__context__
-        seen = seen.__cause__ or context
-    return None
 
 
 @contextmanager
@@ -356,9 +354,3 @@ def storage_errors(url: str) -> Iterator[None]:
         ) from None
     finally:
         threading.excepthook = thread_hook
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message: SQLAlchemy's run to many."""
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

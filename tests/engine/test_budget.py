@@ -13,6 +13,7 @@ from search.engine.budget import BudgetGate, ClaimLock
 from search.engine.strategy import new_study
 from search.study.storage import engine_options, make_storage
 from tests.helpers import STUDY
+from tests.postgres import PostgresServer, unavailable
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -52,3 +53,39 @@ def test_budget_gate_never_judges_its_own_running_trials_stuck(
     gate.mine.add(own.number)
     assert [t.number for t in gate.claimed()] == [own.number, other.number]  # first look
     assert [t.number for t in gate.claimed()] == [own.number]  # the other sat still since
+
+
+@pytest.mark.slow
+def test_a_claim_whose_lock_went_with_a_restart_is_counted_again(
+    tiny_config: StudyConfig,
+) -> None:
+    """The server restarts between a claim and its trial's creation: the lock went with the
+    session, so the claim is counted again under a new lock, ours among the claimed; the
+    budget's last place stays ours, one past it is refused."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PostgresServer()
+    try:
+        url = server.create_database()
+        config = tiny_config.replace(storage=url)
+        study = new_study(make_storage(url, retry_s=30), config, {})
+        lock = ClaimLock(url, config.study_name, engine_options(url))
+        gate = BudgetGate(study, budget=2, lock=lock, stuck_after=60.0)
+        study.ask()  # another worker's place
+        assert gate.claim() and lock.held
+        server.stop()
+        server.start()
+        study.ask()  # ours: the storage reconnects, the lock's session is gone
+        assert not lock.alive()
+        assert gate.still_exclusive()  # 2 claimed of 2: ours is the last place
+        assert not lock.held  # released, with nothing left to release on the server
+        # Again, and this time a worker took a place while the lock was lost: 3 of 2.
+        gate = BudgetGate(study, budget=2, lock=lock, stuck_after=60.0)
+        lock.acquire()
+        server.stop()
+        server.start()
+        study.ask()
+        assert not gate.still_exclusive() and not lock.held
+    finally:
+        server.remove()

@@ -352,9 +352,10 @@ def test_database_going_away_is_one_line_and_keeps_finished_trials(
     try:
         url = server.create_database()
         # 1,000 trials: the budget can't be met before the server stops, however fast.
+        # --db-retry 0: end at once (tests/engine/test_outage.py waits an outage out).
         command = start("--trials", "1000", "--storage", url, *UNPRUNED, "--workers",
                         str(workers), "--heartbeat-interval", "1", "--grace-period", "2",
-                        *tiny(mnist_dir, tmp_path, 5, parallel))  # fmt: skip
+                        "--db-retry", "0", *tiny(mnist_dir, tmp_path, 5, parallel))  # fmt: skip
         processes.append(command)
         wait_until(lambda: sum(t.state in FINISHED for t in trials(url)) >= 2, command)
         server.stop()

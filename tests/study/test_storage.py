@@ -205,3 +205,37 @@ def test_query_password_never_shows_and_the_hints_work_when_pasted(
     status, out, err = run_cli(run.main, ["--storage", wrong], capsys)
     assert status == 2 and len(err.splitlines()) == 1
     assert "wr0ng-s3cret" not in out + err and "?password=***" in err
+
+
+def test_a_full_disk_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    # A real SQLITE_FULL: the file may not grow past its pages (as a full disk would stop it).
+    url = f"sqlite:///{tmp_path / 'full.db'}"
+    engine = sqlalchemy.create_engine(url)
+    with pytest.raises(sqlalchemy.exc.OperationalError) as raised:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (x BLOB)")
+            count = connection.exec_driver_sql("PRAGMA page_count").scalar()
+            connection.exec_driver_sql(f"PRAGMA max_page_count = {count}")
+            connection.exec_driver_sql("INSERT INTO t VALUES (zeroblob(100000))")
+    line = describe_storage_error(raised.value, url)
+    assert line.startswith("database or disk is full: the disk holding ") and "\n" not in line
+    assert line.endswith(
+        "free space on it, then run the same command again (finished trials are kept)"
+    )
+
+
+def test_a_file_locked_by_another_program_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")  # another program's open write transaction
+    engine = sqlalchemy.create_engine(url, connect_args={"timeout": 0})
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError) as raised:
+            with engine.begin() as connection:
+                connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+    finally:
+        holder.close()
+    line = describe_storage_error(raised.value, url)
+    assert line.startswith("database is locked: another program held ") and "\n" not in line
+    assert "end it, then run the same command again (finished trials are kept)" in line
