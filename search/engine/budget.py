@@ -30,7 +30,7 @@ import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
-from search.study.optuna_private import fail_trial, stale_trial_numbers, storage_of
+from search.study.optuna_private import backend_of, fail_trial, stale_trial_numbers
 from search.study.outage import unreachable
 from search.study.record import FINISHED
 from search.study.storage import connect_only
@@ -181,7 +181,7 @@ class BudgetGate:
         Through an outage of the database (``search.study.outage``) the whole claim is tried
         again, from a new lock: the old one went with the server's session.
         """
-        riding = getattr(storage_of(self.study), "riding", None)
+        riding = getattr(backend_of(self.study), "riding", None)
         if riding is None:
             return self.claim_once()
         return bool(riding(self.claim_once))
@@ -213,7 +213,7 @@ class BudgetGate:
             finally:
                 self.lock.release()
 
-        riding = getattr(storage_of(self.study), "riding", None)
+        riding = getattr(backend_of(self.study), "riding", None)
         return bool(recount() if riding is None else riding(recount))
 
     def claim_next(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -221,8 +221,24 @@ class BudgetGate:
         if not self.claim():
             study.stop()
 
-    def admit(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+    def admit(
+        self,
+        objective: Callable[[optuna.Trial], float],
+        prepare: Callable[[optuna.Trial], object] | None = None,
+    ) -> Callable[[optuna.Trial], float]:
+        """``objective``, run once the claim's trial exists; ``prepare`` runs before the lock
+        is let go. Pass it what suggests the trial's parameters: a worker that asks next then
+        sees them, where with the lock let go first two workers would sample from the same
+        trials at once, and a deterministic rule (the edge sampler's bisection) would give
+        both the same weight decay."""
+
         def admitted(trial: optuna.Trial) -> float:
+            if prepare is not None:
+                try:
+                    prepare(trial)
+                except BaseException:
+                    self.lock.release()
+                    raise
             self.lock.release()  # the trial exists now and counts as claimed
             self.mine.add(trial.number)
             try:
@@ -244,7 +260,7 @@ class BudgetGate:
         worker would wait on it. This worker's own trials (``mine``) are never stuck.
         """
         now = time.monotonic()
-        outage = getattr(storage_of(self.study), "outage", None)
+        outage = getattr(backend_of(self.study), "outage", None)
         if outage is not None and outage.recent(within=self.stuck_after):
             self.seen.clear()  # nothing moved while the server was away: start looking afresh
         claimed = []

@@ -103,7 +103,9 @@ def run_until_budget(
         )
     use_one_cpu_thread(data.train_x.device)
     objective = Objective(config, data, store, on_epoch=on_epoch)
-    return run_trials(study, objective, config, callbacks=callbacks)
+    return run_trials(
+        study, objective, config, callbacks=callbacks, prepare=lambda t: begin_trial(t, config)
+    )
 
 
 def run_trials(
@@ -111,8 +113,11 @@ def run_trials(
     objective: Callable[[optuna.Trial], float],
     config: StudyConfig,
     callbacks: list[Callback] | None = None,
+    prepare: Callable[[optuna.Trial], object] | None = None,
 ) -> int:
     """Run trials until the study holds ``config.trials`` finished ones; returns how many ran.
+
+    ``prepare`` suggests a trial's parameters under the budget's lock (``BudgetGate.admit``).
 
     The budget is the study's, not this process's: a re-run resumes and runs only what is
     missing, and workers on one study (``--workers``, or the same command on other machines)
@@ -135,7 +140,7 @@ def run_trials(
                 time.sleep(WAIT_POLL_S)  # the others' running trials hold the rest
                 continue
             study.optimize(
-                gate.admit(objective),
+                gate.admit(objective, prepare),
                 timeout=left,
                 callbacks=[
                     lambda study, trial: record_best_feasible_and_note(study),
@@ -387,6 +392,8 @@ class PoolLoop:
                 # Optuna warns that heartbeats need study.optimize; the pool keeps them itself.
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                 trial = study.ask()
+                # Under the lock: the next worker's sampler sees this trial's weight decay.
+                weight_decay, seed = begin_trial(trial, config)
             exclusive = self.gate.still_exclusive()
         finally:
             self.gate.lock.release()  # the trial exists now and counts as claimed
@@ -397,7 +404,6 @@ class PoolLoop:
         self.gate.mine.add(trial.number)
         self.asked += 1
         self.heartbeat.beat(trial)
-        weight_decay, seed = begin_trial(trial, config)
         # Its metrics equal the single-trial path's up to float rounding, not bit for bit;
         # they depend on k but not on the companions, so a replay (search.evaluate --replay)
         # retrains it alone in a pool of k for the very same numbers.

@@ -70,3 +70,13 @@ def fail_trial(study: optuna.Study, number: int) -> bool:
         return bool(storage_of(study).set_trial_state_values(trial._trial_id, TrialState.FAIL))
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
+
+
+def backend_of(study: optuna.Study) -> BaseStorage:
+    """The storage behind Optuna's cache: ``optuna.create_study`` and ``load_study`` wrap an
+    RDB storage in a private ``_CachedStorage``, which hides what the storage adds (its
+    ``riding`` through an outage, ``search.study.outage``)."""
+    storage = storage_of(study)
+    backend = getattr(storage, "_backend", storage)
+    assert isinstance(backend, BaseStorage)
+    return backend

@@ -40,14 +40,14 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FIRST_WAIT_S = 0.5  # the first retry comes this soon; each next one waits twice as long...
-LONGEST_WAIT_S = 5.0  # ...up to this: a restart is back within a second or two
+LONGEST_WAIT_S = 2.0  # ...up to this: a restart is back within a second or two
 
 
 # What drivers say when the server is down, going down, or not answering (psycopg, psycopg2).
 UNREACHABLE = (
     "connection failed", "could not connect", "connection refused", "timeout expired",
     "could not translate host name", "failed to resolve host", "server closed the connection",
-    "shutting down",
+    "shutting down", "starting up", "in recovery mode", "not yet accepting connections",
     "terminating connection", "connection already closed", "connection is closed",
     "consuming input failed", "no route to host",
     # SQLAlchemy's word once a dropped connection left its transaction invalid (Optuna caught the
@@ -99,17 +99,21 @@ class Outage:
         self.since: float | None = None  # the current outage's start, None while reachable
         self.ended: float | None = None  # when the last outage ended
 
-    def wait(self, error: BaseException, tries: int) -> None:
-        """Sleep before the next try, or raise ``error`` once the outage outlasts retry_s."""
-        now = time.monotonic()
+    def begin(self, error: BaseException) -> float:
+        """An outage is under way (said once, when it begins); returns when it began."""
         with self.lock:
             if self.since is None:
-                self.since = now
+                self.since = time.monotonic()
                 self.say(
                     f"database unreachable ({first_line(storage_cause(error) or error)}), "
                     f"retrying for up to {self.retry_s:g} s"
                 )
-            since = self.since
+            return self.since
+
+    def wait(self, error: BaseException, tries: int) -> None:
+        """Sleep before the next try, or raise ``error`` once the outage outlasts retry_s."""
+        since = self.begin(error)
+        now = time.monotonic()
         left = since + self.retry_s - now
         if left <= 0:
             raise error
@@ -158,9 +162,18 @@ class RidingStorage(RDBStorage):
                     raise
                 self.outage.wait(error, tries)
                 tries += 1
+                self.forget_session()
                 continue
             self.outage.over()
             return result
+
+    def forget_session(self) -> None:
+        """Drop this thread's session: one whose connection died mid-transaction answers
+        "can't reconnect until invalid transaction is rolled back" to every call after."""
+        try:
+            self.remove_session()
+        except Exception as error:  # closing what the server already closed
+            logger.debug("session dropped with an error: %s", first_line(error))
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -169,13 +182,21 @@ class RidingStorage(RDBStorage):
             if not unreachable(error):
                 raise
             logger.debug("heartbeat of trial %d skipped: the database is away", trial_id)
+            # Marked all the same: a worker whose only call in the outage was a heartbeat must
+            # not judge the others' trials stale when it is back (``_get_stale_trial_ids``).
+            self.outage.begin(error)
+            self.forget_session()
             return
         self.outage.over()
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
-        if self.outage.recent(within=grace):
-            return []  # every heartbeat stopped with the server: the living look dead too
+        interval = self.heartbeat_interval or 0
+        grace = self.grace_period or 2 * interval
+        # Every heartbeat stopped with the server, so the living look dead too, until each
+        # worker has beaten again: its retry may still sleep a backoff, then beats within an
+        # interval, and its beat counts from then on.
+        if self.outage.recent(within=grace + interval + LONGEST_WAIT_S):
+            return []
         return self.riding(lambda: super(RidingStorage, self)._get_stale_trial_ids(study_id))
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
@@ -220,5 +241,7 @@ for _name in (
     "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials", "get_best_trial",
     "get_trial_params", "get_trial_user_attrs", "get_trial_system_attrs",
     "check_trial_is_updatable",
+    # What Optuna's cache in front of an RDB storage (``_CachedStorage``) calls instead.
+    "_create_new_trial", "_get_trials", "_set_trial_param", "_get_best_trial_id",
 ):  # fmt: skip
     setattr(RidingStorage, _name, _ridden(_name))
