@@ -334,8 +334,9 @@ class Recommendation:
             "confirm_study": self.confirm_study,
             "confirm_runs": self.confirm_runs,
             "confirm_seconds": self.confirm_seconds,
-            "confirmed_at": self.confirmed_at,
-            "confirmed_after": self.confirmed_after,
+            # Only where known: a study from before these fields reads and writes as it was.
+            **({} if self.confirmed_at is None else {"confirmed_at": self.confirmed_at}),
+            **({} if self.confirmed_after is None else {"confirmed_after": self.confirmed_after}),
         }
 
     @classmethod
