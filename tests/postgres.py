@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import psycopg
+from optuna.storages import RDBStorage
 
 SERVER_USER = "postgres"  # Debian's package creates it; the server runs as it under root
 
@@ -113,12 +114,19 @@ class PostgresServer:
         """The URL as the README writes it, with the driver named (SQLAlchemy 2.0 and 2.1)."""
         return self.url(database).replace("postgresql://", "postgresql+psycopg://", 1)
 
-    def create_database(self) -> str:
-        """A new empty database; returns its URL (with the password in it)."""
+    def create_database(self, schema: bool = False) -> str:
+        """A new empty database; returns its URL (with the password in it).
+
+        ``schema``: with Optuna's tables in it already, for a test that polls the study while
+        its command starts: two processes creating the tables at once collide.
+        """
         name = f"test_{secrets.token_hex(4)}"
         with psycopg.connect(self.url(), autocommit=True) as connection:
             connection.execute(f"CREATE DATABASE {name}")
-        return self.sqlalchemy_url(name)
+        url = self.sqlalchemy_url(name)
+        if schema:
+            RDBStorage(url).engine.dispose()
+        return url
 
     def query(self, sql: str) -> list[tuple[object, ...]]:
         with psycopg.connect(self.url()) as connection:

@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.engine.budget import FINISHED
@@ -23,14 +22,6 @@ from tests.helpers import UNPRUNED, start, states, tiny, training, trials, wait_
 from tests.postgres import PostgresServer, unavailable
 
 pytestmark = pytest.mark.slow
-
-
-def new_database(server: PostgresServer) -> str:
-    """A database with Optuna's tables in it already: the test polls it while the command
-    starts, and two processes creating the tables at once collide."""
-    url = server.create_database()
-    RDBStorage(url).engine.dispose()
-    return url
 
 
 @pytest.fixture
@@ -72,7 +63,7 @@ def outage_while_training(
     processes: list[subprocess.Popen[str]],
     down_s: float,
 ) -> tuple[subprocess.Popen[str], str]:
-    url = new_database(server)
+    url = server.create_database(schema=True)
     command = start("--workers", "2", "--db-retry", "60",
                     *run_flags(url, mnist_dir, tmp_path, 10))  # fmt: skip
     processes.append(command)
@@ -110,7 +101,7 @@ def test_an_outage_longer_than_db_retry_ends_the_run_in_one_line(
     tmp_path: Path,
     processes: list[subprocess.Popen[str]],
 ) -> None:
-    url = new_database(server)
+    url = server.create_database(schema=True)
     command = start("--db-retry", "3", *run_flags(url, mnist_dir, tmp_path, 1000))
     processes.append(command)
     wait_until(lambda: sum(t.state in FINISHED for t in trials(url)) >= 1, command)
@@ -135,7 +126,7 @@ def test_a_run_that_meets_the_budget_fails_a_dead_workers_trial(
     """A killed run leaves a trial RUNNING whose heartbeat is fresh; the next run finds the
     budget met: it waits for that heartbeat to go stale (a live worker would end the trial)
     and then fails it, says so, and leaves nothing running."""
-    url = new_database(server)
+    url = server.create_database(schema=True)
     first = start(*run_flags(url, mnist_dir, tmp_path, 1000))
     processes.append(first)
     wait_until(lambda: sum(t.state in FINISHED for t in trials(url)) >= 2, first)

@@ -352,7 +352,7 @@ def test_database_going_away_is_one_line_and_keeps_finished_trials(
         pytest.skip(reason)
     server = PostgresServer()  # its own: this test stops it
     try:
-        url = server.create_database()
+        url = server.create_database(schema=True)
         # 1,000 trials: the budget can't be met before the server stops, however fast.
         # --db-retry 0: end at once (tests/engine/test_outage.py waits an outage out).
         command = start("--trials", "1000", "--storage", url, *UNPRUNED, "--workers",

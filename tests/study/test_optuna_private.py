@@ -18,9 +18,12 @@ from optuna.trial import TrialState, create_trial
 import search.study.optuna_private as private
 from search.study.optuna_private import (
     REPEATING_LOGGERS,
+    backend_of,
+    fail_trial,
     heartbeat_storage,
     record_heartbeat,
     set_trial_system_attr,
+    stale_trial_numbers,
     storage_of,
 )
 
@@ -155,8 +158,35 @@ def test_every_function_of_the_adapter_is_pinned_here() -> None:
         if callable(value) and getattr(value, "__module__", None) == private.__name__
     }
     assert defined == {
+        "backend_of",
+        "fail_trial",
+        "stale_trial_numbers",
         "storage_of",
         "set_trial_system_attr",
         "heartbeat_storage",
         "record_heartbeat",
     }
+
+
+def test_backend_of_is_the_storage_behind_optunas_cache(tmp_path: Path) -> None:
+    storage = rdb(tmp_path)
+    study = optuna.create_study(storage=storage)
+    assert backend_of(study) is storage  # what the study was given, not Optuna's wrapper
+    memory = InMemoryStorage()
+    assert backend_of(optuna.create_study(storage=memory)) is memory
+
+
+def test_stale_trials_are_named_and_failed_without_a_retry(tmp_path: Path) -> None:
+    storage = rdb(tmp_path, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage, study_name="stale")
+    with pytest.warns(UserWarning, match="supposed to be used with Study.optimize"):
+        running = study.ask(SPACE)
+    beating = heartbeat_storage(study)
+    assert beating is not None
+    record_heartbeat(beating, running)
+    assert stale_trial_numbers(study) == set()
+    time.sleep(2.5)  # SQLite's clock has whole seconds: past a grace of 1 s
+    assert stale_trial_numbers(study) == {0}
+    assert fail_trial(study, 0) is True
+    assert [t.state for t in study.trials] == [TrialState.FAIL]  # no retry queued
+    assert fail_trial(study, 0) is False  # ended already
