@@ -69,15 +69,27 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One throwaway PostgreSQL server for the session (each test takes its own database)."""
+def serve() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server, removed at the end; a skip, saying why, where none can
+    start."""
     reason = unavailable()
     if reason is not None:
         pytest.skip(reason)
     server = PostgresServer()
     yield server
     server.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session (each test takes its own database)."""
+    yield from serve()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A server of the test's own, which the test may stop and start."""
+    yield from serve()
 
 
 @pytest.fixture

@@ -305,20 +305,11 @@ def zoom_on_edge(ax: Any, trials: list[TrialRecord], limit: float, edge: Edge) -
     ax.set_xlim(left, right)
     ax.set_ylim(*accuracy_range([t for t in trials if left <= t.weight_decay <= right], limit))
     marks = [
-        ax.axvline(
-            edge.infeasible,
-            color=INFEASIBLE,
-            linestyle="-.",
-            linewidth=1.2,
-            label=f"largest proven infeasible: {edge.infeasible:.3g}",
-        ),
-        ax.axvline(
-            edge.feasible,
-            color=FEASIBLE_REGION,
-            linestyle="-.",
-            linewidth=1.2,
-            label=f"smallest found feasible: {edge.feasible:.3g}",
-        ),
+        ax.axvline(x, color=color, linestyle="-.", linewidth=1.2, label=f"{what}: {x:.3g}")
+        for x, color, what in (
+            (edge.infeasible, INFEASIBLE, "largest proven infeasible"),
+            (edge.feasible, FEASIBLE_REGION, "smallest found feasible"),
+        )
     ]
     # A narrow log range has no decade in it: plain, evenly spaced ticks read better.
     ax.xaxis.set_major_locator(MaxNLocator(4))

@@ -19,20 +19,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.engine.budget import FINISHED
 from tests.helpers import UNPRUNED, start, states, tiny, training, trials, wait_until
-from tests.postgres import PostgresServer, unavailable
+from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def server() -> PostgresServer:
-    """A server of the test's own: the test stops and starts it."""
-    reason = unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    server = PostgresServer()
-    yield server
-    server.remove()
+def server(own_postgres: PostgresServer) -> PostgresServer:
+    return own_postgres
 
 
 def run_flags(url: str, mnist_dir: Path, tmp_path: Path, trials_: int) -> list[str]:
