@@ -12,7 +12,9 @@ Measures, in one run on one machine and on the same trials, trial-epochs per sec
 (a) the seed's loop (torchvision ``DataLoader`` with a per-sample ``ToTensor``, one model,
 Adam with weight decay), (b) the project's single-trial path (``search.training.train.train`` on
 preloaded tensors) and (c) the trial pool at several K, and what the machine's matmul
-throughput allows at most. Prints a table and writes the same as JSON.
+throughput allows at most; then, for every other recipe the CLI offers (AdamW, SGD, biases
+undecayed, a full search space's mix, the synthetic task), its single-trial path beside its
+pool at the device's default K. Prints two tables and writes the same as JSON.
 
 Convention: a trial-epoch is one trial's pass over the seed's 60,000 training images in
 batches of 64, i.e. 938 optimizer steps; a path's rate is (trials x steps) / seconds / 938,
@@ -51,6 +53,17 @@ WARMUP_STEPS = 20
 MAX_STEPS = STEPS_PER_TRIAL_EPOCH - WARMUP_STEPS - 1  # 917: the last batch is a partial one
 ROUNDS = 3  # each path is timed this many times, interleaved; the best round counts
 
+# The recipes timed beside the seed's: what each changes from the defaults.
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed: Adam, L2 on every parameter": {},
+    "AdamW (decoupled decay)": {"optimizer": "adamw"},
+    "SGD, momentum 0.9": {"optimizer": "sgd"},
+    "Adam, biases undecayed": {"decay_biases": False},
+    "--search-space full (6 mixed)": {"search_space": "full"},
+    "synthetic task (10-256-2)": {"task": "synthetic"},
+}
+SEED_RECIPE = next(iter(RECIPES))
+
 
 @dataclass(frozen=True)
 class Result:
@@ -59,6 +72,19 @@ class Result:
     trial_epochs_per_s: float
     ratio_to_seed: float
     fraction_of_floor: float
+
+
+@dataclass(frozen=True)
+class RecipeResult:
+    """One recipe's two paths. The synthetic task's trial-epoch is its own: 13 steps over 800
+    rows, so its rates compare with each other only (``vs_seed_pool`` is None)."""
+
+    recipe: str
+    trials: int  # the pool's K
+    single_trial_epochs_per_s: float
+    pool_trial_epochs_per_s: float
+    pool_vs_single: float
+    vs_seed_pool: float | None  # the pool's rate over the seed recipe's pool rate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +163,22 @@ def table(results: list[Result], floor: float, flops: float) -> str:
     return "\n".join(lines)
 
 
+def recipe_table(results: list[RecipeResult]) -> str:
+    k = results[0].trials
+    lines = [
+        f"{'recipe':<34} {'one trial':>10} {f'pool K={k}':>10} {'pool/one':>9} "
+        f"{'vs seed pool':>13}"
+    ]
+    for r in results:
+        vs_seed = "-" if r.vs_seed_pool is None else f"{r.vs_seed_pool:.2f}x"
+        lines.append(
+            f"{r.recipe:<34} {r.single_trial_epochs_per_s:>10.3f} "
+            f"{r.pool_trial_epochs_per_s:>10.3f} {r.pool_vs_single:>8.1f}x {vs_seed:>13}"
+        )
+    lines.append("(trial-epochs/s; the synthetic task's epoch is 13 steps over its 800 rows)")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args_given = sys.argv[1:] if argv is None else argv
     if args_given[:1] == ["quality"]:  # the search-quality benchmark (search.quality)
@@ -161,6 +203,8 @@ def benchmark(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import torch  # after parsing: --help and flag errors don't wait for PyTorch
 
     from search.data.mnist import load_splits
+    from search.data.synthetic import load_synthetic
+    from search.training.pool import default_parallel_trials
     from search.training.timing import gemm_flops, pool_path, seed_loop, single_path
     from search.training.train import device_problem, resolve_device
 
@@ -184,6 +228,21 @@ def benchmark(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     }
     for k in ks:
         paths[f"(c) pool K={k}"] = (k, pool_path(data, config, k, WARMUP_STEPS))
+    seed_paths = list(paths)  # the first table's: the seed recipe's paths
+    # Every other recipe on both paths; the seed's pool row is (c) at the default K when timed.
+    k_default = default_parallel_trials(device)
+    table_data = {"mnist": data, "synthetic": load_synthetic(device=device)}
+    recipe_paths: dict[str, tuple[str, str]] = {}
+    for name, changes in RECIPES.items():
+        recipe = config.replace(**changes)
+        images = table_data[recipe.task]
+        single, pool = "(b) single trial, preloaded", f"(c) pool K={k_default}"
+        if changes:
+            single, pool = f"{name}: one trial", f"{name}: pool K={k_default}"
+            paths[single] = (1, single_path(images, recipe, WARMUP_STEPS))
+        if pool not in paths:
+            paths[pool] = (k_default, pool_path(images, recipe, k_default, WARMUP_STEPS))
+        recipe_paths[name] = (single, pool)
     print(
         f"timing {args.steps} steps per path, best of {ROUNDS} rounds, on {device} "
         f"({torch.get_num_threads()} threads)",
@@ -197,10 +256,24 @@ def benchmark(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     floor = flops / FLOPS_PER_TRIAL_EPOCH
     seed_rate = next(iter(rates.values()))
     results = [
-        Result(name, paths[name][0], rate, rate / seed_rate, rate / floor)
-        for name, rate in rates.items()
+        Result(name, paths[name][0], rates[name], rates[name] / seed_rate, rates[name] / floor)
+        for name in seed_paths
     ]
     print(table(results, floor, flops))
+    seed_pool = rates[recipe_paths[SEED_RECIPE][1]]
+    by_recipe = [
+        RecipeResult(
+            name,
+            k_default,
+            rates[single],
+            rates[pool],
+            rates[pool] / rates[single],
+            None if RECIPES[name].get("task") == "synthetic" else rates[pool] / seed_pool,
+        )
+        for name, (single, pool) in recipe_paths.items()
+    ]
+    print("\nevery recipe, one trial at a time and in the pool:")
+    print(recipe_table(by_recipe))
     report: dict[str, Any] = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)
@@ -217,6 +290,7 @@ def benchmark(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         "gemm_flops_per_s": flops,
         "floor_trial_epochs_per_s": floor,
         "results": [asdict(r) for r in results],
+        "recipes": [asdict(r) for r in by_recipe],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -47,9 +47,9 @@ from search.study.record import (
     record_recommendation,
 )
 from search.study.storage import first_line
-from search.training.pool import TrialPool, check_recipe
+from search.training.pool import TrialPool
 from search.training.seeds import derive_seed
-from search.training.train import DivergedError, EpochMetrics, init_model, train
+from search.training.train import DivergedError, EpochMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -219,48 +219,24 @@ def train_runs(
     data: Splits,
     progress: Callable[[str, int], None] | None = None,
 ) -> None:
-    """Every run's epochs: all at once in the pool where the recipe allows, else one by one.
+    """Every run's epochs, all at once in the trial pool, each with its own recipe.
 
     ``progress`` is told each time epochs end: a text, and how many run-epochs that was.
     """
     told = progress or (lambda text, n: None)
-    try:
-        check_recipe(config)  # the study's recipe, which its trials (and so these runs) share
-        poolable = True
-    except ValueError:
-        poolable = False
-    if poolable:
-        pool = TrialPool(data, config, len(runs))
-        for key, run in enumerate(runs):
-            run.trial.set_user_attr("parallel_trials", len(runs))
-            pool.add(key, run.seed, run.weight_decay)
-        for epoch in range(1, config.epochs + 1):
-            if not len(pool):
-                break  # every run diverged
-            trained = len(pool)
-            for key, result in pool.train_epoch().items():
-                _record_epoch(runs[key], result)
-                if isinstance(result, DivergedError):
-                    pool.remove(key)
-            told(f"epoch {epoch}/{config.epochs} of {len(runs)} runs side by side", trained)
-        return
-    for run in runs:
-        model = init_model(run.seed, data.train_x.device, config.task)
-        epochs = train(
-            model,
-            data,
-            run.weight_decay,
-            config,
-            run.seed,
-            optimizer=run.optimizer,
-            decay_biases=run.decay_biases,
-        )
-        try:
-            for metrics in epochs:
-                _record_epoch(run, metrics)
-                told(f"trial {run.candidate} seed {run.replicate + 1}, epoch {metrics.epoch}", 1)
-        except DivergedError as error:
-            _record_epoch(run, error)
+    pool = TrialPool(data, config, len(runs))
+    for key, run in enumerate(runs):
+        run.trial.set_user_attr("parallel_trials", len(runs))
+        pool.add(key, run.seed, run.weight_decay, run.optimizer, run.decay_biases)
+    for epoch in range(1, config.epochs + 1):
+        if not len(pool):
+            break  # every run diverged
+        trained = len(pool)
+        for key, result in pool.train_epoch().items():
+            _record_epoch(runs[key], result)
+            if isinstance(result, DivergedError):
+                pool.remove(key)
+        told(f"epoch {epoch}/{config.epochs} of {len(runs)} runs side by side", trained)
 
 
 def _record_epoch(run: Run, result: EpochMetrics | DivergedError) -> None:

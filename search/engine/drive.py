@@ -86,8 +86,8 @@ def run_until_budget(
 ) -> int:
     """This process's trials until the study's budget is met; returns how many ran.
 
-    Trained side by side in the trial pool (``run_pool``) when the recipe allows, else one at
-    a time (``run_trials``).
+    Trained side by side in the trial pool (``run_pool``), or one at a time (``run_trials``)
+    with ``--parallel-trials 1``.
     """
     k = parallel_trials(config, data.train_x.device)
     if k > 1:
@@ -240,7 +240,14 @@ class EpochPool(Protocol):
 
     def __len__(self) -> int: ...
 
-    def add(self, key: int, seed: int, weight_decay: float) -> None: ...
+    def add(
+        self,
+        key: int,
+        seed: int,
+        weight_decay: float,
+        optimizer: str | None = None,
+        decay_biases: bool | None = None,
+    ) -> None: ...
 
     def remove(self, key: int) -> None: ...
 
@@ -393,7 +400,7 @@ class PoolLoop:
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                 trial = study.ask()
                 # Under the lock: the next worker's sampler sees this trial's weight decay.
-                weight_decay, seed = begin_trial(trial, config)
+                plan = begin_trial(trial, config)
             exclusive = self.gate.still_exclusive()
         finally:
             self.gate.lock.release()  # the trial exists now and counts as claimed
@@ -408,7 +415,9 @@ class PoolLoop:
         # they depend on k but not on the companions, so a replay (search.evaluate --replay)
         # retrains it alone in a pool of k for the very same numbers.
         trial.set_user_attr("parallel_trials", self.k)
-        self.pool.add(trial.number, seed, weight_decay)
+        self.pool.add(
+            trial.number, plan.seed, plan.weight_decay, plan.optimizer, plan.decay_biases
+        )
         if self.on_epoch is not None:
             self.on_epoch(trial.number, 0)
         return True

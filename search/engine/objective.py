@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -135,12 +136,27 @@ def record_outcome(
     save_history_note(trial, rows, value, config.max_train_acc, pruned_reason)
 
 
-def begin_trial(trial: optuna.Trial, config: StudyConfig) -> tuple[float, int]:
-    """Suggest the trial's weight decay and fix its seed; returns both."""
+@dataclass(frozen=True)
+class TrialPlan:
+    """What a trial trains: its seed and its recipe, as suggested for it."""
+
+    seed: int
+    weight_decay: float
+    optimizer: str
+    decay_biases: bool
+
+
+def begin_trial(trial: optuna.Trial, config: StudyConfig) -> TrialPlan:
+    """Suggest the trial's parameters and fix its seed.
+
+    Both trial loops call this under the budget's lock, so the next worker's sampler sees every
+    parameter of this trial. Suggesting again returns the same values (Optuna's rule).
+    """
     weight_decay = suggest_weight_decay(trial, config)
     seed = trial_seed(config.seed, trial.number)
     trial.set_user_attr("seed", seed)
-    return weight_decay, seed
+    optimizer, decay_biases = suggest_optimizer(trial, config)
+    return TrialPlan(seed, weight_decay, optimizer, decay_biases)
 
 
 def end_epoch(
@@ -203,20 +219,19 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         config = self.config
         started = time.perf_counter()
-        weight_decay, seed = begin_trial(trial, config)
+        plan = begin_trial(trial, config)
         if self.on_epoch is not None:
             self.on_epoch(trial.number, 0)
-        optimizer, decay_biases = suggest_optimizer(trial, config)
-        model = init_model(seed, self.data.train_x.device, config.task)
+        model = init_model(plan.seed, self.data.train_x.device, config.task)
         history: list[EpochMetrics] = []
         epochs = train(
             model,
             self.data,
-            weight_decay,
+            plan.weight_decay,
             config,
-            seed,
-            optimizer=optimizer,
-            decay_biases=decay_biases,
+            plan.seed,
+            optimizer=plan.optimizer,
+            decay_biases=plan.decay_biases,
         )
         try:
             for metrics in epochs:

@@ -59,18 +59,12 @@ def check_rules(values: dict[str, Any]) -> None:
 
 
 def check_config(config: StudyConfig) -> None:
-    """The device, the recipe and the workers (the rules between flags are checked first)."""
-    from search.training.pool import check_recipe
+    """The device and the workers (the rules between flags are checked first)."""
     from search.training.train import device_problem
 
     problem = device_problem(config.device)
     if problem is not None:
         raise UsageError(problem)
-    if config.parallel_trials not in (None, 1):
-        try:
-            check_recipe(config)
-        except ValueError as error:
-            raise UsageError(f"--parallel-trials {config.parallel_trials}: {error}") from None
     worker_error = check_worker_flags(config)
     if worker_error is not None:
         raise UsageError(worker_error)

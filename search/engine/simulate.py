@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,9 @@ from search.training.train import DivergedError, EpochMetrics
 # (weight decay, seed) -> each epoch's (training accuracy, validation accuracy), or None for a
 # trial whose training diverges.
 Curve = Callable[[float, int], Sequence[tuple[float, float]] | None]
+# A curve per (optimizer, decay_biases): a --search-space full study's recipes, each with an
+# edge of its own.
+RecipeCurves = Mapping[tuple[str, bool], Curve]
 
 
 class CurvePool:
@@ -43,7 +46,7 @@ class CurvePool:
     Losses are not simulated (reported as 0) and an epoch takes no time.
     """
 
-    def __init__(self, curve: Curve, capacity: int) -> None:
+    def __init__(self, curve: Curve | RecipeCurves, capacity: int) -> None:
         self.curve = curve
         self.capacity = capacity
         # key -> (its curve, or None if it diverges; epochs done)
@@ -53,10 +56,20 @@ class CurvePool:
     def __len__(self) -> int:
         return len(self.members)
 
-    def add(self, key: int, seed: int, weight_decay: float) -> None:
+    def add(
+        self,
+        key: int,
+        seed: int,
+        weight_decay: float,
+        optimizer: str | None = None,
+        decay_biases: bool | None = None,
+    ) -> None:
         if len(self.members) >= self.capacity:
             raise ValueError(f"the pool is full ({self.capacity} members)")
-        self.members[key] = (self.curve(weight_decay, seed), 0)
+        curve = self.curve
+        if isinstance(curve, Mapping):
+            curve = curve[(str(optimizer), bool(decay_biases))]
+        self.members[key] = (curve(weight_decay, seed), 0)
 
     def remove(self, key: int) -> None:
         del self.members[key]
@@ -79,8 +92,11 @@ class CurvePool:
         raise NotImplementedError("a simulated trial has no weights")
 
 
-def simulate_study(config: StudyConfig, curve: Curve, capacity: int) -> optuna.Study:
-    """One study of ``config`` (its seed, budget, sampler, limit) run on ``curve``, in memory."""
+def simulate_study(
+    config: StudyConfig, curve: Curve | RecipeCurves, capacity: int
+) -> optuna.Study:
+    """One study of ``config`` (its seed, budget, sampler, limit) run on ``curve``, in memory;
+    a ``--search-space full`` study on a curve per recipe."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = config.replace(storage="sqlite:///:memory:")
     storage = optuna.storages.InMemoryStorage()

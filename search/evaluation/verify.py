@@ -23,8 +23,9 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
-from search.data.mnist import load_splits, load_test
+from search.data.mnist import load_test
 from search.data.splits import Splits
+from search.data.tasks import load_task
 from search.errors import UserError
 from search.reporting.steps import Steps
 from search.study.artifacts import MODEL_ATTR, ArtifactError, load_model, load_state_dict
@@ -93,8 +94,6 @@ def replay_config(study: optuna.Study, trial: FrozenTrial, data_dir: Path) -> St
             f"study {study.study_name!r} records no config: it was not made by search.run, "
             "so there is no recipe to replay"
         )
-    if config.task != "mnist":
-        raise EvaluateError(f"--replay knows MNIST studies only, this one is {config.task}")
     config = config.replace(data_dir=data_dir)
     params = {k: v for k, v in trial.params.items() if k in fields and k != "weight_decay"}
     return config.replace(**params)
@@ -122,7 +121,7 @@ def replay(
     """
     recorded = trial_history(trial)
     seed = trial_seed(config.seed, trial.number)
-    data = load_splits(config.data_dir, config.validation, config.subset, device)
+    data = load_task(config, device)
     capacity = int(trial.user_attrs.get("parallel_trials", 1))
     with Steps(
         len(recorded), f"replaying trial {trial.number}", unit="epoch", quiet=quiet
@@ -152,7 +151,7 @@ def replay_epochs(
             replayed.append(result.as_dict())
             steps.step(f"epoch {result.epoch}, val_accuracy {result.val_accuracy:.4f}")
         return Replay(replayed, pool.state_dict(trial.number), None, path)
-    model = init_model(seed, data.train_x.device)
+    model = init_model(seed, data.train_x.device, config.task)
     path = "the single-trial loop, as it trained"
     try:
         for metrics in train(model, data, weight_decay, config, seed):

@@ -2,8 +2,13 @@
 
 A 784-128-10 MLP on batches of 64 is far too small to keep even two CPU cores busy, so one
 trial at a time spends most of its time in Python and dispatch overhead. The pool stacks the
-weights of K trials along a leading dimension and runs one batched forward, backward and Adam
-step for all of them, each slot on its own batch of its own trial's shuffle.
+weights of K trials along a leading dimension and runs one batched forward, backward and
+optimizer step for all of them, each slot on its own batch of its own trial's shuffle.
+
+It trains every recipe the CLI offers: either task's network (both are Linear, ReLU, Linear:
+MNIST's ``SimpleNN`` and the synthetic table's ``TabularNN``), and per slot its own optimizer
+(Adam with L2 decay, AdamW's decoupled decay, SGD with momentum) and whether its biases
+decay, so a ``--search-space full`` study mixes them all in one pool.
 
 A trial's result does not depend on the rest of the pool: its initial weights and batch orders
 are functions of (study seed, trial number, its own epoch), as in ``search.training.train``, and
@@ -22,10 +27,16 @@ from dataclasses import dataclass
 
 import torch
 
-from search.config import CPU_PARALLEL_TRIALS, CUDA_PARALLEL_TRIALS, StudyConfig
+from search.config import CPU_PARALLEL_TRIALS, CUDA_PARALLEL_TRIALS, OPTIMIZERS, StudyConfig
 from search.data.splits import Splits
 from search.training.seeds import batch_order
-from search.training.train import EVAL_CHUNK, DivergedError, EpochMetrics, init_model
+from search.training.train import (
+    EVAL_CHUNK,
+    SGD_MOMENTUM,
+    DivergedError,
+    EpochMetrics,
+    init_model,
+)
 
 # Validation is scored for all slots at once, one (rows, K*128) hidden activation per chunk;
 # this bounds that activation to what EVAL_CHUNK rows of 8 slots would take (40 MB).
@@ -34,8 +45,8 @@ EVAL_BUDGET = EVAL_CHUNK * 8
 # Adam's constants, as torch.optim.Adam has them and the seed uses them.
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
-# Every slot's parameters are the four tensors of SimpleNN, in this order (fc1, fc2).
-HIDDEN, INPUTS, CLASSES = 128, 28 * 28, 10
+# Optimizers whose step is Adam's: AdamW differs only in where its decay enters.
+ADAM_FAMILY = ("adam", "adamw")
 
 
 def default_parallel_trials(device: torch.device) -> int:
@@ -44,35 +55,10 @@ def default_parallel_trials(device: torch.device) -> int:
 
 
 def parallel_trials(config: StudyConfig, device: torch.device) -> int:
-    """``--parallel-trials``, or the device's default where the pool can train the recipe."""
+    """``--parallel-trials``, or the device's default: the pool trains every recipe."""
     if config.parallel_trials is not None:
         return config.parallel_trials
-    try:
-        check_recipe(config)
-    except ValueError:
-        return 1
     return default_parallel_trials(device)
-
-
-def check_recipe(config: StudyConfig) -> None:
-    """Refuse a study the pool can't train: it stacks the seed's recipe and nothing else.
-
-    Raises:
-        ValueError: naming what differs and the way out, one trial at a time.
-    """
-    recipe = {
-        "task": ("mnist", config.task),
-        "optimizer": ("adam", config.optimizer),
-        "decay_biases": (True, config.decay_biases),
-        "search_space": ("weight_decay", config.search_space),
-    }
-    differs = [f"{key} {got!r}" for key, (want, got) in recipe.items() if got != want]
-    if differs:
-        raise ValueError(
-            "the trial pool trains the seed's recipe only (MNIST's SimpleNN, Adam with L2 "
-            f"decay on every parameter, weight decay searched alone), got {', '.join(differs)}: "
-            "train one trial at a time (--parallel-trials 1)"
-        )
 
 
 @dataclass
@@ -83,26 +69,39 @@ class Member:
     seed: int  # trial seed: initial weights and batch orders
     weight_decay: float
     slot: int  # its index along the stacked dimension, fixed while it is in the pool
+    optimizer: str = "adam"
+    decay_biases: bool = True
     epoch: int = 0  # epochs finished so far
 
 
 class TrialPool:
-    """Up to ``capacity`` trials of ``SimpleNN`` trained side by side, one epoch at a time.
+    """Up to ``capacity`` trials of the task's network trained side by side, one epoch at a time.
 
-    Slot k holds fc1 ``W1[k] (784, 128)``, ``b1[k] (128,)`` and fc2 ``W2[k] (128, 10)``,
-    ``b2[k] (10,)``, its Adam moments and its own step count, so a trial that joins later starts
-    its own bias correction at step 1. The weights are stored transposed from ``nn.Linear``'s
-    (out, in), so the forward multiplies contiguous matrices, ``x @ W1``: a fifth faster than
-    through a transposed view on the CPU. Adam is elementwise, so the layout changes nothing.
+    Slot k holds fc1 ``W1[k] (inputs, hidden)``, ``b1[k] (hidden,)`` and fc2
+    ``W2[k] (hidden, classes)``, ``b2[k] (classes,)`` (784, 128, 10 for MNIST; 10, 256, 2 for
+    the synthetic table), its optimizer state (Adam's moments and its own step count, or SGD's
+    momentum buffer), so a trial that joins later starts its own bias correction at step 1.
+    The weights are stored transposed from ``nn.Linear``'s (out, in), so the forward multiplies
+    contiguous matrices, ``x @ W1``: a fifth faster than through a transposed view on the CPU.
+    The optimizers are elementwise, so the layout changes nothing.
+
+    Each slot's recipe is what ``search.training.train.make_optimizer`` builds for it, in the
+    same arithmetic: the L2 decay (Adam, SGD) is ``grad + decay * param`` per slot, AdamW's
+    decoupled decay is ``param * (1 - lr * decay)`` before the Adam step (what the fused AdamW
+    kernel does, bit for bit), and a slot that leaves its biases undecayed has a decay of 0
+    there. The optimizer steps are the fused kernels ``make_optimizer`` uses, Adam's over the
+    Adam and AdamW slots and SGD's over the SGD slots, each slot's tensors its own list
+    entries: grouping by list costs nothing per step, where masking would run every optimizer
+    over every slot.
 
     Members are added and removed only between epochs, and all of them take the same number of
     steps per epoch (the training set is shared), so every member is always at the start of one
     of its own epochs when the pool is between epochs.
 
-    A member's results are a function of its seed, its weight decay and the capacity alone,
-    bit for bit: not of its slot, nor of which other slots are occupied, nor of who joins or
-    leaves (``search.evaluate --replay`` relies on it, and ``tests/training/test_pool.py``
-    checks it).
+    A member's results are a function of its seed, its recipe and the capacity alone,
+    bit for bit: not of its slot, nor of which other slots are occupied or what they train,
+    nor of who joins or leaves (``search.evaluate --replay`` relies on it, and
+    ``tests/training/test_pool.py`` checks it).
     Float sums round differently with their shapes and with how a kernel splits its work:
     on two threads, a batched matmul of one slot splits that one matmul between the threads,
     while one of several slots gives each thread whole slots (measured: with one member left,
@@ -113,36 +112,51 @@ class TrialPool:
       a slot is occupied or not (an empty slot trains zero weights on dummy batches and its
       results are dropped), and members never move between slots;
     - every op on the stacked tensors is either per row (matmuls per slot, softmax per sample,
-      sums per slot) or exactly rounded wherever a slot lies (relu, masks, scaling by 1/B);
-    - Adam takes each occupied slot's tensors as separate list entries with that slot's own
-      step count, all in one fused call: each slot's pass starts at its own element 0, so no
-      slot's elements fall in another's vectorised body or scalar tail (b2 has 10 elements a
-      slot, so slot offsets in the stacked tensor are not multiples of the vector width);
+      sums per slot) or exactly rounded wherever a slot lies (relu, masks, scaling by 1/B,
+      decay by a factor that is 0, or 1, where a slot has none);
+    - the optimizers take each occupied slot's tensors as separate list entries with that
+      slot's own step count, in fused calls: each slot's pass starts at its own element 0, so
+      no slot's elements fall in another's vectorised body or scalar tail (b2 has 10 elements
+      a slot, so slot offsets in the stacked tensor are not multiples of the vector width);
     - validation is chunked by the capacity, not by how many slots are occupied.
+
+    Every line runs on the CPU and on CUDA alike: tensors live on ``data``'s device and no
+    step branches on it.
     """
 
     def __init__(self, data: Splits, config: StudyConfig, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"a pool needs at least one slot, got {capacity}")
-        check_recipe(config)
         self.data = data
         self.config = config
         self.capacity = capacity
         self.device = data.train_x.device
         self.slots: list[Member | None] = [None] * capacity
-        shapes = [(INPUTS, HIDDEN), (HIDDEN,), (HIDDEN, CLASSES), (CLASSES,)]
+        # The network's sizes, read off its weights: (hidden, inputs) and (classes, hidden).
+        template = init_model(0, "cpu", config.task).state_dict()
+        self.hidden, self.inputs = template["fc1.weight"].shape
+        self.classes = template["fc2.weight"].shape[0]
+        shapes = [
+            (self.inputs, self.hidden),
+            (self.hidden,),
+            (self.hidden, self.classes),
+            (self.classes,),
+        ]
 
         def zeros(*shape: int) -> torch.Tensor:
             return torch.zeros(*shape, device=self.device)
 
         self.params = [zeros(capacity, *shape) for shape in shapes]  # W1, b1, W2, b2
         self.grads = [zeros(capacity, *shape) for shape in shapes]
-        self.exp_avgs = [zeros(capacity, *shape) for shape in shapes]
+        self.exp_avgs = [zeros(capacity, *shape) for shape in shapes]  # Adam's, SGD's momentum
         self.exp_avg_sqs = [zeros(capacity, *shape) for shape in shapes]
         # Float32 step counts on the device, as the fused Adam kernel reads them.
         self.steps = zeros(capacity)
-        self.weight_decays = zeros(capacity)
-        self._x = torch.empty(capacity * config.batch_size, INPUTS, device=self.device)
+        # Per slot, for its weights (matrices) and for its biases: the L2 decay added to the
+        # gradient (Adam, SGD; 0 for AdamW), and AdamW's shrink factor (1 for the others).
+        self.l2_weights, self.l2_biases = zeros(capacity), zeros(capacity)
+        self.shrink_weights, self.shrink_biases = zeros(capacity) + 1, zeros(capacity) + 1
+        self._x = torch.empty(capacity * config.batch_size, self.inputs, device=self.device)
         self._bind()
 
     @property
@@ -164,22 +178,45 @@ class TrialPool:
                 return member.slot
         raise KeyError(f"key {key} is not in the pool")
 
-    def add(self, key: int, seed: int, weight_decay: float) -> None:
-        """Put a new trial in the first free slot: ``init_model(seed)``'s weights, fresh Adam
-        state."""
+    def add(
+        self,
+        key: int,
+        seed: int,
+        weight_decay: float,
+        optimizer: str | None = None,
+        decay_biases: bool | None = None,
+    ) -> None:
+        """Put a new trial in the first free slot: ``init_model(seed)``'s weights, fresh
+        optimizer state.
+
+        Args:
+            optimizer, decay_biases: the trial's own when the study searches them (as
+                ``search.training.train.train`` takes them); None takes the config's.
+        """
         if key in self.keys():
             raise ValueError(f"key {key} is already in the pool")
         if None not in self.slots:
             raise ValueError(f"the pool is full ({self.capacity} slots); remove a member first")
+        optimizer = self.config.optimizer if optimizer is None else optimizer
+        decay_biases = self.config.decay_biases if decay_biases is None else decay_biases
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; one of {', '.join(OPTIMIZERS)}")
         slot = self.slots.index(None)
-        model = init_model(seed, self.device)
-        source = [model.fc1.weight.t(), model.fc1.bias, model.fc2.weight.t(), model.fc2.bias]
+        weights = init_model(seed, self.device, self.config.task).state_dict()
+        source = [weights[name] for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")]
+        source[0], source[2] = source[0].t(), source[2].t()
         with torch.no_grad():
             for param, init in zip(self.params, source, strict=True):
                 param[slot].copy_(init)
         self._clear(slot, params=False)
-        self.weight_decays[slot] = weight_decay
-        self.slots[slot] = Member(key, seed, weight_decay, slot)
+        bias_decay = weight_decay if decay_biases else 0.0
+        if optimizer == "adamw":
+            self.shrink_weights[slot] = 1.0 - self.config.lr * weight_decay
+            self.shrink_biases[slot] = 1.0 - self.config.lr * bias_decay
+        else:
+            self.l2_weights[slot] = weight_decay
+            self.l2_biases[slot] = bias_decay
+        self.slots[slot] = Member(key, seed, weight_decay, slot, optimizer, decay_biases)
         self._bind()
 
     def remove(self, key: int) -> None:
@@ -197,7 +234,10 @@ class TrialPool:
             for t in (*self.params, *tensors) if params else tensors:
                 t[slot].zero_()
         self.steps[slot] = 0.0
-        self.weight_decays[slot] = 0.0
+        for decay, none in ((self.l2_weights, 0.0), (self.l2_biases, 0.0)):
+            decay[slot] = none
+        for shrink in (self.shrink_weights, self.shrink_biases):
+            shrink[slot] = 1.0
 
     def state_dict(self, key: int) -> dict[str, torch.Tensor]:
         """A member's weights as ``SimpleNN``'s state dict: they load into ``init_model()``."""
@@ -210,30 +250,44 @@ class TrialPool:
         }
 
     def _bind(self) -> None:
-        """Per-slot views for the optimizer, rebuilt only when membership changes.
+        """Per-slot views for the optimizers, rebuilt only when membership changes.
 
-        The lists hold the four tensors of each occupied slot in turn, with that slot's step
-        count (a 0-dim view) beside each.
+        The lists hold the four tensors of each occupied slot in turn, Adam's slots (Adam and
+        AdamW) and SGD's apart, with each Adam slot's step count (a 0-dim view) beside each.
         """
-        occupied = [m.slot for m in self.members]
+        members = self.members
+        adam = [m.slot for m in members if m.optimizer in ADAM_FAMILY]
+        sgd = [m.slot for m in members if m.optimizer == "sgd"]
 
-        def per_slot(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-            return [t[slot] for slot in occupied for t in tensors]
+        def per_slot(tensors: list[torch.Tensor], slots: list[int]) -> list[torch.Tensor]:
+            return [t[slot] for slot in slots for t in tensors]
 
-        self._slot_params = per_slot(self.params)
-        self._slot_grads = per_slot(self.grads)
-        self._slot_exp_avgs = per_slot(self.exp_avgs)
-        self._slot_exp_avg_sqs = per_slot(self.exp_avg_sqs)
-        self._slot_steps = [self.steps[slot] for slot in occupied for _ in self.params]
-        self._occupied = torch.zeros(self.capacity, device=self.device)  # 1.0 where occupied
-        self._occupied[occupied] = 1.0
-        k, decay = self.capacity, self.weight_decays  # 0 in an empty slot
-        self._decays = [
-            decay.view(k, 1, 1),
-            decay.view(k, 1),
-            decay.view(k, 1, 1),
-            decay.view(k, 1),
+        self._adam = [
+            per_slot(tensors, adam)
+            for tensors in (self.params, self.grads, self.exp_avgs, self.exp_avg_sqs)
         ]
+        self._adam_steps = [self.steps[slot] for slot in adam for _ in self.params]
+        self._sgd = [
+            per_slot(tensors, sgd) for tensors in (self.params, self.grads, self.exp_avgs)
+        ]
+        self._occupied = torch.zeros(self.capacity, device=self.device)  # 1.0 where occupied
+        self._occupied[[m.slot for m in members]] = 1.0
+        # Skipped where no slot has any: adding 0 * param, or multiplying by 1, changes
+        # nothing, so a slot's numbers don't depend on whether its companions decay.
+        self._any_l2 = any(m.optimizer != "adamw" for m in members)
+        self._any_shrink = any(m.optimizer == "adamw" for m in members)
+        k = self.capacity
+
+        def per_tensor(weights: torch.Tensor, biases: torch.Tensor) -> list[torch.Tensor]:
+            return [
+                weights.view(k, 1, 1),
+                biases.view(k, 1),
+                weights.view(k, 1, 1),
+                biases.view(k, 1),
+            ]
+
+        self._l2 = per_tensor(self.l2_weights, self.l2_biases)
+        self._shrinks = per_tensor(self.shrink_weights, self.shrink_biases)
 
     def train_epoch(
         self, on_step: Callable[[], None] | None = None
@@ -298,7 +352,7 @@ class TrialPool:
     def _step(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Over 60 lines: the training hot loop, one step written out so that nothing is allocated
         # between its matmuls.
-        """One Adam step of every occupied slot on its batch ``index`` (K, B); every slot's
+        """One optimizer step of every occupied slot on its batch ``index`` (K, B); every slot's
         mean loss (K,) and correct count (K,), both scored by the weights before the step.
 
         The backward of this two-layer network is written out, three batched matmuls into
@@ -309,7 +363,7 @@ class TrialPool:
         w1, b1, w2, b2 = self.params
         g_w1, g_b1, g_w2, g_b2 = self.grads
         x = torch.index_select(self.data.train_x, 0, index.reshape(-1), out=self._x[: n_slots * b])
-        x = x.view(n_slots, b, INPUTS)  # (K, B, 784)
+        x = x.view(n_slots, b, self.inputs)  # (K, B, 784)
         y = self.data.train_y[index]  # (K, B)
 
         h = torch.baddbmm(b1.unsqueeze(1), x, w1).relu_()  # (K, B, 128)
@@ -337,28 +391,49 @@ class TrialPool:
         torch.bmm(x.transpose(1, 2), d_h, out=g_w1)  # (K, 784, 128)
         torch.sum(d_h, dim=1, out=g_b1)  # (K, 128)
 
-        # torch.optim.Adam(weight_decay=wd): the L2 term joins the gradient, then plain Adam.
-        # The decay differs per slot, so it is added here and the fused kernel gets none; the
-        # kernel is the one make_optimizer uses. The decay is a multiply-add per element, row
-        # by row of each slot (the decay broadcasts along a slot's elements); Adam takes each
-        # occupied slot's tensors as separate entries (see the class docstring).
-        torch._foreach_addcmul_(self.grads, self.params, self._decays)
+        # The optimizers as make_optimizer builds them, each slot with its own decay (see the
+        # class docstring): torch.optim.Adam and SGD's L2 term joins the gradient, AdamW's
+        # decoupled decay shrinks the weights before its Adam step; the fused kernels get no
+        # decay of their own. Both decays are a multiply(-add) per element, row by row of each
+        # slot (the decay broadcasts along a slot's elements).
+        if self._any_l2:
+            torch._foreach_addcmul_(self.grads, self.params, self._l2)
+        if self._any_shrink:
+            torch._foreach_mul_(self.params, self._shrinks)
         self.steps += self._occupied
-        torch._fused_adam_(
-            self._slot_params,
-            self._slot_grads,
-            self._slot_exp_avgs,
-            self._slot_exp_avg_sqs,
-            [],
-            self._slot_steps,
-            lr=self.config.lr,
-            beta1=BETA1,
-            beta2=BETA2,
-            weight_decay=0.0,
-            eps=EPS,
-            amsgrad=False,
-            maximize=False,
-        )
+        if self._adam_steps:
+            params, grads, exp_avgs, exp_avg_sqs = self._adam
+            torch._fused_adam_(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                self._adam_steps,
+                lr=self.config.lr,
+                beta1=BETA1,
+                beta2=BETA2,
+                weight_decay=0.0,
+                eps=EPS,
+                amsgrad=False,
+                maximize=False,
+            )
+        if self._sgd[0]:
+            # A zero momentum buffer makes the first step's ``buf = grad`` of its own
+            # (0.9 * 0 + grad), so slots that join later need no first-step flag.
+            params, grads, buffers = self._sgd
+            torch._fused_sgd_(
+                params,
+                grads,
+                buffers,
+                weight_decay=0.0,
+                momentum=SGD_MOMENTUM,
+                lr=self.config.lr,
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+                is_first_step=False,
+            )
         return loss, hits
 
     @torch.no_grad()
@@ -368,14 +443,15 @@ class TrialPool:
         w1, b1, w2, b2 = self.params
         x_all, y_all = self.data.val_x, self.data.val_y
         # The first layer of all slots is one matmul: (rows, 784) @ (784, K*128).
-        w1_all, b1_all = w1.transpose(0, 1).reshape(INPUTS, k * HIDDEN), b1.reshape(-1)
+        w1_all = w1.transpose(0, 1).reshape(self.inputs, k * self.hidden)
+        b1_all = b1.reshape(-1)
         loss_sum = torch.zeros(k, device=self.device)
         correct = torch.zeros(k, dtype=torch.long, device=self.device)
         rows = max(1, min(EVAL_CHUNK, EVAL_BUDGET // k))  # by capacity: the same sums always
         for start in range(0, len(x_all), rows):
             x, y = x_all[start : start + rows], y_all[start : start + rows]
             h = torch.addmm(b1_all, x, w1_all).relu_()  # (rows, K*128)
-            h = h.view(len(x), k, HIDDEN).transpose(0, 1)  # (K, rows, 128)
+            h = h.view(len(x), k, self.hidden).transpose(0, 1)  # (K, rows, 128)
             logits = torch.baddbmm(b2.unsqueeze(1), h, w2)  # (K, rows, 10)
             target = y.expand(k, -1)  # (K, rows)
             # Per sample over its 10 classes, as F.cross_entropy does for one model.

@@ -1,9 +1,11 @@
 """The benchmark's timed paths (``python -m search.bench``): the seed's loop, the single-trial
-path and the trial pool, each as a timer of ``steps`` optimizer steps after a warm-up.
+path and the trial pool, each as a timer of ``steps`` optimizer steps after a warm-up, for any
+recipe (task, optimizer, bias decay, or a full search space's mix of them).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -14,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, StudyConfig
+from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, OPTIMIZERS, StudyConfig
 from search.data.splits import Splits
 from search.training.pool import TrialPool
 from search.training.seeds import trial_seed
@@ -83,46 +85,96 @@ def first_images(data: Splits, count: int) -> Splits:
     return Splits(x, y, x[:64], y[:64], data.validation, data.checksums)
 
 
-def single_path(data: Splits, config: StudyConfig, warmup: int) -> Callable[[int], float]:
-    """``search.training.train.train``: one epoch of ``steps`` steps, as the objective runs it."""
-    seed = trial_seed(config.seed, 0)
+def mix(config: StudyConfig) -> list[tuple[str, bool]]:
+    """The (optimizer, decay_biases) of the timed trials: the config's, or with ``--search-space
+    full`` every combination in turn, as a full study's trials mix them."""
+    if config.search_space == "full":
+        return list(itertools.product(OPTIMIZERS, (True, False)))
+    return [(config.optimizer, config.decay_biases)]
 
-    def epoch(images: Splits) -> None:
+
+def timed_data(data: Splits, config: StudyConfig, steps: int) -> tuple[Splits, int]:
+    """What ``steps`` steps train on, and in how many epochs.
+
+    MNIST's 60,000 images hold every timing in one epoch of its first ``steps`` batches;
+    the synthetic table's 800 rows are 13 batches, so it trains whole epochs, as many as make
+    ``steps`` steps (rounded up: the caller scales the time back to ``steps``).
+    """
+    per_epoch = math.ceil(len(data.train_x) / config.batch_size)
+    if steps * config.batch_size <= len(data.train_x) or per_epoch == 0:
+        return first_images(data, steps * config.batch_size), 1
+    return data, math.ceil(steps / per_epoch)
+
+
+def trained_steps(data: Splits, config: StudyConfig, epochs: int) -> int:
+    return epochs * math.ceil(len(data.train_x) / config.batch_size)
+
+
+def single_path(data: Splits, config: StudyConfig, warmup: int) -> Callable[[int], float]:
+    """``search.training.train.train`` over ``steps`` steps, as the objective runs one trial;
+    a mixed recipe's steps are shared among its combinations, one trial each."""
+    seed = trial_seed(config.seed, 0)
+    recipes = mix(config)
+
+    def run_epochs(images: Splits, epochs: int, optimizer: str, decay_biases: bool) -> None:
+        model = init_model(seed, images.train_x.device, config.task)
         for _ in train(
-            init_model(seed, images.train_x.device), images, WEIGHT_DECAYS[0], config, seed
+            model,
+            images,
+            WEIGHT_DECAYS[0],
+            config.replace(epochs=epochs),
+            seed,
+            optimizer=optimizer,
+            decay_biases=decay_biases,
         ):
             pass
 
     def run(steps: int) -> float:
-        epoch(first_images(data, warmup * config.batch_size))
-        images = first_images(data, steps * config.batch_size)
+        share = max(1, steps // len(recipes))
+        images, epochs = timed_data(data, config, warmup)
+        run_epochs(images, epochs, *recipes[0])
+        images, epochs = timed_data(data, config, share)
         synchronize(data.train_x.device)
         started = time.perf_counter()
-        epoch(images)
+        for optimizer, decay_biases in recipes:
+            run_epochs(images, epochs, optimizer, decay_biases)
         synchronize(data.train_x.device)
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        return seconds * steps / (len(recipes) * trained_steps(images, config, epochs))
 
     return run
 
 
 def pool_path(data: Splits, config: StudyConfig, k: int, warmup: int) -> Callable[[int], float]:
-    """One pool epoch of ``steps`` steps with trials 0..k-1 side by side."""
+    """A pool of trials 0..k-1 side by side over ``steps`` steps, each slot with its recipe
+    (a mixed recipe's combinations in turn)."""
+    recipes = mix(config)
 
     def fill(images: Splits) -> TrialPool:
         pool = TrialPool(images, config, k)
         for number in range(k):
+            optimizer, decay_biases = recipes[number % len(recipes)]
+            weight_decay = WEIGHT_DECAYS[number % len(WEIGHT_DECAYS)]
             pool.add(
-                number, trial_seed(config.seed, number), WEIGHT_DECAYS[number % len(WEIGHT_DECAYS)]
+                number, trial_seed(config.seed, number), weight_decay, optimizer, decay_biases
             )
         return pool
 
+    def run_epochs(images: Splits, epochs: int) -> None:
+        pool = fill(images)
+        for _ in range(epochs):
+            pool.train_epoch()
+
     def run(steps: int) -> float:
-        fill(first_images(data, warmup * config.batch_size)).train_epoch()
-        pool = fill(first_images(data, steps * config.batch_size))
+        run_epochs(*timed_data(data, config, warmup))
+        images, epochs = timed_data(data, config, steps)
+        pool = fill(images)
         synchronize(data.train_x.device)
         started = time.perf_counter()
-        pool.train_epoch()
+        for _ in range(epochs):
+            pool.train_epoch()
         synchronize(data.train_x.device)
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        return seconds * steps / trained_steps(images, config, epochs)
 
     return run
