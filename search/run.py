@@ -20,6 +20,7 @@ from search.errors import UsageError
 
 if TYPE_CHECKING:
     from search.engine.run_study import Outcome
+    from search.study.record import RangeEnd
 
 # The flags in --help's order. Those a resumed study takes from what it stored default to
 # None here, so that a flag left out can be told from one given (``settle_config``).
@@ -88,12 +89,19 @@ def print_summary(outcome: Outcome, config: StudyConfig) -> None:
             f"failed {numbers}: left running or queued by a worker that died (no heartbeat "
             "within the grace period); the budget was met without them"
         )
+    for end in outcome.range_ends:
+        print(describe_range_end(end, config))
     best = outcome.best
     if best is None:
+        explained = any(end.side == "above" for end in outcome.range_ends)
+        fix = (
+            ""  # the line above says which bound to raise
+            if explained
+            else ": raise --wd-low/--wd-high toward stronger decay, or raise --max-train-acc"
+        )
         print(
-            f"no trial was feasible (final training accuracy at or under "
-            f"{config.max_train_acc}): raise --wd-low/--wd-high toward stronger decay, or "
-            "raise --max-train-acc"
+            "no trial was feasible (final training accuracy at or under "
+            f"{config.max_train_acc}){fix}"
         )
         return
     print(
@@ -112,6 +120,33 @@ def print_summary(outcome: Outcome, config: StudyConfig) -> None:
             "(the password is left out of these lines: put it in ~/.pgpass, or in the "
             "PGPASSWORD environment variable, and they connect as they are)"
         )
+
+
+def describe_range_end(end: RangeEnd, config: StudyConfig) -> str:
+    """One line: which bound of the range to widen, so no answer at its end goes unremarked.
+
+    A study keeps the range it was created with, so the fix is a new study.
+    """
+    recipe = ", ".join(f"{k}={v}" for k, v in end.recipe.items())
+    who = f"{recipe}: " if recipe else ""
+    limit = config.max_train_acc
+    if end.side == "above":
+        return (
+            f"{who}every trial went over the training-accuracy limit {limit} up to --wd-high "
+            f"{config.wd_high:g}: the edge lies above the range; raise --wd-high (in a new "
+            "study: a study keeps its range)"
+        )
+    if end.at_end:
+        return (
+            f"{who}no trial went over the limit {limit} and the best, #{end.best}, is the "
+            f"lowest weight decay tried: the edge lies below --wd-low {config.wd_low:g}, where "
+            "the range ends; lower --wd-low (in a new study: a study keeps its range)"
+        )
+    return (
+        f"{who}no trial went over the limit {limit} down to --wd-low {config.wd_low:g}: the "
+        f"constraint never bound, so #{end.best} is the range's optimum, not its edge; lower "
+        "--wd-low to find the edge (in a new study)"
+    )
 
 
 def study_flags(config: StudyConfig, artifacts: bool = True) -> str:

@@ -75,7 +75,28 @@ def test_run_says_plainly_when_no_trial_is_feasible(tiny_config: StudyConfig, ca
     argv = ["--trials", "1", "--max-train-acc", "0.05", *flags(tiny_config)]
     status, out, _ = run_cli(run.main, argv, capsys)
     assert status == 0
-    assert "no trial was feasible" in out and "--wd-low/--wd-high" in out
+    assert "no trial was feasible (final training accuracy at or under 0.05)\n" in out
+    assert (
+        "every trial went over the training-accuracy limit 0.05 up to --wd-high 0.1: the edge "
+        "lies above the range; raise --wd-high (in a new study: a study keeps its range)"
+    ) in out
+
+
+def test_run_says_when_the_best_trial_sits_at_the_low_end_of_the_range(
+    tiny_config: StudyConfig, capsys
+) -> None:
+    """A limit no trial reaches: the answer is where the range stops, and the run says so."""
+    argv = ["--trials", "3", "--max-train-acc", "0.99", "--parallel-trials", "3"]
+    status, out, _ = run_cli(run.main, [*argv, *flags(tiny_config)], capsys)
+    assert status == 0
+    study = load(tiny_config)
+    lowest = min(study.trials, key=lambda t: t.params["weight_decay"])
+    best = study.best_trial.number
+    if best == lowest.number:
+        expected = f"no trial went over the limit 0.99 and the best, #{best}, is the lowest"
+    else:
+        expected = f"the constraint never bound, so #{best} is the range's optimum"
+    assert expected in out and "lower --wd-low" in out
 
 
 @pytest.mark.parametrize(

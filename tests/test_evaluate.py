@@ -327,3 +327,46 @@ def test_replay_shows_each_epoch_with_an_eta(
     assert ", done  epoch " in lines[-1]
     status, _, err = run_cli(evaluate.main, [*argv, "--quiet"], capsys)
     assert status == 0 and err == ""
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        ["--task", "synthetic", "--search-space", "full", "--max-train-acc", "0.9"],
+        ["--optimizer", "adamw", "--no-decay-biases", "--wd-high", "10", "--subset", "2000"],
+        ["--optimizer", "sgd", "--subset", "2000"],
+    ],
+    ids=["synthetic-full", "mnist-adamw", "mnist-sgd"],
+)
+def test_every_recipe_trains_in_the_pool_and_replays_bit_for_bit(
+    tiny_config: StudyConfig, recipe: list[str], capsys
+) -> None:
+    """Off the seed's recipe the trials still train side by side, a full search space's
+    optimizers mixed in one pool, and a trial of each optimizer retrains to the same numbers
+    and weights."""
+    argv = [
+        "--storage", tiny_config.storage_url,
+        "--trials", "10",
+        "--epochs", "3",
+        "--parallel-trials", "6",
+        "--confirm-seeds", "0",
+        "--data-dir", str(tiny_config.data_dir),
+        "--device", "cpu",
+        "--quiet",
+        *recipe,
+    ]  # fmt: skip
+    assert run.main(argv) == 0
+    capsys.readouterr()
+    study = optuna.load_study(study_name=tiny_config.study_name, storage=tiny_config.storage_url)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 10
+    assert {t.user_attrs["parallel_trials"] for t in finished} == {6}
+    by_optimizer = {str(t.params.get("optimizer", recipe[1])): t for t in finished}
+    if "full" in recipe:  # the sampler's startup trials cover every optimizer
+        assert set(by_optimizer) == {"adam", "adamw", "sgd"}
+    for trial in by_optimizer.values():
+        argv = [*flags(tiny_config), "--replay", "--trial", str(trial.number)]
+        status, out, err = run_cli(evaluate.main, argv, capsys)
+        assert status == 0, out + err
+        assert out.startswith(f"trial {trial.number}: reproduced on cpu"), out
+        assert out.rstrip().endswith("(replayed through a pool of 6 slots, as it trained)")

@@ -29,9 +29,11 @@ from search.study.notes import record_best_feasible_and_note, save_study_note
 from search.study.record import (
     BestTrial,
     Counts,
+    RangeEnd,
     Recommendation,
     best_feasible_trial,
     finished_trials,
+    range_ends,
     record_run_settings,
     stored_recommendation,
 )
@@ -67,6 +69,7 @@ class Outcome:
     counts: Counts = Counts()  # the study's trials by how they ended, each once
     trials_now: int = 0  # trials that finished during this run (its workers' included)
     leftovers: tuple[int, ...] = ()  # trials dead workers left running, failed by this run
+    range_ends: tuple[RangeEnd, ...] = ()  # recipes whose edge the searched range misses
 
 
 def run_study(config: StudyConfig, say: Say = print) -> Outcome:
@@ -205,6 +208,7 @@ def outcome(
         counts=counts,
         trials_now=0 if before is None else counts.finished - before,
         leftovers=tuple(leftovers or ()),
+        range_ends=tuple(range_ends(study.get_trials(deepcopy=False))),
     )
 
 

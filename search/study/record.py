@@ -108,6 +108,50 @@ def trial_kind(trial: FrozenTrial) -> str:
     return "running"
 
 
+@dataclass(frozen=True)
+class RangeEnd:
+    """The searched weight-decay range misses the feasibility edge of one recipe.
+
+    ``side`` "above": every finished trial of the recipe that reached a verdict went over the
+    limit, so the edge lies above ``--wd-high``. "below": none did, so the constraint never
+    bound and the edge, if any, lies below ``--wd-low``; ``best`` is the recipe's best
+    feasible trial and ``at_end`` whether it is the lowest weight decay the recipe tried
+    (then the answer sits where the range stops, not where the limit does).
+    """
+
+    side: str  # "above" or "below"
+    recipe: dict[str, Any]  # the recipe's other parameters ({} unless the space is full)
+    best: int | None = None
+    at_end: bool = False
+
+
+def range_ends(trials: list[FrozenTrial]) -> list[RangeEnd]:
+    """Each recipe whose finished trials show its edge outside the searched range.
+
+    Trials are grouped by their parameters other than weight decay (one group unless the
+    study searches the optimizer too). A recipe tells nothing until it holds a verdict on
+    either side: a trial pruned for its accuracy or diverged is neither.
+    """
+    groups: dict[str, list[FrozenTrial]] = {}
+    for trial in trials:
+        if trial.state in FINISHED and "weight_decay" in trial.params:
+            others = {k: v for k, v in trial.params.items() if k != "weight_decay"}
+            groups.setdefault(repr(sorted(others.items())), []).append(trial)
+    ends: list[RangeEnd] = []
+    for group in groups.values():
+        recipe = {k: v for k, v in group[0].params.items() if k != "weight_decay"}
+        kinds = [trial_kind(t) for t in group]
+        feasible = [t for t, kind in zip(group, kinds, strict=True) if kind == "feasible"]
+        over = any(kind in ("infeasible", "over_limit") for kind in kinds)
+        if over and not feasible:
+            ends.append(RangeEnd("above", recipe))
+        elif feasible and not over:
+            best = max(feasible, key=lambda t: t.value if t.value is not None else -1.0)
+            lowest = min(group, key=lambda t: t.params["weight_decay"])
+            ends.append(RangeEnd("below", recipe, best.number, best.number == lowest.number))
+    return ends
+
+
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=FINISHED)
 
