@@ -71,6 +71,11 @@ def edge_belief(x0: float, v0: float | None, x1: float, v1: float | None) -> Bel
     return Belief(x0 + share * (x1 - x0), BELIEF_SPREAD * width)
 
 
+def recipe_of(trial: FrozenTrial, param: str) -> dict[str, Any]:
+    """The trial's values of every parameter but ``param``: the recipe whose edge it is on."""
+    return {k: v for k, v in trial.params.items() if k != param}
+
+
 @dataclass
 class Edge:
     """What a study's finished trials say of the feasibility edge in one float parameter.
@@ -101,14 +106,19 @@ class Edge:
         distribution: FloatDistribution,
         best: FrozenTrial | None,
         expected: int,
+        recipe: dict[str, Any] | None = None,
     ) -> Edge | None:
         """The edge around the best feasible trial ``best``, or before there is one, around
         the infeasible trial nearest the feasible side; None if there is no such trial.
 
         ``expected`` is the direction expected of the parameter (``EdgeSampler``'s).
+        ``recipe``: without ``best``, look among the trials with these values of the other
+        parameters only (one optimizer's edge in a full search space, say).
         """
         verdicts = [t for t in trials if has_verdict(t) and param in t.params]
         infeasible = [t for t in verdicts if not is_feasible(t)]
+        if recipe is not None:
+            infeasible = [t for t in infeasible if recipe_of(t, param) == recipe]
         # Before a feasible trial: the group of the least infeasible trial, which the
         # projected constraint ranks (how far over the limit, and how early it went over).
         seed = best or min(infeasible, key=lambda t: violation(t) or 0.0, default=None)

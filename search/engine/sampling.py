@@ -37,6 +37,8 @@ from search.engine.edge import (
     Edge,
     Verdict,
     edge_belief,
+    has_verdict,
+    recipe_of,
 )
 from search.study.record import FINISHED, best_feasible_trial, is_feasible, violation
 
@@ -156,11 +158,56 @@ class EdgeSampler(BaseSampler):
         if not isinstance(distribution, FloatDistribution) or len(study.directions) != 1:
             return None
         trials = study.get_trials(deepcopy=False, states=CLAIMING)
-        best = best_feasible_trial(study)
-        edge = Edge.of(trials, self._param, distribution, best, self._direction)
-        if edge is None:
-            return None
-        if best is None and edge.frontier is not None:
+        for best, recipe in self.anchors(trials, best_feasible_trial(study)):
+            edge = Edge.of(trials, self._param, distribution, best, self._direction, recipe)
+            if edge is not None:
+                # Another recipe's edge before it has a feasible trial: bisect up to the
+                # range's end, not creep from its frontier (as the study's first edge does).
+                proposal = self.bracket_proposal(edge, best, creep=recipe is None)
+                if proposal is not None:
+                    return proposal
+        return None
+
+    def anchors(
+        self, trials: list[FrozenTrial], best: FrozenTrial | None
+    ) -> list[tuple[FrozenTrial | None, dict[str, Any] | None]]:
+        """Whose edge to split, in turn: the best feasible trial's, alone when every trial
+        shares one recipe (the other parameters' values).
+
+        With several recipes (``--search-space full``: an optimizer and a bias rule each),
+        each has an edge of its own and the best one's is not known until each is found.
+        Every recipe whose trials reached a higher value than the best feasible trial (an
+        infeasible one scores more: it decays less) may hold a better edge: those come
+        first, highest first, each around its own best feasible trial (or, before it has
+        one, its infeasible trial nearest the feasible side), and the best trial's recipe
+        after them. A recipe stops asking once its bracket is split to the resolution.
+        """
+        groups: dict[str, list[FrozenTrial]] = {}
+        for trial in trials:
+            if has_verdict(trial) and self._param in trial.params and trial.value is not None:
+                groups.setdefault(repr(recipe_of(trial, self._param)), []).append(trial)
+        if len(groups) <= 1 or best is None or best.value is None:
+            return [(best, None)]
+        promising: list[tuple[float, FrozenTrial | None, dict[str, Any]]] = []
+        for group in groups.values():
+            recipe = recipe_of(group[0], self._param)
+            if recipe == recipe_of(best, self._param):
+                continue
+            reached = max(t.value for t in group if t.value is not None)
+            if reached <= best.value:
+                continue  # it scored less than the best even where it decays least
+            feasible = [t for t in group if t.state == TrialState.COMPLETE and is_feasible(t)]
+            own_best = max(feasible, key=lambda t: t.value or 0.0, default=None)
+            promising.append((reached, own_best, recipe))
+        promising.sort(key=lambda entry: entry[0], reverse=True)
+        return [(own, recipe) for _, own, recipe in promising] + [(best, None)]
+
+    def bracket_proposal(
+        self, edge: Edge, best: FrozenTrial | None, creep: bool = True
+    ) -> dict[str, Any] | None:
+        """The next split of ``edge``'s bracket around ``best`` (see ``edge_proposal``);
+        ``creep``: before any feasible trial, from the frontier up (``first_open_gap``)."""
+        if best is None and edge.frontier is not None and creep:
             x_first = self.first_open_gap(edge)
             return None if x_first is None else {**edge.others, self._param: x_first}
         v_anchor = violation(edge.anchor) or 0.0

@@ -97,16 +97,40 @@ def test_edge_sampler_stops_splitting_below_its_resolution() -> None:
     assert edge_sampler().edge_proposal(narrow, {"weight_decay": SPACE}) is None
 
 
+OPTIMIZER_SPACE = {"weight_decay": SPACE, "optimizer": CategoricalDistribution(["adam", "sgd"])}
+
+
 def test_edge_sampler_brackets_among_trials_with_the_best_ones_other_parameters() -> None:
     study = study_with(
         finished(4e-3, 3.0, -0.1, optimizer="adam"),
-        finished(3e-3, 3.5, 0.1, optimizer="sgd"),  # another optimizer: no bracket with it
+        finished(3e-3, 2.5, 0.1, optimizer="sgd"),  # another optimizer: no bracket with it
         finished(1e-3, 4.0, 0.2, optimizer="adam"),
     )
-    space = {"weight_decay": SPACE, "optimizer": CategoricalDistribution(["adam", "sgd"])}
-    proposal = edge_sampler().edge_proposal(study, space)
+    proposal = edge_sampler().edge_proposal(study, OPTIMIZER_SPACE)
     assert proposal is not None and proposal["optimizer"] == "adam"
     assert proposal["weight_decay"] == pytest.approx(crossing(1e-3, 0.2, 4e-3, -0.1))
+
+
+def test_edge_sampler_splits_first_the_edge_of_a_recipe_that_scored_above_the_best() -> None:
+    """SGD's infeasible trial scored 3.5, above Adam's best feasible 3.0: SGD's own edge may
+    hold more, so it is bracketed first, up from its frontier by halves (no feasible SGD
+    trial yet); with a feasible SGD trial, between the two."""
+    adam = [
+        finished(4e-3, 3.0, -0.1, optimizer="adam"),
+        finished(1e-3, 4.0, 0.2, optimizer="adam"),
+    ]
+    study = study_with(*adam, finished(3e-3, 3.5, 0.1, optimizer="sgd"))
+    proposal = edge_sampler().edge_proposal(study, OPTIMIZER_SPACE)
+    assert proposal is not None and proposal["optimizer"] == "sgd"
+    assert proposal["weight_decay"] == pytest.approx(math.sqrt(3e-3 * SPACE.high))
+    study = study_with(
+        *adam,
+        finished(3e-3, 3.5, 0.1, optimizer="sgd"),
+        finished(3e-2, 2.0, -0.2, optimizer="sgd"),
+    )
+    proposal = edge_sampler().edge_proposal(study, OPTIMIZER_SPACE)
+    assert proposal is not None and proposal["optimizer"] == "sgd"
+    assert proposal["weight_decay"] == pytest.approx(crossing(3e-3, 0.1, 3e-2, -0.2))
 
 
 def test_constrained_median_pruner_judges_against_feasible_trials_only() -> None:

@@ -7,7 +7,9 @@ worst case over 50 seeds, with edges and limits drawn anew for each.
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -84,3 +86,48 @@ def test_simulated_studies_land_within_the_target_over_50_seeds(trials: int, wor
         distances.append(regret(study, curves.optimum(seeds=32)[1]))
     assert max(distances) <= worst
     assert all(math.isfinite(d) for d in distances)
+
+
+class Shifted:
+    """``curves`` with every validation accuracy lowered by ``shift``: a worse recipe."""
+
+    def __init__(self, curves: EdgeCurves, shift: float) -> None:
+        self.curves, self.shift = curves, shift
+
+    def __call__(self, weight_decay: float, seed: int) -> list[tuple[float, float]]:
+        return [(train, val - self.shift) for train, val in self.curves(weight_decay, seed)]
+
+
+def recipe_problem(seed: int) -> tuple[dict[tuple[str, bool], Shifted], dict, tuple[str, bool]]:
+    """Six recipes, each with its own edge anywhere in 2.8 decades, a point apart in what
+    their edges score: their curves, their optima, and the best recipe."""
+    rng = np.random.default_rng([seed, 0xF011])
+    combos = list(itertools.product(("adam", "adamw", "sgd"), (True, False)))
+    shifts = rng.permutation([0.0, 0.01, 0.02, 0.03, 0.04, 0.05])
+    curves, optima = {}, {}
+    for combo, shift in zip(combos, shifts, strict=True):
+        edge = EdgeCurves(edge=float(10 ** rng.uniform(-4.5, -1.7)))
+        curves[combo] = Shifted(edge, float(shift))
+        optima[combo] = edge.optimum(seeds=32)[1] - float(shift)
+    return curves, optima, max(optima, key=optima.__getitem__)
+
+
+@pytest.mark.slow
+def test_full_search_space_finds_the_best_recipes_edge_over_20_seeds() -> None:
+    """Mixed optimizers with a known edge each: the study lands on the best recipe's edge.
+
+    Every recipe whose trials scored above the best feasible one has its own edge bisected
+    (``EdgeSampler.anchors``); anchored on the best trial's recipe alone, as before, the
+    study picked the best recipe in 14 of these 20 seeds and ended 1.8 points below it.
+    """
+    distances, right = [], 0
+    for seed in range(20):
+        curves, optima, best_recipe = recipe_problem(seed)
+        config = StudyConfig(trials=50, seed=seed, search_space="full")
+        study = simulate_study(config, curves, capacity=16)
+        best = study.best_trial
+        right += (best.params["optimizer"], best.params["decay_biases"]) == best_recipe
+        distances.append(regret(study, optima[best_recipe]))
+    assert right >= 17
+    assert statistics.median(distances) <= 0.001
+    assert max(distances) <= 0.02
