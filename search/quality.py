@@ -152,9 +152,15 @@ def measure(args: argparse.Namespace, written: list[Path]) -> int:
     # After parsing: --help and flag errors don't wait for PyTorch.
     from search.engine.quality import QualityError, grid_optimum, simulated, summarize
     from search.engine.simulate import Spread
+    from search.errors import UsageError
 
     run_args = [a for a in args.run_args if a != "--"]
     config = objective_config(run_args, args.data_dir)
+    if config.search_space == "full":
+        raise UsageError(
+            "-- --search-space full: the grid optimum is one recipe's; measure each recipe "
+            "on its own (-- --optimizer adamw --no-decay-biases, say)"
+        )
     say = lambda line: print(line, flush=True)  # noqa: E731
     grid = args.grid_from or grid_optimum(
         config, args.grid_points, args.grid_seeds, say, args.quiet

@@ -133,6 +133,12 @@ CASES: list[tuple[Main, list[str], int, str]] = [
         "--grid-from: a-file.txt: no grid in it",
     ),
     (bench.main, ["quality", "--simulate", "-1"], 2, "--simulate: must be an integer of 0"),
+    (
+        bench.main,
+        ["quality", "--", "--search-space", "full"],
+        2,
+        "--search-space full: the grid optimum is one recipe's; measure each recipe on its own",
+    ),
     (fetch.main, ["--data-dir", "a-file.txt"], 2, "--data-dir: a-file.txt is a file"),
 ]
 
