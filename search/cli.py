@@ -205,7 +205,7 @@ FLAGS = _flags(
         "--parallel-trials",
         dict(type=positive_int, metavar="K"),
         "trials trained side by side as one stacked model; 1 trains one at a time "
-        "(default: 16 on a CPU, 64 on a GPU, 1 for recipes the pool doesn't train)",
+        "(default: 16 on a CPU, 64 on a GPU; every recipe)",
     ),
     Flag(
         "--confirm-seeds",
