@@ -35,6 +35,7 @@ from typing import Any
 from search.cli import Parser, add_flags
 from search.config import DEFAULTS, STUDIES_DIR, StudyConfig
 from search.flag_values import non_negative_int, positive_int, positive_ints
+from search.reporting.benchmarks import STUDY_ROW_HEADER, format_row
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,17 +151,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args: argparse.Namespace, written: list[Path]) -> int:
     # After parsing: --help and flag errors don't wait for PyTorch.
-    from search.engine.quality import QualityError, grid_optimum, simulated, summarize
+    from search.engine.quality import (
+        QualityError,
+        check_one_recipe,
+        grid_optimum,
+        simulated,
+        summarize,
+    )
     from search.engine.simulate import Spread
-    from search.errors import UsageError
 
     run_args = [a for a in args.run_args if a != "--"]
     config = objective_config(run_args, args.data_dir)
-    if config.search_space == "full":
-        raise UsageError(
-            "-- --search-space full: the grid optimum is one recipe's; measure each recipe "
-            "on its own (-- --optimizer adamw --no-decay-biases, say)"
-        )
+    check_one_recipe(config)
     say = lambda line: print(line, flush=True)  # noqa: E731
     grid = args.grid_from or grid_optimum(
         config, args.grid_points, args.grid_seeds, say, args.quiet
@@ -171,8 +173,7 @@ def measure(args: argparse.Namespace, written: list[Path]) -> int:
 
         raise QualityError(
             f"no weight decay of the dense grid was feasible in {MIN_FEASIBLE_FRACTION:.0%} "
-            "of its seeds: "
-            "raise --grid-points or --grid-seeds"
+            "of its seeds: raise --grid-points or --grid-seeds"
         )
     print(
         f"grid optimum: weight_decay={optimum['weight_decay']:.4g} val_accuracy="
@@ -223,10 +224,7 @@ def run_studies(
     database.unlink(missing_ok=True)
     storage = f"sqlite:///{database}"
     if args.seeds:
-        print(
-            f"{'trials':>6} {'seed':>4} {'best val':>8} {'to opt':>7} {'wd':>9} {'infeas':>6} "
-            f"{'complete':>8} {'wall s':>7}  recommended (feasible fraction, val mean)"
-        )
+        print(STUDY_ROW_HEADER)
     plan = [(trials, seed) for trials in args.trials for seed in range(args.seeds)]
     for index, (trials, seed) in enumerate(plan, start=1):
         what = f"study {index} of {len(plan)} ({trials} trials, seed {seed})"
@@ -236,20 +234,3 @@ def run_studies(
         studies.append(row)
         print(format_row(row), flush=True)
         save()
-
-
-def format_row(row: dict[str, Any]) -> str:
-    rec = row["recommendation"]
-    recommended = (
-        "-"
-        if rec is None
-        else f"wd={rec['weight_decay']:.4g} ({rec['feasible_fraction']:.0%}, "
-        f"{rec['val_accuracy_mean']:.4f}){'' if rec['confirmed'] else ' unconfirmed'}"
-    )
-    if row["best_val_accuracy"] is None:
-        return f"{row['trials']:>6} {row['seed']:>4} {'none feasible':>26}"
-    return (
-        f"{row['trials']:>6} {row['seed']:>4} {row['best_val_accuracy']:>8.4f} "
-        f"{100 * row['distance']:>6.2f}p {row['best_weight_decay']:>9.3g} "
-        f"{row['stopped_infeasible']:>6} {row['complete']:>8} {row['wall_s']:>7.1f}  {recommended}"
-    )

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.study.record import is_feasible, violation
+from search.study.record import is_feasible, recipe_of, violation
 
 
 class Verdict(NamedTuple):
@@ -71,11 +71,6 @@ def edge_belief(x0: float, v0: float | None, x1: float, v1: float | None) -> Bel
     return Belief(x0 + share * (x1 - x0), BELIEF_SPREAD * width)
 
 
-def recipe_of(trial: FrozenTrial, param: str) -> dict[str, Any]:
-    """The trial's values of every parameter but ``param``: the recipe whose edge it is on."""
-    return {k: v for k, v in trial.params.items() if k != param}
-
-
 @dataclass
 class Edge:
     """What a study's finished trials say of the feasibility edge in one float parameter.
@@ -124,7 +119,7 @@ class Edge:
         seed = best or min(infeasible, key=lambda t: violation(t) or 0.0, default=None)
         if seed is None:
             return None
-        others = {k: v for k, v in seed.params.items() if k != param}
+        others = recipe_of(seed, param)
 
         def same_group(t: FrozenTrial) -> bool:
             return param in t.params and all(t.params.get(k) == v for k, v in others.items())

@@ -24,7 +24,7 @@ import optuna
 
 from search.config import StudyConfig
 from search.engine.simulate import MeasuredCurves, Spread, regret, simulate_study
-from search.errors import UserError
+from search.errors import UsageError, UserError
 from search.reporting.steps import Steps
 from search.study.record import (
     best_feasible_trial,
@@ -127,6 +127,20 @@ def grid_optimum(
     decays = sorted(by_decay)
     curves = {"weight_decays": decays, "runs": [by_decay[w] for w in decays]}
     return {"optimum": best, "dense": table, "curves": curves}
+
+
+def check_one_recipe(config: StudyConfig) -> None:
+    """Refuse a full search space: a grid optimum is one recipe's, so it would judge a study
+    of six against the grid of whichever recipe the flags name.
+
+    Raises:
+        UsageError: saying how to measure each recipe instead.
+    """
+    if config.search_space == "full":
+        raise UsageError(
+            "-- --search-space full: the grid optimum is one recipe's; measure each recipe "
+            "on its own (-- --optimizer adamw --no-decay-biases, say)"
+        )
 
 
 def advance(steps: Steps) -> Callable[[int], None]:

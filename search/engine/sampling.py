@@ -38,9 +38,14 @@ from search.engine.edge import (
     Verdict,
     edge_belief,
     has_verdict,
-    recipe_of,
 )
-from search.study.record import FINISHED, best_feasible_trial, is_feasible, violation
+from search.study.record import (
+    FINISHED,
+    best_feasible_trial,
+    is_feasible,
+    recipe_of,
+    violation,
+)
 
 # A bracket narrower than this share of the parameter's range (in log space for a log
 # parameter: 0.025 decades of weight decay's five, 6%) is not split again: finer than the

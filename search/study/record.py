@@ -108,6 +108,12 @@ def trial_kind(trial: FrozenTrial) -> str:
     return "running"
 
 
+def recipe_of(trial: FrozenTrial, param: str = "weight_decay") -> dict[str, Any]:
+    """The trial's values of every parameter but ``param``: the recipe whose edge it is on
+    (empty unless the study searches the optimizer too)."""
+    return {k: v for k, v in trial.params.items() if k != param}
+
+
 @dataclass(frozen=True)
 class RangeEnd:
     """The searched weight-decay range misses the feasibility edge of one recipe.
@@ -135,11 +141,10 @@ def range_ends(trials: list[FrozenTrial]) -> list[RangeEnd]:
     groups: dict[str, list[FrozenTrial]] = {}
     for trial in trials:
         if trial.state in FINISHED and "weight_decay" in trial.params:
-            others = {k: v for k, v in trial.params.items() if k != "weight_decay"}
-            groups.setdefault(repr(sorted(others.items())), []).append(trial)
+            groups.setdefault(repr(recipe_of(trial)), []).append(trial)
     ends: list[RangeEnd] = []
     for group in groups.values():
-        recipe = {k: v for k, v in group[0].params.items() if k != "weight_decay"}
+        recipe = recipe_of(group[0])
         kinds = [trial_kind(t) for t in group]
         feasible = [t for t, kind in zip(group, kinds, strict=True) if kind == "feasible"]
         over = any(kind in ("infeasible", "over_limit") for kind in kinds)

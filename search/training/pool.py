@@ -155,7 +155,8 @@ class TrialPool:
         # Per slot, for its weights (matrices) and for its biases: the L2 decay added to the
         # gradient (Adam, SGD; 0 for AdamW), and AdamW's shrink factor (1 for the others).
         self.l2_weights, self.l2_biases = zeros(capacity), zeros(capacity)
-        self.shrink_weights, self.shrink_biases = zeros(capacity) + 1, zeros(capacity) + 1
+        self.shrink_weights = torch.ones(capacity, device=self.device)
+        self.shrink_biases = torch.ones(capacity, device=self.device)
         self._x = torch.empty(capacity * config.batch_size, self.inputs, device=self.device)
         self._bind()
 
@@ -234,10 +235,8 @@ class TrialPool:
             for t in (*self.params, *tensors) if params else tensors:
                 t[slot].zero_()
         self.steps[slot] = 0.0
-        for decay, none in ((self.l2_weights, 0.0), (self.l2_biases, 0.0)):
-            decay[slot] = none
-        for shrink in (self.shrink_weights, self.shrink_biases):
-            shrink[slot] = 1.0
+        self.l2_weights[slot] = self.l2_biases[slot] = 0.0
+        self.shrink_weights[slot] = self.shrink_biases[slot] = 1.0
 
     def state_dict(self, key: int) -> dict[str, torch.Tensor]:
         """A member's weights as ``SimpleNN``'s state dict: they load into ``init_model()``."""
