@@ -20,6 +20,7 @@ from search.config import (
     SAMPLERS,
     SEARCH_SPACES,
     TASKS,
+    TRAIN_MEASURES,
     VALIDATIONS,
     StudyConfig,
 )
@@ -101,8 +102,17 @@ FLAGS = _flags(
     Flag(
         "--max-train-acc",
         dict(type=fraction, metavar="F"),
-        "constraint: final training accuracy must stay at or under F (default: {default})",
+        "constraint: the last epoch's training accuracy (the measure --train-accuracy "
+        "names) must stay at or under F (default: {default})",
         d.max_train_acc,
+    ),
+    Flag(
+        "--train-accuracy",
+        dict(choices=TRAIN_MEASURES),
+        "which training accuracy the constraint reads: running (the seed's: each batch "
+        "scored before its update, over the epoch) or final (the epoch's final weights on "
+        "the whole training split) (default: {default})",
+        d.train_accuracy,
     ),
     Flag(
         "--no-constraint-pruning",
@@ -218,8 +228,8 @@ FLAGS = _flags(
     Flag(
         "--confirm-candidates",
         dict(type=positive_int, metavar="N"),
-        "how many of the best feasible trials to confirm, at most: those within 0.5 points "
-        "of the best first, the others only if none of those holds (default: {default})",
+        "feasible trials confirmed per round, best expected validation accuracy first; the "
+        "next N inwards only if none held the limit, up to 3 rounds (default: {default})",
         d.confirm_candidates,
     ),
     Flag(

@@ -19,6 +19,10 @@ PrunerName = Literal["median", "hyperband", "none"]
 TaskName = Literal["mnist", "synthetic"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
 SearchSpace = Literal["weight_decay", "full"]
+# Which training accuracy the constraint reads: "running", the seed's (each batch scored by the
+# weights before its own update, averaged over the epoch), or "final", the end-of-epoch
+# weights scored on the whole training split.
+TrainMeasure = Literal["running", "final"]
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -30,6 +34,12 @@ DEVICES: tuple[str, ...] = get_args(Device)
 TASKS: tuple[str, ...] = get_args(TaskName)
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 SEARCH_SPACES: tuple[str, ...] = get_args(SearchSpace)
+TRAIN_MEASURES: tuple[str, ...] = get_args(TrainMeasure)
+# How a sentence names each: every line that names the constraint says which one it reads.
+MEASURE_NAMES: dict[str, str] = {
+    "running": "running training accuracy",
+    "final": "final weights' training accuracy",
+}
 
 STUDIES_DIR = Path("studies")
 
@@ -106,6 +116,7 @@ class StudyConfig:
     wd_low: float = 1e-6
     wd_high: float = 1e-1
     max_train_acc: float = 0.95
+    train_accuracy: TrainMeasure = "running"  # the measure max_train_acc limits
     constraint_pruning: bool = True
 
     epochs: int = SEED_EPOCHS
@@ -165,6 +176,7 @@ class StudyConfig:
             "wd_low": self.wd_low,
             "wd_high": self.wd_high,
             "max_train_acc": self.max_train_acc,
+            "train_accuracy": self.train_accuracy,
             "task": self.task,
             "validation": self.validation,
             "subset": self.subset,

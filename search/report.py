@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.cli import Parser, add_study_flags, run_command, storage_url
-from search.config import STUDIES_DIR
+from search.config import MEASURE_NAMES, STUDIES_DIR
 from search.errors import UserError
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
     from search.reporting.figures import STYLES, records
     from search.study.notes import how_it_held
     from search.study.record import (
+        TrialOutcome,
         recommended_trial,
         stored_config,
         stored_recommendation,
@@ -71,7 +72,11 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
                 f"[{config.wd_low}, {config.wd_high}]"
                 + (f", first {config.subset:,} training images only" if config.subset else ""),
             ),
-            ("constraint", f"final training accuracy ≤ {config.max_train_acc}"),
+            (
+                "constraint",
+                f"{MEASURE_NAMES[config.train_accuracy]} at the last epoch ≤ "
+                f"{config.max_train_acc} (a trial stopped over it: its projection)",
+            ),
             ("validation", config.validation),
         ]
     best = recommended_trial(study)
@@ -79,12 +84,13 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
         rows.append(("recommended trial", "none: no trial met the constraint"))
         return rows
     attrs = best.user_attrs
+    outcome = TrialOutcome.read(best)
+    train = "" if outcome is None else f", {outcome.train_text()}"
     rows.append(
         (
             "recommended trial",
             f"#{best.number}: weight decay {best.params['weight_decay']:.4g}, validation "
-            f"accuracy {attrs['val_accuracy']:.4f}, training accuracy "
-            f"{attrs['train_accuracy']:.4f}",
+            f"accuracy {attrs['val_accuracy']:.4f}{train}",
         )
     )
     confirmed = stored_recommendation(study)

@@ -15,7 +15,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from search.cli import Parser, add_flags, run_command
-from search.config import RECORDED, RUN_SETTINGS, StudyConfig, flag_of
+from search.config import MEASURE_NAMES, RECORDED, RUN_SETTINGS, StudyConfig, flag_of
 from search.errors import UsageError
 
 if TYPE_CHECKING:
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 # None here, so that a flag left out can be told from one given (``settle_config``).
 RUN_FLAGS = (
     "--trials", "--timeout", "--study-name", "--storage", "--wd-low", "--wd-high",
-    "--max-train-acc", "--no-constraint-pruning", "--epochs", "--batch-size", "--lr",
-    "--optimizer", "--decay-biases", "--search-space", "--sampler", "--pruner", "--seed",
+    "--max-train-acc", "--train-accuracy", "--no-constraint-pruning", "--epochs", "--batch-size",
+    "--lr", "--optimizer", "--decay-biases", "--search-space", "--sampler", "--pruner", "--seed",
     "--task", "--validation", "--data-dir", "--artifacts", "--subset", "--device",
     "--parallel-trials", "--confirm-seeds", "--confirm-candidates", "--workers",
     "--heartbeat-interval", "--grace-period", "--db-retry", "--quiet",
@@ -100,7 +100,7 @@ def print_summary(outcome: Outcome, config: StudyConfig) -> None:
             else ": raise --wd-low/--wd-high toward stronger decay, or raise --max-train-acc"
         )
         print(
-            "no trial was feasible (final training accuracy at or under "
+            f"no trial was feasible ({MEASURE_NAMES[config.train_accuracy]} at or under "
             f"{config.max_train_acc}){fix}"
         )
         return

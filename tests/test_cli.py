@@ -75,7 +75,7 @@ def test_run_says_plainly_when_no_trial_is_feasible(tiny_config: StudyConfig, ca
     argv = ["--trials", "1", "--max-train-acc", "0.05", *flags(tiny_config)]
     status, out, _ = run_cli(run.main, argv, capsys)
     assert status == 0
-    assert "no trial was feasible (final training accuracy at or under 0.05)\n" in out
+    assert "no trial was feasible (running training accuracy at or under 0.05)\n" in out
     assert (
         "every trial went over the training-accuracy limit 0.05 up to --wd-high 0.1: the edge "
         "lies above the range; raise --wd-high (in a new study: a study keeps its range)"

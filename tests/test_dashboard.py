@@ -81,8 +81,8 @@ def test_history_note_lists_the_constraint_and_every_epoch() -> None:
     assert lines[0] == "**pruned: infeasible: over the limit at epoch 2**, weight_decay = 1e-06"
     assert "`train_accuracy`: +0.0300" in note and "**infeasible**" in note
     assert lines[-2:] == [
-        "| 1 | 0.9000 | 0.7000 | 0.5000 | 0.8000 | 0.20 |",
-        "| 2 | 0.4000 | 0.8600 | 0.4000 | 0.8500 | 0.10 |",
+        "| 1 | 0.9000 | 0.7000 |  | 0.5000 | 0.8000 | 0.20 |",  # no final weights' accuracy:
+        "| 2 | 0.4000 | 0.8600 |  | 0.4000 | 0.8500 | 0.10 |",  # a study from before it
     ]
 
 

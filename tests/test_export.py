@@ -81,7 +81,12 @@ def test_export_all_has_state_constraint_feasibility_and_timing(
     assert len(frame) == 3
     assert list(frame["state"]) == ["PRUNED", "COMPLETE", "COMPLETE"]
     assert list(frame["feasible"]) == [False, True, True]
-    assert frame.loc[0, "pruned_reason"].startswith("infeasible: train accuracy")
+    assert frame.loc[0, "pruned_reason"].startswith("infeasible: running train accuracy")
+    # Both training accuracies; train_accuracy is the one the constraint read, the running one.
+    assert list(frame["train_accuracy_measure"]) == ["running"] * 3
+    assert frame["train_accuracy"].tolist() == frame["train_accuracy_running"].tolist()
+    assert (frame["train_accuracy_final"] != frame["train_accuracy_running"]).all()
+    assert frame["train_accuracy_final"].between(0, 1).all()
     constraints = [t.constraints[CONSTRAINT] for t in study.trials]
     assert frame["constraint"].tolist() == pytest.approx(constraints)
     # The trial stopped over the limit records where it would have ended, not where it stopped.

@@ -17,6 +17,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from search.config import OPTIMIZERS, StudyConfig
 from search.data.splits import Splits
+from search.engine.monotone import over_for_good
 from search.study.artifacts import save_model
 from search.study.history import store_history
 from search.study.notes import save_history_note
@@ -64,7 +65,9 @@ def record_constraint(trial: optuna.Trial, value: float) -> None:
     set_trial_system_attr(trial, "constraints", [value])
 
 
-def projected_train_accuracy(history: list[EpochMetrics], epochs: int) -> float:
+def projected_train_accuracy(
+    history: list[EpochMetrics], epochs: int, measure: str = "running"
+) -> float:
     """Where a trial stopped for infeasibility would have ended, for its constraint value.
 
     Measured at the epoch it stopped, weight decay 2e-5 over the limit at epoch 2 reads as
@@ -77,27 +80,33 @@ def projected_train_accuracy(history: list[EpochMetrics], epochs: int) -> float:
     the trial would have ended, never below.
     """
     last = history[-1]
-    error = 1.0 - last.train_accuracy
-    previous = 1.0 - history[-2].train_accuracy if len(history) > 1 else 1.0
+    error = 1.0 - last.accuracy(measure)
+    previous = 1.0 - history[-2].accuracy(measure) if len(history) > 1 else 1.0
     if error <= 0.0 or previous <= 0.0:
-        return last.train_accuracy
+        return last.accuracy(measure)
     factor = min(1.0, error / previous)
     return 1.0 - error * factor ** (epochs - last.epoch)
 
 
-def record_last_epoch(trial: optuna.Trial, last: EpochMetrics, constraint: float) -> TrialOutcome:
+def record_last_epoch(
+    trial: optuna.Trial, last: EpochMetrics, constraint: float, measure: str
+) -> TrialOutcome:
     """The constraint and the last epoch's metrics, where every reader looks; returns them.
 
-    Search trials and confirmation runs (``search.engine.confirm``) record alike.
+    Search trials and confirmation runs (``search.engine.confirm``) record alike;
+    ``train_accuracy`` is by ``measure``, the one the constraint reads.
     """
     record_constraint(trial, constraint)
     outcome = TrialOutcome(
         train_loss=last.train_loss,
-        train_accuracy=last.train_accuracy,
+        train_accuracy=last.accuracy(measure),
         val_loss=last.val_loss,
         val_accuracy=last.val_accuracy,
         feasible=constraint <= 0,
         epochs_run=last.epoch,
+        train_accuracy_running=last.train_accuracy,
+        train_accuracy_final=last.train_accuracy_final,
+        train_accuracy_measure=measure,
     )
     outcome.write(trial)
     return outcome
@@ -117,14 +126,15 @@ def record_outcome(
     ``train_accuracy`` stays what it was at the epoch it stopped.
     """
     last = history[-1]
-    value = constraint_value(last.train_accuracy, config)
+    measure = config.train_accuracy
+    value = constraint_value(last.accuracy(measure), config)
     projected = None
     if pruned_reason is not None and pruned_reason.startswith(INFEASIBLE):
-        projected = projected_train_accuracy(history, config.epochs)
+        projected = projected_train_accuracy(history, config.epochs, measure)
         value = constraint_value(projected, config)
-    # For a pruned trial ``feasible`` is as of the epoch it stopped: training accuracy only
-    # rises, so "infeasible" there is final and "feasible" provisional.
-    record_last_epoch(trial, last, value)
+    # For a pruned trial ``feasible`` is as of the epoch it stopped: "infeasible" there is
+    # final (``stop_reason``'s margin) and "feasible" provisional.
+    record_last_epoch(trial, last, value, measure)
     extra: dict[str, Any] = {"duration_s": round(time.perf_counter() - started, 3)}
     if pruned_reason is not None:
         extra["pruned_reason"] = pruned_reason
@@ -133,7 +143,7 @@ def record_outcome(
     for key, attr in extra.items():
         trial.set_user_attr(key, attr)
     rows = [m.as_dict() for m in history]
-    save_history_note(trial, rows, value, config.max_train_acc, pruned_reason)
+    save_history_note(trial, rows, value, config, pruned_reason, projected is not None)
 
 
 @dataclass(frozen=True)
@@ -180,12 +190,16 @@ def stop_reason(trial: optuna.Trial, metrics: EpochMetrics, config: StudyConfig)
     """Why the trial should stop after this epoch, or None to go on."""
     if metrics.epoch == config.epochs:
         return None
-    # Running training accuracy rises epoch by epoch, so a trial over the limit now stays
-    # over it: its remaining epochs would be spent on a trial that can't be feasible.
-    if config.constraint_pruning and metrics.train_accuracy > config.max_train_acc:
+    # A trial this far over the limit has never been seen back within it by its last epoch
+    # (``over_for_good``, measured on full-length histories): its remaining epochs would be
+    # spent on a trial that can't be feasible.
+    accuracy = metrics.accuracy(config.train_accuracy)
+    if config.constraint_pruning and over_for_good(
+        accuracy, config.max_train_acc, config.train_accuracy
+    ):
         return (
-            f"{INFEASIBLE}: train accuracy {metrics.train_accuracy:.4f} over the limit "
-            f"{config.max_train_acc} at epoch {metrics.epoch}"
+            f"{INFEASIBLE}: {config.train_accuracy} train accuracy {accuracy:.4f} over the "
+            f"limit {config.max_train_acc} at epoch {metrics.epoch}"
         )
     if trial.should_prune():
         return f"pruned by the {config.pruner} pruner at epoch {metrics.epoch}"

@@ -30,6 +30,7 @@ from search.reporting.eta import Forecast, Seen, clock, forecast
 from search.study.record import (
     FINISHED,
     Counts,
+    TrialOutcome,
     is_feasible,
     recommended_trial,
     stopped_over_limit,
@@ -61,8 +62,9 @@ def describe(trial: FrozenTrial) -> str:
     attrs = trial.user_attrs
     line = f"trial {trial.number:3d}  weight_decay={trial.params.get('weight_decay', 0):.2e}"
     line += other_params(trial)
-    if "val_accuracy" in attrs:
-        line += f"  val_acc={attrs['val_accuracy']:.4f}  train_acc={attrs['train_accuracy']:.4f}"
+    outcome = TrialOutcome.read(trial)
+    if outcome is not None:
+        line += f"  val_acc={outcome.val_accuracy:.4f}  {outcome.train_text()}"
         line += f"  epochs={attrs['epochs_run']}  {attrs['duration_s']:.1f}s"
     if trial.state == TrialState.COMPLETE:
         return line + ("  feasible" if is_feasible(trial) else "  INFEASIBLE")

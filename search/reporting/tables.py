@@ -39,6 +39,8 @@ BEST_COLUMNS = [
     "epochs_run",
     "val_accuracy",
     "train_accuracy",
+    "train_accuracy_running",
+    "train_accuracy_final",
     "val_loss",
     "train_loss",
     "feasible",
@@ -57,6 +59,7 @@ HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
     "train_accuracy",
+    "train_accuracy_final",
     "val_loss",
     "val_accuracy",
     "seconds",
@@ -107,8 +110,14 @@ def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         # A pruned trial's figures are those of its last epoch, epochs_run, not the recipe's.
         "epochs_run": attrs.get("epochs_run"),
         "val_accuracy": attrs.get("val_accuracy"),
+        # The one the constraint read (train_accuracy_measure), then both measures: the
+        # running one (each batch before its update, the seed's) and the final weights'.
         "train_accuracy": attrs.get("train_accuracy"),
-        # A trial stopped over the limit: where it would have ended, which its constraint uses.
+        "train_accuracy_measure": attrs.get("train_accuracy_measure"),
+        "train_accuracy_running": attrs.get("train_accuracy_running"),
+        "train_accuracy_final": attrs.get("train_accuracy_final"),
+        # A trial stopped over the limit: the projection of where it would have ended, which
+        # its constraint uses.
         "projected_train_accuracy": attrs.get("projected_train_accuracy"),
         "val_loss": attrs.get("val_loss"),
         "train_loss": attrs.get("train_loss"),
@@ -127,8 +136,9 @@ def feasible_cell(trial: FrozenTrial) -> bool | None:
     """Whether the trial ended feasible, or None where no one can know.
 
     A complete trial's answer is final. One stopped early recorded ``feasible`` as of the
-    epoch it stopped at: "infeasible" is final there (training accuracy only rises, and a
-    trial stopped for the constraint stopped over the limit), but "feasible" is not: the
+    epoch it stopped at: "infeasible" is final there (a trial stopped for the constraint was
+    further over the limit than any recorded run came back from, docs/search-quality.md
+    #monotone), but "feasible" is not: the
     pruner stopped it for its score before its last epoch, which might have passed the limit.
     """
     stored = trial.user_attrs.get("feasible")

@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from optuna_dashboard import save_note
 
+from search.config import MEASURE_NAMES, StudyConfig
 from search.study.record import (
     BestTrial,
     Recommendation,
@@ -34,25 +35,35 @@ def history_note(
     constraint: float,
     limit: float,
     pruned_reason: str | None = None,
+    measure: str = "running",
+    projected: bool = False,
 ) -> str:
     """A trial's note for the dashboard: its outcome, its constraint and a per-epoch table.
 
     The trial's ``history`` (``search.study.history``) holds the same numbers; the dashboard
-    shows this table on the trial's page.
+    shows this table on the trial's page. Both training accuracies are in it: the running one
+    (each batch scored before its update, the seed's) and the final weights' over the training
+    split; the constraint reads ``measure``, at the last epoch or, for a trial stopped over
+    the limit, at its projection to the last epoch.
     """
     outcome = f"pruned: {pruned_reason}" if pruned_reason else "complete"
     verdict = "feasible" if constraint <= 0 else "infeasible"
+    at = "projected to the last epoch" if projected else "at its last epoch"
     lines = [
         f"**{outcome}**, weight_decay = {weight_decay:.3g}\n",
-        f"Constraint `train_accuracy`: {constraint:+.4f} (final training accuracy minus the "
-        f"limit {limit}; feasible when <= 0): **{verdict}**.\n",
-        "| epoch | train loss | train accuracy | val loss | val accuracy | seconds |",
-        "|---:|---:|---:|---:|---:|---:|",
+        f"Constraint `train_accuracy`: {constraint:+.4f} ({MEASURE_NAMES[measure]} {at} "
+        f"minus the limit {limit}; feasible when <= 0): **{verdict}**.\n",
+        "| epoch | train loss | train accuracy (running) | train accuracy (final weights) "
+        "| val loss | val accuracy | seconds |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in history:
+        final = row.get("train_accuracy_final")
+        final_text = "" if final is None or final != final else f"{final:.4f}"  # NaN: unmeasured
         lines.append(
             f"| {row['epoch']} | {row['train_loss']:.4f} | {row['train_accuracy']:.4f} "
-            f"| {row['val_loss']:.4f} | {row['val_accuracy']:.4f} | {row['seconds']:.2f} |"
+            f"| {final_text} | {row['val_loss']:.4f} | {row['val_accuracy']:.4f} "
+            f"| {row['seconds']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -61,23 +72,33 @@ def save_history_note(
     trial: optuna.Trial,
     history: list[dict[str, Any]],
     constraint: float,
-    limit: float,
+    config: StudyConfig,
     pruned_reason: str | None = None,
+    projected: bool = False,
 ) -> None:
     """Write ``history_note`` as the trial's note, shown at the top of its dashboard page."""
     weight_decay = trial.params["weight_decay"]
-    save_note(trial, history_note(history, weight_decay, constraint, limit, pruned_reason))
+    note = history_note(
+        history,
+        weight_decay,
+        constraint,
+        config.max_train_acc,
+        pruned_reason,
+        config.train_accuracy,
+        projected,
+    )
+    save_note(trial, note)
 
 
-def best_feasible_note(best: BestTrial, limit: float | None) -> str:
+def best_feasible_note(best: BestTrial, limit: float | None, measure: str = "running") -> str:
     return (
         f"## Best feasible trial: #{best.number}\n\n"
         f"weight_decay = {best.weight_decay:.3g}, "
         f"validation accuracy = {best.val_accuracy:.4f}, "
-        f"training accuracy = {best.train_accuracy:.4f} (limit {limit}).\n\n"
+        f"{MEASURE_NAMES[measure]} = {best.train_accuracy:.4f} (limit {limit}).\n\n"
         "The Best Trial card does not know about the constraint; this note does. "
         "A trial's `feasible` user attribute and its constraint value "
-        "(training accuracy minus the limit, feasible when <= 0) are on its page."
+        f"({MEASURE_NAMES[measure]} minus the limit, feasible when <= 0) are on its page."
     )
 
 
@@ -94,8 +115,9 @@ def how_it_held(recommendation: Recommendation) -> str:
     )
     return (
         f"weight_decay={choice.weight_decay:.4g}, {verdict}; val_accuracy "
-        f"{choice.val_accuracy_mean:.4f} +- {choice.val_accuracy_std:.4f}, train_accuracy "
-        f"{choice.train_accuracy_mean:.4f} (means over those seeds)"
+        f"{choice.val_accuracy_mean:.4f} +- {choice.val_accuracy_std:.4f}, "
+        f"{recommendation.measure} train_accuracy {choice.train_accuracy_mean:.4f} (means over "
+        "those seeds)"
     )
 
 
@@ -150,7 +172,10 @@ def study_note(study: optuna.Study) -> str | None:
     best = stored_best(study)
     if best is None:
         return None
-    note = best_feasible_note(best, recorded_settings(study).get("max_train_acc"))
+    settings = recorded_settings(study)
+    note = best_feasible_note(
+        best, settings.get("max_train_acc"), settings.get("train_accuracy", "running")
+    )
     recommendation = stored_recommendation(study)
     if recommendation is not None:
         runs = ", ".join(

@@ -328,6 +328,7 @@ class TrialPool:
         train_loss = (loss_sum.double() / n).tolist()
         train_accuracy = (correct.double() / n).tolist()
         val_loss, val_accuracy = self.evaluate()
+        _, final_accuracy = self.evaluate(self.data.train_x, self.data.train_y)
         seconds = time.perf_counter() - started
         results: dict[int, EpochMetrics | DivergedError] = {}
         for member in members:
@@ -344,6 +345,7 @@ class TrialPool:
                 val_loss=val_loss[slot],
                 val_accuracy=val_accuracy[slot],
                 seconds=seconds,
+                train_accuracy_final=final_accuracy[slot],
             )
         return results
 
@@ -436,11 +438,15 @@ class TrialPool:
         return loss, hits
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[list[float], list[float]]:
-        """Mean cross-entropy and accuracy of every slot (K,) on the shared validation set."""
+    def evaluate(
+        self, x_all: torch.Tensor | None = None, y_all: torch.Tensor | None = None
+    ) -> tuple[list[float], list[float]]:
+        """Mean cross-entropy and accuracy of every slot (K,) on ``(x_all, y_all)``, by
+        default the shared validation set."""
         k = self.capacity
         w1, b1, w2, b2 = self.params
-        x_all, y_all = self.data.val_x, self.data.val_y
+        if x_all is None or y_all is None:
+            x_all, y_all = self.data.val_x, self.data.val_y
         # The first layer of all slots is one matmul: (rows, 784) @ (784, K*128).
         w1_all = w1.transpose(0, 1).reshape(self.inputs, k * self.hidden)
         b1_all = b1.reshape(-1)

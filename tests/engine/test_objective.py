@@ -117,7 +117,7 @@ def test_constraint_pruning_stops_an_infeasible_trial_early(
     (trial,) = study.trials
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs["epochs_run"] < 4
-    assert trial.user_attrs["pruned_reason"].startswith("infeasible: train accuracy")
+    assert trial.user_attrs["pruned_reason"].startswith("infeasible: running train accuracy")
     assert trial.constraints[CONSTRAINT] > 0 and trial.user_attrs["feasible"] is False
 
 

@@ -23,7 +23,8 @@ def test_history_stays_out_of_what_optuna_prints(
     assert max(len(json.dumps(v)) for v in trial.user_attrs.values()) < 120
     columns = trial.system_attrs["history"]
     assert columns["epoch"] == [1, 2] and set(columns) == {
-        "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"
+        "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds",
+        "train_accuracy_final",
     }  # fmt: skip
     assert trial_history(trial) == to_rows(columns) and to_columns(to_rows(columns)) == columns
 

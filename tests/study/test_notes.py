@@ -164,13 +164,20 @@ def test_history_note_gives_the_outcome_the_verdict_and_one_row_per_epoch() -> N
             "val_loss": 0.6 / e,
             "val_accuracy": 0.89 + e / 100,
             "seconds": 1.25,
+            "train_accuracy_final": 0.905 + e / 100,
         }
         for e in (1, 2, 3)
     ]
     complete = history_note(rows, 1e-3, constraint=-0.02, limit=LIMIT)
     assert complete.startswith("**complete**, weight_decay = 0.001")
     assert "-0.0200" in complete and "**feasible**" in complete
-    assert "| 3 | 0.1667 | 0.9300 | 0.2000 | 0.9200 | 1.25 |" in complete
+    assert "(running training accuracy at its last epoch minus the limit" in complete
+    assert "| 3 | 0.1667 | 0.9300 | 0.9350 | 0.2000 | 0.9200 | 1.25 |" in complete
+    # A trial stopped over the limit: its constraint is a projection, and says so.
+    projected = history_note(rows[:1], 1e-5, 0.01, LIMIT, "infeasible", "final", projected=True)
+    assert "(final weights' training accuracy projected to the last epoch minus" in projected
+    del rows[0]["train_accuracy_final"]  # a study from before both were measured
+    assert "| 1 | 0.5000 | 0.9100 |  | 0.6000 |" in history_note(rows[:1], 1e-3, -0.02, LIMIT)
     assert len([line for line in complete.splitlines() if line.startswith("| ")]) == 4
     pruned = history_note(rows[:1], 1e-5, constraint=0.01, limit=LIMIT, pruned_reason="over")
     assert pruned.startswith("**pruned: over**") and "**infeasible**" in pruned

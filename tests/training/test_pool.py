@@ -345,7 +345,7 @@ def test_run_pool_prunes_an_infeasible_trial_like_the_single_path(
     run_pool(study, config, TrialPool(tiny_splits, config, 2))
     (trial,) = study.trials
     assert trial.state == TrialState.PRUNED
-    assert trial.user_attrs["pruned_reason"].startswith("infeasible: train accuracy")
+    assert trial.user_attrs["pruned_reason"].startswith("infeasible: running train accuracy")
     assert trial.user_attrs["epochs_run"] == 1 and trial.user_attrs["feasible"] is False
 
 
