@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.study.record import is_feasible, recipe_of, violation
+from search.study.record import is_feasible, recipe_of, stopped_over_limit, violation
 
 
 class Verdict(NamedTuple):
@@ -172,12 +172,13 @@ class Edge:
 
 
 def has_verdict(trial: FrozenTrial) -> bool:
-    """Whether the trial's feasibility is final: it completed, or it stopped over the limit
-    (training accuracy only rises, so a trial over the limit stays over it). A trial pruned
-    under the limit might have ended over it."""
+    """Whether the trial's feasibility is final: it completed, or it was stopped over the
+    limit by more than any recorded run came back from (``search.engine.monotone``). A trial
+    pruned under the limit might have ended over it, and one pruned by the pruner just over
+    it might have ended within it."""
     if trial.state == TrialState.COMPLETE:
         return True
-    return trial.state == TrialState.PRUNED and not is_feasible(trial)
+    return stopped_over_limit(trial)
 
 
 # How strongly the trials must rank position against constraint value (Kendall's tau) to show a

@@ -11,7 +11,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from search.engine.drive import awaits_first_result
-from search.engine.sampling import ConstrainedMedianPruner, EdgeSampler, best_feasible_trial
+from search.engine.sampling import EDGE_RESOLUTION, ConstrainedMedianPruner, EdgeSampler
+from search.study.record import best_feasible_trial
 
 EDGE = 3e-3  # the cheap objective is feasible from here up
 SPACE = FloatDistribution(1e-6, 1e-1, log=True)
@@ -93,7 +94,9 @@ def test_edge_sampler_leaves_an_interior_optimum_to_its_base() -> None:
 
 
 def test_edge_sampler_stops_splitting_below_its_resolution() -> None:
-    narrow = study_with(finished(3.0e-3, 2.5, -0.1), finished(2.9e-3, 2.6, 0.1))
+    # Half the resolution apart, in position on the log range (five decades).
+    below = 3.0e-3 * 10 ** (-5 * EDGE_RESOLUTION / 2)
+    narrow = study_with(finished(3.0e-3, 2.5, -0.1), finished(below, 2.6, 0.1))
     assert edge_sampler().edge_proposal(narrow, {"weight_decay": SPACE}) is None
 
 
@@ -196,6 +199,7 @@ def stopped(weight_decay: float, violation: float):
     """A trial stopped over the limit (PRUNED), with its projected constraint value."""
     trial = finished(weight_decay, 0.9, violation)
     trial.state, trial.value = TrialState.PRUNED, None
+    trial.user_attrs = {"pruned_reason": "infeasible: running train accuracy over the limit"}
     return trial
 
 
@@ -251,6 +255,7 @@ def test_edge_sampler_leaves_a_proposal_for_another_optimizer_where_it_is() -> N
     adam = [finished(w, 0.9, 0.05, optimizer="adam") for w in (1e-5, 1e-4, 1e-3, 2e-3)]
     for trial in adam:
         trial.state, trial.value = TrialState.PRUNED, None
+        trial.user_attrs = {"pruned_reason": "infeasible: running train accuracy over the limit"}
     study = study_with(*adam, sampler=edge_sampler(n_startup=0))
     sampler = study.sampler
     assert isinstance(sampler, EdgeSampler)
@@ -286,10 +291,9 @@ def test_edge_sampler_never_proposes_below_proven_infeasible_trials_with_tied_va
     study = study_with(sampler=edge_sampler(seed, n_startup=10))
     for _ in range(30):
         finished_trials = study.get_trials(states=(TrialState.COMPLETE,))
-        infeasible = [t.params["weight_decay"] for t in finished_trials if t.values[0] < 0]
-        lowest_feasible = min(
-            (t.params["weight_decay"] for t in finished_trials if t.values[0] >= 0), default=1.0
-        )
+        decays = [t.params["weight_decay"] for t in finished_trials]
+        infeasible = [w for w in decays if w < EDGE]
+        lowest_feasible = min((w for w in decays if w >= EDGE), default=1.0)
         proven = max((w for w in infeasible if w < lowest_feasible), default=0.0)
         trial = study.ask()
         weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True)
@@ -297,7 +301,7 @@ def test_edge_sampler_never_proposes_below_proven_infeasible_trials_with_tied_va
             assert weight_decay > proven
         feasible = weight_decay >= EDGE
         trial.set_constraint("train_accuracy", -0.01 if feasible else 0.05)
-        # The value's sign records the verdict for the check above; higher is better.
-        study.tell(trial, -math.log10(weight_decay) if feasible else -1.0)
+        # Validation falls smoothly with weight decay across the edge, as in a real study.
+        study.tell(trial, -math.log10(weight_decay))
     found = best_feasible_trial(study)
     assert found is not None and EDGE <= found.params["weight_decay"] <= EDGE * 1.07
