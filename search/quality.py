@@ -71,16 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--grid-points",
         type=positive_int,
-        default=12,
+        default=16,
         metavar="N",
         help="weight decays of the dense grid across the edge (default: %(default)s)",
     )
     parser.add_argument(
         "--grid-seeds",
         type=positive_int,
-        default=4,
+        default=8,
         metavar="N",
-        help="seeds per weight decay of the dense grid (default: %(default)s)",
+        help="held-out seeds per weight decay of the dense grid, which every recommendation "
+        "is retrained on too (default: %(default)s)",
     )
     parser.add_argument(
         "--out",
@@ -121,6 +122,11 @@ def earlier_grid(text: str) -> dict[str, Any]:
             f"{text}: its grid has no curves (written before they were kept); run without "
             "--grid-from once"
         )
+    if "measure" not in grid or "seeds" not in grid:
+        raise argparse.ArgumentTypeError(
+            f"{text}: its grid was written before the robust optimum on held-out seeds; run "
+            "without --grid-from once"
+        )
     return grid
 
 
@@ -152,9 +158,11 @@ def main(argv: list[str] | None = None) -> int:
 def measure(args: argparse.Namespace, written: list[Path]) -> int:
     # After parsing: --help and flag errors don't wait for PyTorch.
     from search.engine.quality import (
+        ROBUST_FRACTION,
         QualityError,
         check_one_recipe,
         grid_optimum,
+        held_out_scores,
         simulated,
         summarize,
     )
@@ -169,40 +177,52 @@ def measure(args: argparse.Namespace, written: list[Path]) -> int:
     )
     optimum = grid["optimum"]
     if optimum is None:
-        from search.study.record import MIN_FEASIBLE_FRACTION
-
         raise QualityError(
-            f"no weight decay of the dense grid was feasible in {MIN_FEASIBLE_FRACTION:.0%} "
-            "of its seeds: raise --grid-points or --grid-seeds"
+            f"no weight decay of the dense grid was feasible in {ROBUST_FRACTION:.0%} of its "
+            "held-out seeds: raise --grid-points or --grid-seeds"
         )
     print(
-        f"grid optimum: weight_decay={optimum['weight_decay']:.4g} val_accuracy="
-        f"{optimum['val_accuracy_mean']:.4f} (mean of {args.grid_seeds} seeds)",
+        f"robust optimum on {grid['seeds']} held-out seeds ({grid['measure']} training "
+        f"accuracy <= {grid['limit']} in {ROBUST_FRACTION:.0%} of them): weight_decay="
+        f"{optimum['weight_decay']:.4g} val_accuracy={optimum['val_accuracy_mean']:.4f}",
         flush=True,
     )
     report: dict[str, Any] = {"grid": grid, "run_args": run_args, "simulated": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after each step: a long run stopped halfway keeps what it measured
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
         written[:] = [args.out]
 
     save()  # the grid alone is worth keeping: --grid-from reuses it
     for trials in args.trials if args.simulate else ():
-        mean = optimum["val_accuracy_mean"]
-        row = simulated(config, grid["curves"], trials, args.simulate, mean, args.quiet)
+        row = simulated(config, grid, trials, args.simulate, args.quiet)
         spread = Spread(row["median"], row["p90"], row["worst"], row["n"])
-        print(f"simulated, {trials} trials: distance to the optimum {spread}", flush=True)
+        print(
+            f"simulated, {trials} trials: regret of the recommendation (noise-free) {spread}; "
+            f"held-out feasible in {row['robust']} of {row['n']}",
+            flush=True,
+        )
         report["simulated"].append(row)
         save()
     report["studies"] = []
-    run_studies(args, run_args, optimum["val_accuracy_mean"], report["studies"], save)
-    report["summary"] = summarize(report["studies"], args.trials)
+    run_studies(args, run_args, report["studies"], save)
+    recommended = [r["recommended_weight_decay"] for r in report["studies"]]
+    if any(w is not None for w in recommended):
+        scores = held_out_scores(
+            config, [w for w in recommended if w is not None], grid["seeds"], optimum, args.quiet
+        )
+        rows = iter(scores)
+        for study in report["studies"]:
+            study["held_out"] = next(rows) if study["recommended_weight_decay"] else None
+            print(format_row(study, grid["measure"]), flush=True)
+    report["summary"] = summarize(report["studies"], args.trials, grid["measure"])
     for trials, line in report["summary"].items():
         print(
-            f"{trials} trials: distance to the optimum median "
-            f"{100 * line['median_distance']:.2f} points, worst "
-            f"{100 * line['worst_distance']:.2f}; median wall {line['median_wall_s']:.0f} s"
+            f"{trials} trials: regret on held-out seeds median {100 * line['median']:.2f} "
+            f"points, p90 {100 * line['p90']:.2f}, worst {100 * line['worst']:.2f}; "
+            f"held-out feasible in {line['robust']} of {line['n']}; "
+            f"median wall {line['median_wall_s']:.0f} s"
         )
     save()
     print(f"wrote {args.out}")
@@ -212,25 +232,20 @@ def measure(args: argparse.Namespace, written: list[Path]) -> int:
 def run_studies(
     args: argparse.Namespace,
     run_args: list[str],
-    optimum: float,
     studies: list[dict[str, Any]],
     save: Callable[[], None],
 ) -> None:
-    """``args.seeds`` real studies per budget, each row added to ``studies``, printed and
-    saved as its study ends."""
+    """``args.seeds`` real studies per budget, each row added to ``studies`` and saved as its
+    study ends; they are scored on held-out seeds once all have run."""
     from search.engine.quality import real_study
 
     database = args.out.with_suffix(".db")
     database.unlink(missing_ok=True)
     storage = f"sqlite:///{database}"
-    if args.seeds:
-        print(STUDY_ROW_HEADER)
     plan = [(trials, seed) for trials in args.trials for seed in range(args.seeds)]
     for index, (trials, seed) in enumerate(plan, start=1):
         what = f"study {index} of {len(plan)} ({trials} trials, seed {seed})"
-        row = real_study(trials, seed, storage, run_args, what, args.quiet)
-        best = row["best_val_accuracy"]
-        row["distance"] = None if best is None else optimum - best
-        studies.append(row)
-        print(format_row(row), flush=True)
+        studies.append(real_study(trials, seed, storage, run_args, what, args.quiet))
         save()
+    if plan:
+        print(STUDY_ROW_HEADER)

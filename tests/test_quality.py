@@ -13,18 +13,26 @@ import numpy as np
 import pytest
 
 from search import bench, quality
+from search.engine.quality import held_out_rows, robust_optimum
 from search.engine.simulate import EdgeCurves
 from search.signals import Interrupted
 from tests.helpers import run_cli
 
 
 def grid_json(path: Path, curves: EdgeCurves) -> None:
-    """A quality JSON whose grid is ``curves`` sampled as the benchmark samples MNIST."""
+    """A quality JSON whose grid is ``curves`` sampled as the benchmark samples MNIST: every
+    weight decay by 8 seeds, [running, validation, final] accuracy per epoch."""
     decays = [float(w) for w in np.geomspace(1e-6, 1e-1, 40)]
-    runs = [[curves(w, seed) for seed in range(3)] for w in decays]
-    weight_decay, value = curves.optimum(seeds=16)
-    optimum = {"weight_decay": weight_decay, "val_accuracy_mean": value}
-    grid = {"optimum": optimum, "dense": [], "curves": {"weight_decays": decays, "runs": runs}}
+    runs = [[curves(w, seed) for seed in range(8)] for w in decays]
+    rows = held_out_rows(dict(zip(decays, runs, strict=True)), curves.limit)
+    grid = {
+        "optimum": robust_optimum(rows, "running"),
+        "measure": "running",
+        "limit": curves.limit,
+        "seeds": 8,
+        "dense": rows,
+        "curves": {"weight_decays": decays, "runs": runs},
+    }
     path.write_text(json.dumps({"grid": grid}))
 
 
@@ -34,12 +42,14 @@ def test_quality_simulates_studies_on_an_earlier_grid(tmp_path: Path, capsys) ->
     argv = ["quality", "--grid-from", str(earlier), "--seeds", "0", "--simulate", "3"]
     status, printed, _ = run_cli(bench.main, [*argv, "--trials", "25", "--out", str(out)], capsys)
     assert status == 0
-    assert "simulated, 25 trials: distance to the optimum median" in printed
+    assert "simulated, 25 trials: regret of the recommendation (noise-free) median" in printed
     (simulated,) = json.loads(out.read_text())["simulated"]
-    assert simulated["trials"] == 25 and len(simulated["distances"]) == 3
-    # Three studies on an edge the sampler never saw: each within the 25-trial target.
-    assert max(simulated["distances"]) <= 0.004
-    assert simulated["worst"] == pytest.approx(max(simulated["distances"]))
+    assert simulated["trials"] == 25 and len(simulated["regrets"]) == 3
+    # Three studies on an edge the sampler never saw: each within the 25-trial target, and
+    # robustly feasible (7 of 8 seeds or more hold the limit at the recommended decay).
+    assert max(simulated["regrets"]) <= 0.0025
+    assert simulated["worst"] == pytest.approx(max(simulated["regrets"]))
+    assert simulated["robust"] == 3 and min(simulated["feasible_shares"]) >= 7 / 8
     assert not (tmp_path / "quality.db").exists()  # no real study was run
 
 
@@ -96,4 +106,14 @@ def test_quality_quiet_prints_no_progress(tmp_path: Path, capsys) -> None:
     argv += ["--trials", "10", "--out", str(out), "--quiet"]
     status, printed, said = run_cli(bench.main, argv, capsys)
     assert status == 0 and said == ""
-    assert "simulated, 10 trials: distance to the optimum median" in printed
+    assert "simulated, 10 trials: regret of the recommendation (noise-free) median" in printed
+
+
+def test_quality_refuses_a_grid_from_before_the_held_out_seeds(tmp_path: Path, capsys) -> None:
+    earlier = tmp_path / "old.json"
+    old = {"optimum": {"weight_decay": 5e-3}, "dense": [], "curves": {"weight_decays": []}}
+    earlier.write_text(json.dumps({"grid": old}))
+    argv = ["quality", "--grid-from", str(earlier), "--seeds", "0"]
+    status, printed, said = run_cli(bench.main, argv, capsys)
+    assert status == 2 and printed == ""
+    assert said.count("\n") == 1 and "held-out seeds" in said and "without --grid-from" in said

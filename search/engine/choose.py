@@ -1,18 +1,26 @@
 """Which confirmed candidate to recommend, and which trials are candidates at all.
 
-A best trial found on the feasibility edge is often feasible by its seed's luck.
-``search.engine.confirm`` retrains the best few candidates with further seeds; this module
-picks them and chooses among their results. The choice is stored through the record
-(``search.study.record.Recommendation``).
+A best trial found on the feasibility edge is often feasible by its seed's luck, and its
+validation accuracy the luckiest of its neighbours' draws. Candidates are therefore ranked by
+their *expected* value (``search.engine.expected``: a fit over the trials around each, which
+averages the seed noise away), not their own; ``search.engine.confirm`` retrains the best few
+with further seeds, and the recommendation is the best expected value, its confirmation runs
+counted as observations too, among those that held the limit in enough of them. The choice is
+stored through the record (``search.study.record.Recommendation``).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from search.config import StudyConfig
 from search.engine.edge import unit_scale
+from search.engine.expected import expected_values
 from search.engine.sampling import EDGE_RESOLUTION
 from search.study.record import (
     MIN_FEASIBLE_FRACTION,
@@ -23,27 +31,22 @@ from search.study.record import (
     is_feasible,
 )
 
-# Candidates are at least this far apart (share of the weight decay's log range, 0.05 decades):
-# near-identical weight decays on the edge would all pass or fail together, so the few
-# confirmed are spread from the edge inwards and one of them is likely to hold.
-CANDIDATE_SPACING = 2 * EDGE_RESOLUTION
-# Candidates whose value is further than this below the best trial's (0.5 points of accuracy)
-# are confirmed only if none of the closer ones holds. Across seeds a weight decay's validation
-# accuracy moves by 0.14 to 0.20 points (standard deviations over 4 seeds), so they can hardly
-# beat it on the mean; they are the fallback when the best turns out feasible by luck, and
-# confirming them up front would cost as much again.
-CONTENTION_MARGIN = 0.005
+# Candidates are at least this far apart (share of the weight decay's log range, the edge
+# sampler's resolution): near-identical weight decays on the edge would all pass or fail
+# together, so the few confirmed step from the edge inwards and one of them is likely to hold.
+CANDIDATE_SPACING = EDGE_RESOLUTION
+# Rounds of confirmation at most: when none of a round's candidates holds, the next ones
+# inwards are confirmed, up to this many rounds.
+MAX_ROUNDS = 3
 
 
 def candidates(study: optuna.Study, n: int) -> list[FrozenTrial]:
-    """The best ``n`` feasible complete trials, at least ``CANDIDATE_SPACING`` apart."""
+    """The ``n`` feasible complete trials of best expected value, ``CANDIDATE_SPACING``
+    apart."""
+    expected = expected_values(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     feasible = sorted(
-        (
-            t
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and is_feasible(t)
-        ),
-        key=lambda t: float(t.value),  # type: ignore[arg-type]
+        (t for t in study.get_trials(deepcopy=False) if t.number in expected and is_feasible(t)),
+        key=lambda t: expected[t.number],
         reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE,
     )
     chosen: list[FrozenTrial] = []
@@ -55,15 +58,11 @@ def candidates(study: optuna.Study, n: int) -> list[FrozenTrial]:
     return chosen
 
 
-def confirmation_rounds(chosen: list[FrozenTrial]) -> list[list[FrozenTrial]]:
-    """``chosen`` (best first) in the rounds they are confirmed in: those within
-    ``CONTENTION_MARGIN`` of the best, then the rest, only if none of the first holds."""
-    values = [float(t.value) for t in chosen]  # type: ignore[arg-type]
-    near = [
-        t for t, v in zip(chosen, values, strict=True) if abs(values[0] - v) <= CONTENTION_MARGIN
-    ]
-    rest = [t for t in chosen if t not in near]
-    return [r for r in (near, rest) if r]
+def confirmation_rounds(chosen: list[FrozenTrial], per_round: int) -> list[list[FrozenTrial]]:
+    """``chosen`` (best expected value first) in the rounds they are confirmed in,
+    ``per_round`` each: a round runs only if none of the earlier ones held."""
+    size = max(1, per_round)
+    return [chosen[i : i + size] for i in range(0, len(chosen), size)][:MAX_ROUNDS]
 
 
 def _close(a: FrozenTrial, b: FrozenTrial) -> bool:
@@ -79,29 +78,109 @@ def _close(a: FrozenTrial, b: FrozenTrial) -> bool:
     return gap < CANDIDATE_SPACING
 
 
-def choose(confirmed: list[Candidate]) -> tuple[Candidate, bool]:
-    """The candidate to recommend, and whether it held the limit in enough seeds.
+# How sure the recommendation must be that a further seed holds the limit: the one-sided
+# prediction bound of the confirmation runs at this level stays within it. A weight decay
+# whose seeds hold the limit 90% of the time or more passes 7 of 8 fresh seeds most of the
+# time; one just over its edge, feasible in all 4 confirmation seeds by luck, does not pass.
+HOLD_CONFIDENCE = 0.9
 
-    The best mean validation accuracy among those feasible in at least
-    ``MIN_FEASIBLE_FRACTION`` of their runs; if none is, the most often feasible one (then
-    the best mean), unconfirmed.
+
+def robust(confirmed: list[Candidate], limit: float) -> list[Candidate]:
+    """Those of ``confirmed`` feasible in at least ``MIN_FEASIBLE_FRACTION`` of their runs
+    whose one-sided ``HOLD_CONFIDENCE`` prediction bound for a further seed's training
+    accuracy stays within ``limit``.
+
+    The spread is pooled over every candidate's runs: the seed noise of one recipe changes
+    little over a few percent of weight decay, and 4 runs alone would bound it loosely.
     """
+    from scipy.stats import t as student
+
     held = [c for c in confirmed if c.holds]
+    dof = sum(c.confirm_seeds - 1 for c in confirmed if c.confirm_seeds > 1)
+    if not held or dof == 0:
+        return held
+    pooled = math.sqrt(
+        sum((c.confirm_seeds - 1) * c.train_accuracy_std**2 for c in confirmed) / dof
+    )
+    factor = float(student.ppf(HOLD_CONFIDENCE, dof))
+    return [
+        c
+        for c in held
+        if c.train_accuracy_mean + factor * pooled * math.sqrt(1 + 1 / c.confirm_seeds) <= limit
+    ]
+
+
+def choose(
+    confirmed: list[Candidate], limit: float, expected: dict[int, float] | None = None
+) -> tuple[Candidate, bool]:
+    """The candidate to recommend, and whether it held the limit (``robust``).
+
+    The best ``expected`` value (by trial number; default: the confirmation's mean) among the
+    robust ones; if none is, the most often feasible one (then the best mean), unconfirmed.
+    """
+    held = robust(confirmed, limit)
     if held:
-        return max(held, key=lambda c: c.val_accuracy_mean), True
+        value = expected or {}
+        return max(held, key=lambda c: value.get(c.trial, c.val_accuracy_mean)), True
     return max(confirmed, key=lambda c: (c.feasible_fraction, c.val_accuracy_mean)), False
+
+
+def expected_with_runs(
+    study: optuna.Study, runs: dict[int, list[tuple[float, float]]]
+) -> dict[int, float]:
+    """Expected values with each candidate's confirmation runs (trial number -> its (train,
+    validation) accuracies) counted as observations at its weight decay."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    by_number = {t.number: t for t in complete}
+    extra = [(by_number[n], v) for n, found in runs.items() if n in by_number for _, v in found]
+    return expected_values(complete, extra=extra)
+
+
+def choose_confirmed(
+    study: optuna.Study,
+    chosen: list[FrozenTrial],
+    runs: Callable[[FrozenTrial], list[tuple[float, float]]],
+    config: StudyConfig,
+) -> Candidate | None:
+    """What the confirmation of ``chosen`` recommends, round by round as ``search.engine
+    .confirm`` runs it, with ``runs`` giving each candidate's (train, validation) accuracy
+    per confirmation seed that finished."""
+    confirmed: list[Candidate] = []
+    observed: dict[int, list[tuple[float, float]]] = {}
+    for round_ in confirmation_rounds(chosen, config.confirm_candidates):
+        if robust(confirmed, config.max_train_acc):
+            break
+        for trial in round_:
+            observed[trial.number] = runs(trial)
+            confirmed.append(
+                Candidate.from_runs(
+                    trial.number,
+                    float(trial.params["weight_decay"]),
+                    observed[trial.number],
+                    config.confirm_seeds,
+                    config.max_train_acc,
+                )
+            )
+    if not confirmed:
+        return None
+    choice, _ = choose(confirmed, config.max_train_acc, expected_with_runs(study, observed))
+    return choice
 
 
 def recommend(
     study: optuna.Study,
     confirmed: list[Candidate],
+    limit: float,
     runs: int,
     seconds: float,
     confirmed_at: str | None = None,
     confirmed_after: int | None = None,
+    observed: dict[int, list[tuple[float, float]]] | None = None,
+    measure: str = "running",
 ) -> Recommendation:
-    """Choose among ``confirmed``: the recommendation to store on the study."""
-    choice, held = choose(confirmed)
+    """Choose among ``confirmed`` (``observed``: their confirmation runs): the recommendation
+    to store on the study."""
+    choice, held = choose(confirmed, limit, expected_with_runs(study, observed or {}))
     best = best_feasible_trial(study)
     return Recommendation(
         choice=choice,
@@ -114,4 +193,5 @@ def recommend(
         confirm_seconds=seconds,
         confirmed_at=confirmed_at,
         confirmed_after=confirmed_after,
+        measure=measure,
     )

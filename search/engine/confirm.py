@@ -28,7 +28,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.engine.choose import candidates, confirmation_rounds, recommend
+from search.engine.choose import (
+    MAX_ROUNDS,
+    candidates,
+    confirmation_rounds,
+    recommend,
+    robust,
+)
 from search.engine.objective import (
     constraint_value,
     record_last_epoch,
@@ -92,7 +98,7 @@ def confirm(
     names the confirmation whose runs it reused: when it ran, after how many trials, and what
     it cost then.
     """
-    chosen = candidates(study, n_candidates)
+    chosen = candidates(study, n_candidates * MAX_ROUNDS)
     if not chosen or config.confirm_seeds == 0:
         return None, 0
     earlier = last_recommendation(study)
@@ -105,8 +111,8 @@ def confirm(
     started = time.perf_counter()
     confirmed: list[Candidate] = []
     trained = 0
-    for round_ in confirmation_rounds(chosen):
-        if any(c.holds for c in confirmed):
+    for round_ in confirmation_rounds(chosen, n_candidates):
+        if robust(confirmed, config.max_train_acc):
             break  # a closer candidate held: the rest could not change the answer
         if confirmed:
             say("no candidate held the limit: confirming the next ones")
@@ -119,7 +125,20 @@ def confirm(
     else:
         cost = (trained, seconds)
         when = (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", len(finished_trials(study)))
-    recommendation = recommend(study, confirmed, *cost, *when)
+    runs = finished_runs(confirm_study)
+    observed = {
+        c.trial: [runs[(c.trial, r)] for r in range(config.confirm_seeds) if (c.trial, r) in runs]
+        for c in confirmed
+    }
+    recommendation = recommend(
+        study,
+        confirmed,
+        config.max_train_acc,
+        *cost,
+        *when,
+        observed=observed,
+        measure=config.train_accuracy,
+    )
     record_recommendation(study, recommendation)
     return recommendation, trained
 
@@ -253,7 +272,8 @@ def finish_run(confirm_study: optuna.Study, run: Run, config: StudyConfig) -> No
         confirm_study.tell(run.trial, state=TrialState.FAIL)
         return
     last = run.history[-1]
-    record_last_epoch(run.trial, last, constraint_value(last.train_accuracy, config))
+    measure = config.train_accuracy
+    record_last_epoch(run.trial, last, constraint_value(last.accuracy(measure), config), measure)
     confirm_study.tell(run.trial, last.val_accuracy)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 
 from search.config import StudyConfig
-from search.engine.simulate import MeasuredCurves, Spread, regret, simulate_study
+from search.engine.simulate import MeasuredCurves, Spread, simulate_study
 from search.errors import UsageError, UserError
 from search.reporting.steps import Steps
 from search.study.record import (
@@ -45,6 +45,18 @@ class QualityError(UserError):
     """The grid holds no edge to measure a study against."""
 
 
+# A weight decay counts as feasible on held-out seeds when it holds the limit in at least this
+# share of them (7 of 8): the robust optimum is the best mean validation accuracy among those.
+ROBUST_FRACTION = 7 / 8
+
+
+def grid_seed(config: StudyConfig, index: int) -> int:
+    """The ``index``-th held-out seed: no study trial and no confirmation run draws it."""
+    from search.training.seeds import derive_seed
+
+    return derive_seed(config.seed, GRID_SEED_KEY, index)
+
+
 def grid_optimum(
     config: StudyConfig,
     points: int,
@@ -52,81 +64,176 @@ def grid_optimum(
     say: Callable[[str], None] = print,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    # Over 60 lines: the coarse grid, the dense grid across its edge and the choice among them
-    # are one procedure over the same runs' curves.
-    """Find the edge on a coarse grid, then the optimum on a dense one across it.
+    """Locate the edge in three grids, then the robust optimum on held-out seeds across it.
 
-    Returns the optimum, the dense grid's candidates and every run's curves (``curves``: the
-    weight decays, and for each every seed's run as [training, validation] accuracy per
-    epoch, None where it diverged), which ``search.engine.simulate`` replays. Each grid shows
-    its progress on stderr unless ``quiet``: a pool of runs takes minutes.
+    A coarse grid (one seed) over the whole range finds the edge between two weight decays, a
+    fine one (one seed) across that bracket narrows it, and a dense one of ``points`` weight
+    decays across the fine bracket, each trained with ``seeds`` held-out seeds, gives the
+    robust optimum (``robust_optimum``) for the measure the constraint reads.
+
+    Returns the optimum, the dense grid's table (``held_out_rows``) and every run's curves
+    (``curves``: the weight decays, and for each every seed's run as [running training,
+    validation, final training] accuracy per epoch, None where it diverged), which
+    ``search.engine.simulate`` replays. Progress on stderr unless ``quiet``.
     """
     import numpy as np
 
-    from search.data.tasks import load_task
-    from search.engine.choose import choose
-    from search.study.record import Candidate
-    from search.training.grid import train_grid_histories
+    limit = config.max_train_acc
+    measure = config.train_accuracy
+    capacity = training_capacity(config)
+
+    def bracket(decays: list[float], what: str) -> tuple[int, list[list[Any] | None]]:
+        say(f"grid: {len(decays)} weight decays {what}, to find the edge")
+        runs = train_curves(config, [(w, grid_seed(config, 0)) for w in decays], what, quiet)
+        feasible = [r is not None and final_accuracy(r, measure) <= limit for r in runs]
+        edge = next(
+            (i for i, ok in enumerate(feasible) if ok and i > 0 and not feasible[i - 1]), None
+        )
+        if edge is None:
+            raise QualityError(
+                f"the grid {what} found no feasible weight decay above an infeasible one "
+                f"between {decays[0]:.3g} and {decays[-1]:.3g}: no edge to measure against"
+            )
+        return edge, runs
+
+    coarse = [float(w) for w in np.geomspace(config.wd_low, config.wd_high, capacity)]
+    c, coarse_runs = bracket(coarse, "over the whole range")
+    fine = [float(w) for w in np.geomspace(coarse[c - 1], coarse[c], capacity)]
+    f, fine_runs = bracket(fine, f"from {fine[0]:.3g} to {fine[-1]:.3g}")
+    low, high = fine[max(0, f - 2)], fine[min(len(fine) - 1, f + 2)]
+    dense = [float(w) for w in np.geomspace(low, high, points)]
+    say(
+        f"grid: {points} weight decays from {dense[0]:.3g} to {dense[-1]:.3g} by {seeds} "
+        "held-out seeds"
+    )
+    runs = [(w, grid_seed(config, s)) for w in dense for s in range(seeds)]
+    histories = train_curves(config, runs, "across the edge", quiet)
+    by_decay: dict[float, list[list[Any] | None]] = {}
+    for w, h in [*zip(coarse, coarse_runs, strict=True), *zip(fine, fine_runs, strict=True)]:
+        by_decay[w] = [h]
+    for i, w in enumerate(dense):
+        by_decay[w] = histories[i * seeds : (i + 1) * seeds]
+    decays = sorted(by_decay)
+    rows = held_out_rows(dict(zip(dense, (by_decay[w] for w in dense), strict=True)), limit)
+    return {
+        "optimum": robust_optimum(rows, measure),
+        "measure": measure,
+        "limit": limit,
+        "seeds": seeds,
+        "dense": rows,
+        "curves": {"weight_decays": decays, "runs": [by_decay[w] for w in decays]},
+    }
+
+
+def training_capacity(config: StudyConfig) -> int:
     from search.training.pool import default_parallel_trials
-    from search.training.seeds import derive_seed
+    from search.training.train import resolve_device
+
+    return default_parallel_trials(resolve_device(config.device))
+
+
+def final_accuracy(curve: list[Any], measure: str) -> float:
+    """The last epoch's training accuracy of a curve row by ``measure``."""
+    last = curve[-1]
+    return float(last[2] if measure == "final" else last[0])
+
+
+def train_curves(
+    config: StudyConfig, runs: list[tuple[float, int]], what: str, quiet: bool
+) -> list[list[Any] | None]:
+    """Each (weight decay, seed) in ``runs`` trained for every epoch through the trial pool, as
+    a curve: [running training, validation, final training] accuracy per epoch (None where it
+    diverged)."""
+    from search.data.tasks import load_task
+    from search.training.grid import train_grid_histories
     from search.training.train import resolve_device, use_one_cpu_thread
 
     device = resolve_device(config.device)
     use_one_cpu_thread(device)
     data = load_task(config, device)
-    capacity = default_parallel_trials(device)
-    limit = config.max_train_acc
-
-    def seed(index: int) -> int:
-        return derive_seed(config.seed, GRID_SEED_KEY, index)
-
-    coarse = [float(w) for w in np.geomspace(config.wd_low, config.wd_high, capacity)]
-    say(f"grid: {len(coarse)} weight decays over the whole range, to find the edge")
-    epochs = config.epochs
-    with Steps(
-        len(coarse) * epochs, "grid 1 of 2 (whole range)", unit="run-epoch", quiet=quiet
-    ) as steps:
-        coarse_runs = train_grid_histories(
-            data, config, [(w, seed(0)) for w in coarse], capacity, advance(steps)
+    with Steps(len(runs) * config.epochs, f"grid {what}", unit="run-epoch", quiet=quiet) as steps:
+        histories = train_grid_histories(
+            data, config, runs, training_capacity(config), advance(steps)
         )
-    feasible = [h is not None and h[-1].train_accuracy <= limit for h in coarse_runs]
-    edge = next((i for i, ok in enumerate(feasible) if ok and i > 0 and not feasible[i - 1]), None)
-    if edge is None:
-        raise QualityError(
-            "the coarse grid found no feasible weight decay above an infeasible one between "
-            f"{config.wd_low:g} and {config.wd_high:g}: no edge to measure against"
-        )
-    dense = [float(w) for w in np.geomspace(coarse[edge - 1], coarse[edge], points)]
-    say(f"grid: {points} weight decays from {dense[0]:.3g} to {dense[-1]:.3g} by {seeds} seeds")
-    runs = [(w, seed(s)) for w in dense for s in range(seeds)]
-    with Steps(
-        len(runs) * epochs, "grid 2 of 2 (across the edge)", unit="run-epoch", quiet=quiet
-    ) as steps:
-        histories = train_grid_histories(data, config, runs, capacity, advance(steps))
-    # Each weight decay's seeds judged as a study's candidates are: the optimum is the one the
-    # study's confirmation would recommend among them.
-    finished = [
-        None if h is None else (h[-1].train_accuracy, h[-1].val_accuracy) for h in histories
+    return [
+        None
+        if h is None
+        else [[m.train_accuracy, m.val_accuracy, m.train_accuracy_final] for m in h]
+        for h in histories
     ]
-    judged = [
-        Candidate.from_runs(
-            i, w, [r for r in finished[i * seeds : (i + 1) * seeds] if r], seeds, limit
+
+
+def held_out_rows(
+    by_decay: dict[float, list[list[Any] | None]], limit: float
+) -> list[dict[str, Any]]:
+    """Per weight decay, what its held-out runs ended at: the mean validation accuracy and
+    both training accuracies, and in how many runs each measure held ``limit`` (a diverged
+    run holds none)."""
+    rows = []
+    for weight_decay, runs in sorted(by_decay.items()):
+        done = [r[-1] for r in runs if r is not None]
+        rows.append(
+            {
+                "weight_decay": weight_decay,
+                "seeds": len(runs),
+                "val_accuracy_mean": statistics.fmean(r[1] for r in done) if done else None,
+                "running_mean": statistics.fmean(r[0] for r in done) if done else None,
+                "final_mean": statistics.fmean(r[2] for r in done) if done else None,
+                "feasible_running": sum(r[0] <= limit for r in done),
+                "feasible_final": sum(r[2] <= limit for r in done),
+                "val_accuracies": [r[1] for r in done],
+            }
         )
-        for i, w in enumerate(dense)
+    return rows
+
+
+def robust_optimum(rows: list[dict[str, Any]], measure: str) -> dict[str, Any] | None:
+    """The row with the best mean validation accuracy among those feasible by ``measure`` in
+    at least ``ROBUST_FRACTION`` of their held-out seeds; None if none is."""
+    held = [
+        r
+        for r in rows
+        if r["val_accuracy_mean"] is not None
+        and r[f"feasible_{measure}"] >= ROBUST_FRACTION * r["seeds"] - 1e-9
     ]
-    chosen, held = choose(judged)
-    table = [asdict(c) for c in judged]
-    best = asdict(chosen) if held else None
+    return max(held, key=lambda r: r["val_accuracy_mean"], default=None)
 
-    def curve(history: list[Any] | None) -> list[list[float]] | None:
-        return None if history is None else [[m.train_accuracy, m.val_accuracy] for m in history]
 
-    by_decay = {w: [curve(h)] for w, h in zip(coarse, coarse_runs, strict=True)}
-    for i, w in enumerate(dense):
-        by_decay[w] = [curve(h) for h in histories[i * seeds : (i + 1) * seeds]]
-    decays = sorted(by_decay)
-    curves = {"weight_decays": decays, "runs": [by_decay[w] for w in decays]}
-    return {"optimum": best, "dense": table, "curves": curves}
+def held_out_scores(
+    config: StudyConfig,
+    weight_decays: list[float],
+    seeds: int,
+    optimum: dict[str, Any],
+    quiet: bool = False,
+) -> list[dict[str, Any]]:
+    """Each recommended weight decay retrained on the grid's ``seeds`` held-out seeds (the
+    optimum's own, so the comparison is paired): its held-out row, and its regret, the
+    optimum's mean validation accuracy less its own."""
+    unique = sorted(set(weight_decays))
+    runs = [(w, grid_seed(config, s)) for w in unique for s in range(seeds)]
+    curves = train_curves(config, runs, "of the recommendations", quiet)
+    by_decay = {w: curves[i * seeds : (i + 1) * seeds] for i, w in enumerate(unique)}
+    rows = {r["weight_decay"]: r for r in held_out_rows(by_decay, config.max_train_acc)}
+    scored = []
+    for w in weight_decays:
+        row = dict(rows[w])
+        mean = row["val_accuracy_mean"]
+        row["regret"] = None if mean is None else optimum["val_accuracy_mean"] - mean
+        row["paired"] = paired_difference(optimum["val_accuracies"], row["val_accuracies"])
+        scored.append(row)
+    return scored
+
+
+def paired_difference(optimum: list[float], other: list[float]) -> dict[str, float] | None:
+    """The optimum's validation accuracy less ``other``'s, seed by seed: mean and standard
+    error (None unless both have every seed)."""
+    if len(optimum) != len(other) or len(optimum) < 2:
+        return None
+    differences = [a - b for a, b in zip(optimum, other, strict=True)]
+    return {
+        "mean": statistics.fmean(differences),
+        "stderr": statistics.stdev(differences) / math.sqrt(len(differences)),
+    }
 
 
 def check_one_recipe(config: StudyConfig) -> None:
@@ -150,28 +257,55 @@ def advance(steps: Steps) -> Callable[[int], None]:
 
 def simulated(
     config: StudyConfig,
-    curves: dict[str, Any],
+    grid: dict[str, Any],
     trials: int,
     seeds: int,
-    optimum: float,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """``seeds`` studies of ``trials`` replayed on the grid's curves: their distances and
-    their spread (``Spread``'s fields). Progress on stderr unless ``quiet``: about a second
-    a study on an idle machine."""
+    """``seeds`` studies of ``trials`` replayed on the grid's curves, confirmation included,
+    each recommendation scored by its noise-free value against the noise-free robust
+    optimum (``noise_free_optimum``): their regrets, their spread (``Spread``'s fields) and
+    how many were robustly feasible. Progress on stderr unless ``quiet``."""
+    from search.engine.simulate import (
+        ROBUST_FRACTION as SIM_ROBUST,
+    )
+    from search.engine.simulate import (
+        noise_free_optimum,
+        noise_free_regret,
+        simulated_recommendation,
+    )
     from search.training.pool import parallel_trials
     from search.training.train import resolve_device
 
     capacity = parallel_trials(config, resolve_device(config.device))  # as the real studies'
-    replay = MeasuredCurves(curves["weight_decays"], curves["runs"])
-    distances = []
+    curves = grid["curves"]
+    truth = MeasuredCurves(curves["weight_decays"], curves["runs"])
+    measure, limit = grid.get("measure", "running"), config.max_train_acc
+    best = noise_free_optimum(truth, measure, limit)
+    if best is None:
+        raise QualityError("the grid's curves hold no robustly feasible weight decay")
+    regrets, shares, chosen = [], [], []
     what = f"simulating studies of {trials} trials"
     with Steps(seeds, what, unit="study", quiet=quiet) as steps:
         for seed in range(seeds):
-            study = simulate_study(config.replace(trials=trials, seed=seed), replay, capacity)
-            distances.append(regret(study, optimum))
-            steps.step(f"seed {seed}: {100 * distances[-1]:+.2f} points from the optimum")
-    return {"trials": trials, "distances": distances, **asdict(Spread.of(distances))}
+            run = config.replace(trials=trials, seed=seed)
+            study = simulate_study(run, truth, capacity)
+            choice = simulated_recommendation(study, run, truth)
+            weight_decay = None if choice is None else choice.weight_decay
+            regret, share = noise_free_regret(truth, weight_decay, best[1], measure, limit)
+            regrets.append(regret)
+            shares.append(share)
+            chosen.append(weight_decay)
+            steps.step(f"seed {seed}: {100 * regret:+.2f} points below the optimum")
+    return {
+        "trials": trials,
+        "optimum": {"weight_decay": best[0], "val_accuracy": best[1]},
+        "regrets": regrets,
+        "feasible_shares": shares,
+        "weight_decays": chosen,
+        "robust": int(sum(s >= SIM_ROBUST for s in shares)),
+        **asdict(Spread.of(regrets)),
+    }
 
 
 def real_study(
@@ -213,17 +347,19 @@ def real_study(
     trials_ = study.get_trials(deepcopy=False)
     best = best_feasible_trial(study)
     recommendation = stored_recommendation(study)
+    rec = None if recommendation is None else recommendation.as_attr()
     return {
         "trials": trials,
         "seed": seed,
         "wall_s": round(wall, 1),
+        "recommended_weight_decay": None if rec is None else rec["weight_decay"],
         "best_val_accuracy": None if best is None else trial_val_accuracy(best),
         "best_weight_decay": None if best is None else best.params["weight_decay"],
         "stopped_infeasible": sum(
             not is_feasible(t) and t.state.name == "PRUNED" for t in trials_
         ),
         "complete": sum(t.state.name == "COMPLETE" for t in trials_),
-        "recommendation": None if recommendation is None else recommendation.as_attr(),
+        "recommendation": rec,
     }
 
 
@@ -266,18 +402,31 @@ def follow(command: list[str], steps: Steps) -> None:
         raise QualityError(f"`{run}` failed with exit status {process.returncode}{said}")
 
 
-def summarize(studies: list[dict[str, Any]], budgets: tuple[int, ...]) -> dict[str, Any]:
-    """The median and worst distance and the median wall time of each budget's studies."""
+def summarize(
+    studies: list[dict[str, Any]], budgets: tuple[int, ...], measure: str
+) -> dict[str, Any]:
+    """Per budget: the spread of the recommendations' held-out regret (a study with none
+    counts as infinitely far), how many held the limit in ``ROBUST_FRACTION`` of the held-out
+    seeds, and the median wall time."""
     summary = {}
     for trials in budgets:
         rows = [r for r in studies if r["trials"] == trials]
         if not rows:
             continue
-        distances = [math.inf if r["distance"] is None else r["distance"] for r in rows]
-        walls = [r["wall_s"] for r in rows]
+        regrets = [
+            math.inf
+            if not r.get("held_out") or r["held_out"]["regret"] is None
+            else r["held_out"]["regret"]
+            for r in rows
+        ]
+        robust = sum(
+            bool(r.get("held_out"))
+            and r["held_out"][f"feasible_{measure}"] >= ROBUST_FRACTION * r["held_out"]["seeds"]
+            for r in rows
+        )
         summary[str(trials)] = {
-            "median_distance": statistics.median(distances),
-            "worst_distance": max(distances),
-            "median_wall_s": statistics.median(walls),
+            **asdict(Spread.of(regrets)),
+            "robust": robust,
+            "median_wall_s": statistics.median(r["wall_s"] for r in rows),
         }
     return summary

@@ -39,18 +39,21 @@ from search.engine.edge import (
     edge_belief,
     has_verdict,
 )
+from search.engine.expected import best_expected_trial
 from search.study.record import (
     FINISHED,
-    best_feasible_trial,
     is_feasible,
     recipe_of,
     violation,
 )
 
 # A bracket narrower than this share of the parameter's range (in log space for a log
-# parameter: 0.025 decades of weight decay's five, 6%) is not split again: finer than the
-# seed-to-seed spread of the edge, further bisection would only chase one seed's luck.
-EDGE_RESOLUTION = 0.005
+# parameter: 0.005 decades of weight decay's five, 1.2%) is not split again. Near the edge the
+# seed's running training accuracy falls about 6 points per decade of weight decay (README's
+# grid), so across such a step it moves by about its own seed-to-seed spread (0.03 points):
+# finer bisection would chase one seed's luck, coarser leaves validation on the table
+# (docs/search-quality.md: 0.005 of the range left a median 0.02 points, 0.001 0.01).
+EDGE_RESOLUTION = 0.001
 
 
 class EdgeSampler(BaseSampler):
@@ -163,7 +166,7 @@ class EdgeSampler(BaseSampler):
         if not isinstance(distribution, FloatDistribution) or len(study.directions) != 1:
             return None
         trials = study.get_trials(deepcopy=False, states=CLAIMING)
-        for best, recipe in self.anchors(trials, best_feasible_trial(study)):
+        for best, recipe in self.anchors(trials, self.anchor(study, trials)):
             edge = Edge.of(trials, self._param, distribution, best, self._direction, recipe)
             if edge is not None:
                 # Another recipe's edge before it has a feasible trial: bisect up to the
@@ -172,6 +175,12 @@ class EdgeSampler(BaseSampler):
                 if proposal is not None:
                     return proposal
         return None
+
+    def anchor(self, study: Study, trials: list[FrozenTrial]) -> FrozenTrial | None:
+        """The feasible complete trial the edge is bracketed from: the best *expected* one
+        (``search.engine.expected``), not the luckiest draw, which may sit well inside the
+        feasible side with the trials nearer the edge scoring less by their seeds' luck."""
+        return best_expected_trial(trials, study.direction == StudyDirection.MAXIMIZE, self._param)
 
     def anchors(
         self, trials: list[FrozenTrial], best: FrozenTrial | None
@@ -284,7 +293,7 @@ class EdgeSampler(BaseSampler):
         """
         value = float(params[self._param])
         trials = study.get_trials(deepcopy=False, states=CLAIMING)
-        best = best_feasible_trial(study)
+        best = self.anchor(study, trials)
         edge = Edge.of(trials, self._param, distribution, best, self._direction)
         if edge is None or not edge.is_dead(edge.to_unit(value)):
             return value

@@ -179,8 +179,10 @@ def best_feasible_trial(study: optuna.Study) -> FrozenTrial | None:
 class TrialOutcome:
     """What a finished trial stored of its last epoch (``search.engine.objective`` writes it).
 
-    ``feasible`` of a pruned trial is as of the epoch it stopped: training accuracy only rises,
-    so "infeasible" there is final and "feasible" provisional.
+    ``feasible`` of a pruned trial is as of the epoch it stopped: "infeasible" there is final
+    (within the measured margin, docs/search-quality.md#monotone) and "feasible" provisional.
+    ``train_accuracy`` is the measure the constraint read (the study's ``train_accuracy``
+    setting); both measures are stored beside it (None in studies from before).
     """
 
     train_loss: float
@@ -189,6 +191,9 @@ class TrialOutcome:
     val_accuracy: float
     feasible: bool
     epochs_run: int
+    train_accuracy_running: float | None = None
+    train_accuracy_final: float | None = None
+    train_accuracy_measure: str | None = None  # which of the two train_accuracy is
 
     def write(self, trial: optuna.Trial) -> None:
         for key, value in asdict(self).items():
@@ -203,6 +208,16 @@ class TrialOutcome:
         # A field a study from before it existed lacks reads as None.
         values: dict[str, Any] = {f.name: attrs.get(f.name) for f in fields(cls)}
         return cls(**values)
+
+    def train_text(self) -> str:
+        """The constraint's training accuracy, naming its measure, and the other measure's."""
+        text = f"train_acc={self.train_accuracy:.4f}"
+        running, final = self.train_accuracy_running, self.train_accuracy_final
+        if running is None or final is None:
+            return text  # a study from before both were measured
+        measure = self.train_accuracy_measure or "running"
+        other, value = ("running", running) if measure == "final" else ("final", final)
+        return f"{text} ({measure}; {other} {value:.4f})"
 
 
 def trial_val_accuracy(trial: FrozenTrial) -> float:
@@ -314,6 +329,9 @@ class Candidate:
     val_accuracy_std: float
     train_accuracy_mean: float
     feasible_fraction: float
+    # The spread of its runs' training accuracy (the constraint's measure): with the other
+    # candidates' it bounds where a further seed would land (``search.engine.choose``).
+    train_accuracy_std: float = 0.0
 
     @property
     def holds(self) -> bool:
@@ -342,6 +360,7 @@ class Candidate:
             val_accuracy_std=statistics.stdev(val) if len(val) > 1 else 0.0,
             train_accuracy_mean=statistics.fmean(train) if train else nan,
             feasible_fraction=sum(t <= limit for t in train) / seeds,
+            train_accuracy_std=statistics.stdev(train) if len(train) > 1 else 0.0,
         )
 
 
@@ -363,6 +382,7 @@ class Recommendation:
     # a later run that reuses the runs says which confirmation it rests on. None: older study.
     confirmed_at: str | None = None
     confirmed_after: int | None = None
+    measure: str = "running"  # the training accuracy the limit was held on
 
     @property
     def trial(self) -> int:
@@ -386,23 +406,32 @@ class Recommendation:
             # Only where known: a study from before these fields reads and writes as it was.
             **({} if self.confirmed_at is None else {"confirmed_at": self.confirmed_at}),
             **({} if self.confirmed_after is None else {"confirmed_after": self.confirmed_after}),
+            # Only where it is not the default: older studies read and write as they were.
+            **({} if self.measure == "running" else {"measure": self.measure}),
         }
 
     @classmethod
     def from_attr(cls, stored: dict[str, Any]) -> Recommendation:
-        choice = Candidate(**{f.name: stored[f.name] for f in fields(Candidate)})
+        choice = candidate_from_attr(stored)
         return cls(
             choice=choice,
             confirmed=stored["confirmed"],
             min_feasible_fraction=stored.get("min_feasible_fraction", MIN_FEASIBLE_FRACTION),
             best_trial=stored.get("best_trial"),
-            candidates=tuple(Candidate(**c) for c in stored.get("candidates", [])),
+            candidates=tuple(candidate_from_attr(c) for c in stored.get("candidates", [])),
             confirm_study=stored["confirm_study"],
             confirm_runs=stored["confirm_runs"],
             confirm_seconds=stored["confirm_seconds"],
             confirmed_at=stored.get("confirmed_at"),
             confirmed_after=stored.get("confirmed_after"),
+            measure=stored.get("measure", "running"),
         )
+
+
+def candidate_from_attr(stored: dict[str, Any]) -> Candidate:
+    """A stored candidate; a field added since (its runs' spread) keeps its default."""
+    known = {f.name: stored[f.name] for f in fields(Candidate) if f.name in stored}
+    return Candidate(**known)
 
 
 def record_recommendation(study: optuna.Study, recommendation: Recommendation) -> None:

@@ -17,22 +17,31 @@ from search.errors import UserError
 from search.reporting.steps import Steps
 
 
-def test_summarize_gives_each_budgets_median_and_worst_distance_and_median_wall() -> None:
+def held(regret: float | None, feasible: int) -> dict[str, object]:
+    """A study's recommendation as retrained on 8 held-out seeds."""
+    return {"regret": regret, "feasible_running": feasible, "seeds": 8}
+
+
+def test_summarize_gives_each_budgets_held_out_regret_feasibility_and_median_wall() -> None:
     studies = [
-        {"trials": 10, "distance": 0.02, "wall_s": 30.0},
-        {"trials": 10, "distance": 0.0, "wall_s": 10.0},
-        {"trials": 10, "distance": 0.01, "wall_s": 20.0},
-        {"trials": 20, "distance": 0.0, "wall_s": 50.0},
-        {"trials": 20, "distance": None, "wall_s": 70.0},  # found no feasible trial
+        {"trials": 10, "held_out": held(0.002, 8), "wall_s": 30.0},
+        {"trials": 10, "held_out": held(0.0, 7), "wall_s": 10.0},
+        {"trials": 10, "held_out": held(0.001, 6), "wall_s": 20.0},  # broke the limit twice
+        {"trials": 20, "held_out": held(0.0, 8), "wall_s": 50.0},
+        {"trials": 20, "held_out": None, "wall_s": 70.0},  # recommended nothing
     ]
-    summary = summarize(studies, (10, 20, 40))
+    summary = summarize(studies, (10, 20, 40), "running")
     assert summary["10"] == {
-        "median_distance": 0.01,
-        "worst_distance": 0.02,
+        "median": 0.001,
+        "p90": 0.002,
+        "worst": 0.002,
+        "n": 3,
+        "robust": 2,  # 7 of 8 held-out seeds or more
         "median_wall_s": 20.0,
     }
-    assert summary["20"]["median_distance"] == math.inf  # the median of 0 and inf
-    assert summary["20"]["worst_distance"] == math.inf and summary["20"]["median_wall_s"] == 60.0
+    assert summary["20"]["median"] == math.inf  # the median of 0 and inf
+    assert summary["20"]["worst"] == math.inf and summary["20"]["median_wall_s"] == 60.0
+    assert summary["20"]["robust"] == 1
     assert set(summary) == {"10", "20"}  # a budget without studies is left out
 
 

@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 
 from search.config import StudyConfig
-from search.engine.simulate import CurvePool, EdgeCurves, MeasuredCurves, regret, simulate_study
+from search.engine.simulate import (
+    ROBUST_FRACTION,
+    CurvePool,
+    EdgeCurves,
+    MeasuredCurves,
+    noise_free_optimum,
+    noise_free_regret,
+    simulate_study,
+    simulated_recommendation,
+)
 from search.training.train import DivergedError, EpochMetrics
 
 
@@ -59,12 +68,30 @@ def test_measured_curves_follow_the_mean_plus_one_real_runs_deviation() -> None:
 def test_edge_curves_cross_the_limit_at_the_edge_and_early_far_below_it() -> None:
     curves = EdgeCurves(edge=3e-3, noise=0.0)
     assert curves(3e-3, seed=0)[-1][0] == pytest.approx(0.95)
-    far_below = [train for train, _ in curves(1e-5, seed=0)]
+    far_below = [train for train, _, _ in curves(1e-5, seed=0)]
     assert far_below[0] < 0.95 < far_below[1]  # over the limit in its second epoch
-    above = [val for _, val in (curves(w, 0)[-1] for w in (3e-3, 6e-3, 3e-2))]
+    above = [val for _, val, _ in (curves(w, 0)[-1] for w in (3e-3, 6e-3, 3e-2))]
     assert above == sorted(above, reverse=True)  # validation falls with weight decay
-    weight_decay, _ = EdgeCurves(edge=3e-3).optimum()
-    assert 3e-3 < weight_decay < 3e-3 * 1.2  # feasible in 80% of seeds: just above the edge
+    running, _, final = curves(3e-3, seed=0)[-1]
+    assert final == pytest.approx(running + 0.004)  # the final weights score higher
+    found = noise_free_optimum(EdgeCurves(edge=3e-3), "running", 0.95)
+    assert found is not None
+    assert 3e-3 < found[0] < 3e-3 * 1.05  # feasible in 7 of 8 seeds: just above the edge
+    final_edge = noise_free_optimum(EdgeCurves(edge=3e-3), "final", 0.95)
+    assert final_edge is not None and final_edge[0] > found[0] * 1.1
+
+
+def test_noise_free_regret_scores_a_weight_decay_by_its_expected_value() -> None:
+    curves = EdgeCurves(edge=3e-3)
+    best = noise_free_optimum(curves, "running", 0.95)
+    assert best is not None
+    at, share = noise_free_regret(curves, best[0], best[1], "running", 0.95)
+    assert at == pytest.approx(0.0) and share >= ROBUST_FRACTION
+    inside, share = noise_free_regret(curves, 1.2 * best[0], best[1], "running", 0.95)
+    assert inside > 0.001 and share == pytest.approx(1.0)  # safe, and paid for in accuracy
+    over, share = noise_free_regret(curves, 0.97 * best[0], best[1], "running", 0.95)
+    assert over < 0 and share < ROBUST_FRACTION  # more accurate, but not robustly feasible
+    assert noise_free_regret(curves, None, best[1], "running", 0.95) == (math.inf, 0.0)
 
 
 def drawn(seed: int) -> tuple[EdgeCurves, float]:
@@ -74,18 +101,39 @@ def drawn(seed: int) -> tuple[EdgeCurves, float]:
     return EdgeCurves(edge=float(10 ** rng.uniform(-3.5, -1.7)), limit=limit), limit
 
 
+def recommendation_regret(
+    config: StudyConfig, curves: EdgeCurves, measure: str = "running"
+) -> tuple[float, float]:
+    """(noise-free regret, share of seeds feasible) of a simulated study's recommendation."""
+    study = simulate_study(config, curves, capacity=16)
+    choice = simulated_recommendation(study, config, curves)
+    weight_decay = None if choice is None else choice.weight_decay
+    best = noise_free_optimum(curves, measure, config.max_train_acc)
+    assert best is not None
+    return noise_free_regret(curves, weight_decay, best[1], measure, config.max_train_acc)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("trials", "worst"), [(50, 0.003), (25, 0.004)])
-def test_simulated_studies_land_within_the_target_over_50_seeds(trials: int, worst: float) -> None:
-    """The issue's targets: at most 0.3 points below the optimum at 50 trials, 0.4 at 25."""
-    distances = []
-    for seed in range(50):
+@pytest.mark.parametrize(
+    ("trials", "median", "worst"), [(50, 0.0005, 0.0015), (25, 0.001, 0.0025)]
+)
+def test_simulated_recommendations_land_within_the_target_over_40_seeds(
+    trials: int, median: float, worst: float
+) -> None:
+    """The issue's targets for the recommendation, scored by its noise-free value on
+    edges and limits (0.90, 0.95, 0.97) drawn anew per seed: at 50 trials median regret at
+    most 0.05 points and worst 0.15, at 25 trials 0.10 and 0.25; every recommendation
+    robustly feasible."""
+    regrets, shares = [], []
+    for seed in range(40):
         curves, limit = drawn(seed)
         config = StudyConfig(trials=trials, seed=seed, max_train_acc=limit)
-        study = simulate_study(config, curves, capacity=16)
-        distances.append(regret(study, curves.optimum(seeds=32)[1]))
-    assert max(distances) <= worst
-    assert all(math.isfinite(d) for d in distances)
+        regret, share = recommendation_regret(config, curves)
+        regrets.append(regret)
+        shares.append(share)
+    assert statistics.median(regrets) <= median
+    assert max(regrets) <= worst
+    assert sum(s >= ROBUST_FRACTION for s in shares) >= 38
 
 
 class Shifted:
@@ -94,8 +142,18 @@ class Shifted:
     def __init__(self, curves: EdgeCurves, shift: float) -> None:
         self.curves, self.shift = curves, shift
 
-    def __call__(self, weight_decay: float, seed: int) -> list[tuple[float, float]]:
-        return [(train, val - self.shift) for train, val in self.curves(weight_decay, seed)]
+    def __call__(self, weight_decay: float, seed: int) -> list[tuple[float, float, float]]:
+        return [(r, val - self.shift, f) for r, val, f in self.curves(weight_decay, seed)]
+
+    def expected(self, weight_decay: float) -> tuple[float, float, float]:
+        running, val, final = self.curves.expected(weight_decay)
+        return running, val - self.shift, final
+
+    def feasible_share(self, weight_decay: float, measure: str, limit: float) -> float:
+        return self.curves.feasible_share(weight_decay, measure, limit)
+
+    def span(self) -> tuple[float, float]:
+        return self.curves.span()
 
 
 def recipe_problem(seed: int) -> tuple[dict[tuple[str, bool], Shifted], dict, tuple[str, bool]]:
@@ -106,28 +164,37 @@ def recipe_problem(seed: int) -> tuple[dict[tuple[str, bool], Shifted], dict, tu
     shifts = rng.permutation([0.0, 0.01, 0.02, 0.03, 0.04, 0.05])
     curves, optima = {}, {}
     for combo, shift in zip(combos, shifts, strict=True):
-        edge = EdgeCurves(edge=float(10 ** rng.uniform(-4.5, -1.7)))
-        curves[combo] = Shifted(edge, float(shift))
-        optima[combo] = edge.optimum(seeds=32)[1] - float(shift)
+        curves[combo] = Shifted(
+            EdgeCurves(edge=float(10 ** rng.uniform(-4.5, -1.7))), float(shift)
+        )
+        best = noise_free_optimum(curves[combo], "running", 0.95)
+        assert best is not None
+        optima[combo] = best[1]
     return curves, optima, max(optima, key=optima.__getitem__)
 
 
 @pytest.mark.slow
 def test_full_search_space_finds_the_best_recipes_edge_over_20_seeds() -> None:
-    """Mixed optimizers with a known edge each: the study lands on the best recipe's edge.
+    """Mixed optimizers with a known edge each: the study recommends the best recipe's edge.
 
     Every recipe whose trials scored above the best feasible one has its own edge bisected
-    (``EdgeSampler.anchors``); anchored on the best trial's recipe alone, as before, the
-    study picked the best recipe in 14 of these 20 seeds and ended 1.8 points below it.
+    (``EdgeSampler.anchors``); anchored on the best trial's recipe alone, the study picked
+    the best recipe in 14 of these 20 seeds and ended 1.8 points below it.
     """
-    distances, right = [], 0
+    regrets, right = [], 0
     for seed in range(20):
         curves, optima, best_recipe = recipe_problem(seed)
         config = StudyConfig(trials=50, seed=seed, search_space="full")
         study = simulate_study(config, curves, capacity=16)
-        best = study.best_trial
-        right += (best.params["optimizer"], best.params["decay_biases"]) == best_recipe
-        distances.append(regret(study, optima[best_recipe]))
+        choice = simulated_recommendation(study, config, curves)
+        assert choice is not None
+        params = study.trials[choice.trial].params
+        recipe = (params["optimizer"], params["decay_biases"])
+        right += recipe == best_recipe
+        regret, _ = noise_free_regret(
+            curves[recipe], choice.weight_decay, optima[best_recipe], "running", 0.95
+        )
+        regrets.append(regret)
     assert right >= 17
-    assert statistics.median(distances) <= 0.001
-    assert max(distances) <= 0.02
+    assert statistics.median(regrets) <= 0.001
+    assert max(regrets) <= 0.02

@@ -299,7 +299,9 @@ def test_recommendation_from_attr_reads_the_flat_format_stored_before_the_type()
         8,
         41.5,
     )
-    assert read.as_attr() == LEGACY  # written back in the very same format
+    # Written back in the very same format, with the runs' spread it lacked at its default.
+    candidates = [{**c, "train_accuracy_std": 0.0} for c in LEGACY["candidates"]]
+    assert read.as_attr() == {**LEGACY, "train_accuracy_std": 0.0, "candidates": candidates}
 
 
 def test_recommendation_from_attr_defaults_what_the_oldest_format_lacks() -> None:

@@ -1,0 +1,252 @@
+"""``python -m search.evidence``: the quality tables of README and docs, from committed data.
+
+    python -m search.evidence            # print the tables
+    python -m search.evidence --write    # put them into README.md and docs/search-quality.md
+
+Every quality number the docs publish comes from the quality bench's JSON files committed
+under docs/quality/ (one per training-accuracy measure: its grid with every run's curves,
+its simulated studies, its real studies with their held-out scores), through this command:
+the docs hold its output between ``<!-- quality:NAME -->`` and ``<!-- /quality:NAME -->``
+lines, and a test fails when they differ. Re-measure with the command each table names.
+Reads JSON only: no torch, no study database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from search.cli import Parser, run_command
+from search.config import MEASURE_NAMES
+from search.errors import UserError
+
+EVIDENCE_DIR = Path("docs/quality")
+DOCUMENTS = (Path("README.md"), Path("docs/search-quality.md"))
+MEASURES = ("running", "final")
+LIMITS = (0.90, 0.95, 0.97)  # the limits monotonicity is read at
+COLUMN = {"running": 0, "final": 2}  # a curve's epoch is [running, validation, final]
+
+
+class EvidenceError(UserError):
+    """A missing or unreadable evidence file, or a document without its table's markers."""
+
+
+def load(directory: Path) -> dict[str, dict[str, Any]]:
+    """The bench's JSON for each measure found in ``directory``."""
+    found = {}
+    for measure in MEASURES:
+        path = directory / f"{measure}.json"
+        if not path.exists():
+            continue
+        try:
+            found[measure] = json.loads(path.read_text())
+        except ValueError as error:
+            raise EvidenceError(
+                f"{path}: not JSON ({error}); rerun the bench that wrote it"
+            ) from None
+    if not found:
+        raise EvidenceError(
+            f"no {' or '.join(f'{m}.json' for m in MEASURES)} in {directory}: run "
+            f"python -m search.bench quality --out {directory}/running.json first"
+        )
+    return found
+
+
+def points(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def measured_with(report: dict[str, Any], measure: str) -> str:
+    flags = " ".join(report.get("run_args", []))
+    return f"`python -m search.bench quality ...{' -- ' + flags if flags else ''}` ({measure})"
+
+
+def grid_table(report: dict[str, Any]) -> str:
+    """The dense grid across the edge, on the held-out seeds every recommendation is scored
+    on: mean validation and both training accuracies, and feasibility by each measure."""
+    grid = report["grid"]
+    optimum = grid["optimum"]
+    lines = [
+        "| weight decay | validation | running train | final-weights train | feasible "
+        "(running) | feasible (final) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in grid["dense"]:
+        mark = " **(robust optimum)**" if row["weight_decay"] == optimum["weight_decay"] else ""
+        lines.append(
+            f"| {row['weight_decay']:.3e}{mark} | {points(row['val_accuracy_mean'])} "
+            f"| {points(row['running_mean'])} | {points(row['final_mean'])} "
+            f"| {row['feasible_running']}/{row['seeds']} "
+            f"| {row['feasible_final']}/{row['seeds']} |"
+        )
+    return "\n".join(lines)
+
+
+def quality_table(reports: dict[str, dict[str, Any]]) -> str:
+    """Per measure and budget: the regret of the recommendations, simulated (noise-free value
+    on the grid's curves) and real (retrained on the held-out seeds), and how many held the
+    limit in 7 of 8 held-out seeds."""
+    lines = [
+        "| measure | trials | studies | regret median | p90 | worst | feasible on >= 7/8 "
+        "held-out seeds | median wall s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for measure, report in reports.items():
+        for row in report.get("simulated", []):
+            lines.append(
+                f"| {measure} | {row['trials']} | {row['n']} simulated | "
+                f"{points(row['median'])} | {points(row['p90'])} | {points(row['worst'])} | "
+                f"{row['robust']}/{row['n']} | - |"
+            )
+        for trials, line in report.get("summary", {}).items():
+            lines.append(
+                f"| {measure} | {trials} | {line['n']} real | {points(line['median'])} | "
+                f"{points(line['p90'])} | {points(line['worst'])} | {line['robust']}/"
+                f"{line['n']} | {line['median_wall_s']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def studies_table(reports: dict[str, dict[str, Any]]) -> str:
+    """Every real study's recommendation retrained on the held-out seeds, paired with the
+    robust optimum on the same seeds."""
+    lines = [
+        "| measure | trials | study seed | recommended | held-out validation | regret "
+        "(paired, +- s.e.) | feasible | wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for measure, report in reports.items():
+        for study in report.get("studies", []):
+            held = study.get("held_out")
+            if not held:
+                lines.append(
+                    f"| {measure} | {study['trials']} | {study['seed']} | none | - | - | - "
+                    f"| {study['wall_s']:.0f} |"
+                )
+                continue
+            paired = held.get("paired") or {}
+            error = f" +- {points(paired['stderr'])}" if paired else ""
+            lines.append(
+                f"| {measure} | {study['trials']} | {study['seed']} | "
+                f"{held['weight_decay']:.3e} | {points(held['val_accuracy_mean'])} | "
+                f"{points(held['regret'])}{error} | {held[f'feasible_{measure}']}/"
+                f"{held['seeds']} | {study['wall_s']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def histories(reports: dict[str, dict[str, Any]], measure: str) -> list[list[float]]:
+    """Every full-length run of every grid, as its training accuracy per epoch by ``measure``."""
+    return [
+        [epoch[COLUMN[measure]] for epoch in run]
+        for report in reports.values()
+        for seeds in report["grid"]["curves"]["runs"]
+        for run in seeds
+        if run
+    ]
+
+
+def monotone_table(reports: dict[str, dict[str, Any]]) -> str:
+    """How often a run over the limit at an epoch ended within it, by measure and limit."""
+    from search.engine.monotone import OVER_LIMIT_MARGIN, over_counts, recoveries
+
+    lines = [
+        "| measure | limit | runs | run-epochs over the limit | of them in runs that ended "
+        "within it | largest fall (points) | margin used |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for measure in MEASURES:
+        runs = histories(reports, measure)
+        for limit in LIMITS:
+            over, back = over_counts(runs, limit)
+            falls = [r.fall for r in recoveries(runs, limit)]
+            lines.append(
+                f"| {measure} | {limit} | {len(runs)} | {over} | {back} | "
+                f"{points(max(falls)) if falls else '-'} | {points(OVER_LIMIT_MARGIN[measure])} |"
+            )
+    return "\n".join(lines)
+
+
+def optimum_line(reports: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for measure, report in reports.items():
+        grid = report["grid"]
+        optimum = grid["optimum"]
+        lines.append(
+            f"- {MEASURE_NAMES[measure]} <= {grid['limit']}: robust optimum weight decay "
+            f"{optimum['weight_decay']:.3e}, validation {points(optimum['val_accuracy_mean'])}% "
+            f"(mean of {grid['seeds']} held-out seeds; feasible in "
+            f"{optimum[f'feasible_{measure}']} of them)"
+        )
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {
+    "optimum": optimum_line,
+    "quality": quality_table,
+    "studies": studies_table,
+    "grid-running": lambda r: grid_table(r["running"]) if "running" in r else "",
+    "grid-final": lambda r: grid_table(r["final"]) if "final" in r else "",
+    "monotone": monotone_table,
+}
+
+
+def render(reports: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {name: make(reports) for name, make in TABLES.items()}
+
+
+def fill(text: str, tables: dict[str, str]) -> str:
+    """``text`` with every marked block replaced by its table."""
+    for name, table in tables.items():
+        pattern = re.compile(
+            rf"(<!-- quality:{re.escape(name)} -->\n).*?(\n<!-- /quality:{re.escape(name)} -->)",
+            re.DOTALL,
+        )
+        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)  # noqa: B023
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="python -m search.evidence",
+        description="Print the quality tables of README.md and docs/search-quality.md from "
+        "the quality bench's JSON under docs/quality/, or --write them into those documents.",
+    )
+    parser.add_argument(
+        "--from",
+        dest="directory",
+        type=Path,
+        default=EVIDENCE_DIR,
+        metavar="DIR",
+        help="where the bench's running.json and final.json are (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="replace each marked table in README.md and docs/search-quality.md",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    tables = render(load(args.directory))
+    if not args.write:
+        for name, table in tables.items():
+            print(f"<!-- quality:{name} -->\n{table}\n<!-- /quality:{name} -->\n")
+        return 0
+    for path in DOCUMENTS:
+        text = path.read_text()
+        filled = fill(text, tables)
+        if filled != text:
+            path.write_text(filled)
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_command(main)
