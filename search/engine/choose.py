@@ -29,6 +29,7 @@ from search.study.record import (
     best_feasible_trial,
     confirm_study_name,
     is_feasible,
+    recipe_of,
 )
 
 # Candidates are at least this far apart (share of the weight decay's log range, the edge
@@ -85,40 +86,93 @@ def _close(a: FrozenTrial, b: FrozenTrial) -> bool:
 HOLD_CONFIDENCE = 0.9
 
 
-def robust(confirmed: list[Candidate], limit: float) -> list[Candidate]:
+def robust(
+    confirmed: list[Candidate],
+    limit: float,
+    group: Callable[[Candidate], object] | None = None,
+) -> list[Candidate]:
     """Those of ``confirmed`` feasible in at least ``MIN_FEASIBLE_FRACTION`` of their runs
     whose one-sided ``HOLD_CONFIDENCE`` prediction bound for a further seed's training
     accuracy stays within ``limit``.
 
-    The spread is pooled over every candidate's runs: the seed noise of one recipe changes
-    little over a few percent of weight decay, and 4 runs alone would bound it loosely.
+    Where is a further seed's training accuracy expected? Near the edge the training accuracy
+    is a smooth, nearly straight function of log weight decay plus seed noise, so the
+    candidates of one ``group`` (one recipe: default, each candidate alone) share a line
+    fitted through all their confirmation runs: a candidate's expected value then rests on
+    every run, not on its own 4, and the seed noise is pooled over every candidate's runs.
     """
     from scipy.stats import t as student
 
     held = [c for c in confirmed if c.holds]
-    dof = sum(c.confirm_seeds - 1 for c in confirmed if c.confirm_seeds > 1)
-    if not held or dof == 0:
+    fits, squares, dof = line_fits(confirmed, group or (lambda c: c.trial))
+    if not held or dof <= 0:
         return held
-    pooled = math.sqrt(
-        sum((c.confirm_seeds - 1) * c.train_accuracy_std**2 for c in confirmed) / dof
-    )
+    spread = math.sqrt(squares / dof)
     factor = float(student.ppf(HOLD_CONFIDENCE, dof))
     return [
         c
         for c in held
-        if c.train_accuracy_mean + factor * pooled * math.sqrt(1 + 1 / c.confirm_seeds) <= limit
+        if fits[c.trial][0] + factor * spread * math.sqrt(1 + fits[c.trial][1]) <= limit
     ]
 
 
+def line_fits(
+    confirmed: list[Candidate], group: Callable[[Candidate], object]
+) -> tuple[dict[int, tuple[float, float]], float, int]:
+    """Per candidate (trial number): the training accuracy a line through its group's runs
+    expects at its weight decay, and that estimate's variance in units of one run's; the
+    residual sum of squares over every run, and its degrees of freedom.
+
+    Computed from each candidate's mean, spread and count (its runs are not kept): the least
+    squares line through all runs is the line through the means weighted by their counts.
+    """
+    groups: dict[object, list[Candidate]] = {}
+    for c in confirmed:
+        if c.confirm_seeds > 0 and math.isfinite(c.train_accuracy_mean):
+            groups.setdefault(group(c), []).append(c)
+    fits: dict[int, tuple[float, float]] = {}
+    squares, dof = 0.0, 0
+    for members in groups.values():
+        n = [float(c.confirm_seeds) for c in members]
+        x = [math.log(c.weight_decay) for c in members]
+        y = [c.train_accuracy_mean for c in members]
+        total = sum(n)
+        x_mean = sum(w * v for w, v in zip(n, x, strict=True)) / total
+        y_mean = sum(w * v for w, v in zip(n, y, strict=True)) / total
+        sxx = sum(w * (v - x_mean) ** 2 for w, v in zip(n, x, strict=True))
+        lines = sxx > 1e-12 * max(1.0, x_mean**2)
+        slope = (
+            sum(w * (a - x_mean) * (b - y_mean) for w, a, b in zip(n, x, y, strict=True)) / sxx
+            if lines
+            else 0.0
+        )
+        for c, w, a, b in zip(members, n, x, y, strict=True):
+            fitted = y_mean + slope * (a - x_mean) if lines else b
+            variance = 1 / total + (a - x_mean) ** 2 / sxx if lines else 1 / w
+            fits[c.trial] = (fitted, variance)
+            squares += (w - 1) * c.train_accuracy_std**2 + w * (b - fitted) ** 2
+        dof += int(total) - (2 if lines else len(members))
+    return fits, squares, dof
+
+
+def recipes(study: optuna.Study) -> Callable[[Candidate], object]:
+    """A candidate's recipe (its trial's parameters but weight decay): ``robust``'s groups."""
+    params = {t.number: recipe_of(t) for t in study.get_trials(deepcopy=False)}
+    return lambda c: repr(sorted(params.get(c.trial, {}).items()))
+
+
 def choose(
-    confirmed: list[Candidate], limit: float, expected: dict[int, float] | None = None
+    confirmed: list[Candidate],
+    limit: float,
+    expected: dict[int, float] | None = None,
+    group: Callable[[Candidate], object] | None = None,
 ) -> tuple[Candidate, bool]:
     """The candidate to recommend, and whether it held the limit (``robust``).
 
     The best ``expected`` value (by trial number; default: the confirmation's mean) among the
     robust ones; if none is, the most often feasible one (then the best mean), unconfirmed.
     """
-    held = robust(confirmed, limit)
+    held = robust(confirmed, limit, group)
     if held:
         value = expected or {}
         return max(held, key=lambda c: value.get(c.trial, c.val_accuracy_mean)), True
@@ -148,7 +202,7 @@ def choose_confirmed(
     confirmed: list[Candidate] = []
     observed: dict[int, list[tuple[float, float]]] = {}
     for round_ in confirmation_rounds(chosen, config.confirm_candidates):
-        if robust(confirmed, config.max_train_acc):
+        if robust(confirmed, config.max_train_acc, recipes(study)):
             break
         for trial in round_:
             observed[trial.number] = runs(trial)
@@ -163,7 +217,8 @@ def choose_confirmed(
             )
     if not confirmed:
         return None
-    choice, _ = choose(confirmed, config.max_train_acc, expected_with_runs(study, observed))
+    expected = expected_with_runs(study, observed)
+    choice, _ = choose(confirmed, config.max_train_acc, expected, recipes(study))
     return choice
 
 
@@ -180,7 +235,8 @@ def recommend(
 ) -> Recommendation:
     """Choose among ``confirmed`` (``observed``: their confirmation runs): the recommendation
     to store on the study."""
-    choice, held = choose(confirmed, limit, expected_with_runs(study, observed or {}))
+    expected = expected_with_runs(study, observed or {})
+    choice, held = choose(confirmed, limit, expected, recipes(study))
     best = best_feasible_trial(study)
     return Recommendation(
         choice=choice,

@@ -32,6 +32,7 @@ from search.engine.choose import (
     MAX_ROUNDS,
     candidates,
     confirmation_rounds,
+    recipes,
     recommend,
     robust,
 )
@@ -112,7 +113,7 @@ def confirm(
     confirmed: list[Candidate] = []
     trained = 0
     for round_ in confirmation_rounds(chosen, n_candidates):
-        if robust(confirmed, config.max_train_acc):
+        if robust(confirmed, config.max_train_acc, recipes(study)):
             break  # a closer candidate held: the rest could not change the answer
         if confirmed:
             say("no candidate held the limit: confirming the next ones")

@@ -15,6 +15,7 @@ from search.engine.choose import (
     candidates,
     choose,
     confirmation_rounds,
+    line_fits,
     recommend,
     robust,
 )
@@ -162,6 +163,27 @@ def test_a_candidate_feasible_in_every_seed_but_at_the_limit_does_not_hold() -> 
     assert robust([close, safe], LIMIT) == [safe]
     assert choose([close, safe], LIMIT) == (safe, True)
     assert robust([close], LIMIT) == []
+
+
+def test_candidates_of_one_recipe_share_a_line_through_all_their_runs() -> None:
+    # Three candidates whose means lie on a falling line, the middle one's 4 runs drawn high
+    # by their luck: alone it is too close to the limit, on the line its neighbours' runs
+    # pull it back to where weight decay puts it.
+    spread = 0.001
+    near = Candidate(0, 5.0e-3, 4, 0.951, 0.001, 0.9470, 1.0, spread)
+    lucky = Candidate(1, 5.5e-3, 4, 0.950, 0.001, 0.9488, 1.0, spread)
+    far = Candidate(2, 6.0e-3, 4, 0.949, 0.001, 0.9440, 1.0, spread)
+    alone = robust([near, lucky, far], LIMIT)
+    together = robust([near, lucky, far], LIMIT, group=lambda c: "adam")
+    assert lucky not in alone and lucky in together
+    fits, squares, dof = line_fits([near, lucky, far], lambda c: "adam")
+    assert dof == 12 - 2 and fits[1][0] < lucky.train_accuracy_mean
+    assert fits[0][0] > fits[1][0] > fits[2][0]  # a line, falling with weight decay
+    # Another recipe's candidates are a line of their own: none of theirs moves these.
+    other = Candidate(3, 5.5e-3, 4, 0.950, 0.001, 0.9300, 1.0, spread)
+    recipe = {0: "adam", 1: "adam", 2: "adam", 3: "sgd"}
+    both, _, _ = line_fits([near, lucky, far, other], lambda c: recipe[c.trial])
+    assert both[1] == fits[1] and both[3] == (other.train_accuracy_mean, 1 / 4)
 
 
 def test_choose_falls_back_to_the_most_often_feasible_unconfirmed() -> None:
