@@ -187,7 +187,14 @@ def measure(args: argparse.Namespace, written: list[Path]) -> int:
         f"{optimum['weight_decay']:.4g} val_accuracy={optimum['val_accuracy_mean']:.4f}",
         flush=True,
     )
-    report: dict[str, Any] = {"grid": grid, "run_args": run_args, "simulated": []}
+    if args.grid_from is None:
+        grid["measured"] = provenance()
+    report: dict[str, Any] = {
+        "measured": provenance(),
+        "grid": grid,
+        "run_args": run_args,
+        "simulated": [],
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after each step: a long run stopped halfway keeps what it measured
@@ -227,6 +234,32 @@ def measure(args: argparse.Namespace, written: list[Path]) -> int:
     save()
     print(f"wrote {args.out}")
     return 0
+
+
+def provenance() -> dict[str, Any]:
+    """Where and when the numbers were measured: the commit, the machine, the command."""
+    import os
+    import platform
+    import subprocess
+    import sys
+    from datetime import datetime, timezone
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "commit": (commit + (" with uncommitted changes" if dirty else "")) or "unknown",
+        "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "cpus": os.cpu_count(),
+        "date": f"{datetime.now(timezone.utc):%Y-%m-%d}",
+        "command": "python -m search.bench " + " ".join(sys.argv[1:]),
+    }
 
 
 def run_studies(
