@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "path and the trial pool, side by side, against the machine's matmul floor. How long "
         "it takes depends on the machine and its load; progress goes to stderr.",
         epilog="python -m search.bench quality [...]: the search-quality benchmark instead, "
-        "how close default studies get to the grid optimum of their objective (see python -m "
+        "what default studies' recommendations give on held-out seeds (see python -m "
         "search.bench quality --help).",
     )
     parser.add_argument(

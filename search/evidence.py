@@ -36,33 +36,50 @@ class EvidenceError(UserError):
 
 
 def load(directory: Path) -> dict[str, dict[str, Any]]:
-    """The bench's JSON for each measure found in ``directory``."""
-    found = {}
-    for measure in MEASURES:
-        path = directory / f"{measure}.json"
-        if not path.exists():
-            continue
+    """The bench's JSON files in ``directory``, merged per measure: one grid (the files of a
+    measure share it), and every file's simulated and real studies and summaries."""
+    merged: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.json")):
         try:
-            found[measure] = json.loads(path.read_text())
-        except ValueError as error:
+            report = json.loads(path.read_text())
+            measure = report["grid"]["measure"]
+        except (ValueError, KeyError, TypeError) as error:
             raise EvidenceError(
-                f"{path}: not JSON ({error}); rerun the bench that wrote it"
+                f"{path}: not a quality bench's JSON ({type(error).__name__}: {error}); rerun "
+                "the bench that wrote it"
             ) from None
-    if not found:
-        raise EvidenceError(
-            f"no {' or '.join(f'{m}.json' for m in MEASURES)} in {directory}: run "
-            f"python -m search.bench quality --out {directory}/running.json first"
+        into = merged.setdefault(
+            measure,
+            {"grid": report["grid"], "simulated": [], "studies": [], "summary": {}, "files": []},
         )
-    return found
+        into["simulated"] += report.get("simulated", [])
+        into["studies"] += report.get("studies", [])
+        into["summary"] |= report.get("summary", {})
+        into["files"].append({"file": path.name, **report.get("measured", {})})
+    if not merged:
+        raise EvidenceError(
+            f"no quality bench JSON in {directory}: run python -m search.bench quality --out "
+            f"{directory}/running-50.json first"
+        )
+    return {m: merged[m] for m in MEASURES if m in merged}
 
 
 def points(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def measured_with(report: dict[str, Any], measure: str) -> str:
-    flags = " ".join(report.get("run_args", []))
-    return f"`python -m search.bench quality ...{' -- ' + flags if flags else ''}` ({measure})"
+def provenance_table(reports: dict[str, dict[str, Any]]) -> str:
+    """Which command measured each file, on which commit and machine, when."""
+    lines = ["| file | command | commit | machine | date |", "|---|---|---|---|---|"]
+    for report in reports.values():
+        grid = {"file": f"{report['grid']['measure']} grid", **report["grid"].get("measured", {})}
+        for file in [grid, *report["files"]]:
+            where = f"{file.get('machine', '?')}, {file.get('cpus', '?')} CPUs"
+            lines.append(
+                f"| {file['file']} | `{file.get('command', '?')}` | {file.get('commit', '?')} "
+                f"| {where} | {file.get('date', '?')} |"
+            )
+    return "\n".join(lines)
 
 
 def grid_table(report: dict[str, Any]) -> str:
@@ -185,7 +202,44 @@ def optimum_line(reports: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def default_study(reports: dict[str, dict[str, Any]]) -> str:
+    """What the default command (50 trials, study seed 0, the running measure) recommended,
+    how its confirmation saw it, and what it gave on the held-out seeds."""
+    found = [
+        s
+        for s in reports.get("running", {}).get("studies", [])
+        if s["trials"] == 50 and s["seed"] == 0
+    ]
+    if not found or not found[0].get("recommendation"):
+        return "- (not measured: run the quality bench with --trials 50 --seeds 1 or more)"
+    study, held = found[0], found[0].get("held_out") or {}
+    rec = study["recommendation"]
+    seeds = rec["confirm_seeds"]
+    kept = round(rec["feasible_fraction"] * seeds)
+    lines = [
+        f"- **Recommended: trial #{rec['trial']}, weight decay {rec['weight_decay']:.3e}**, "
+        f"{'confirmed' if rec['confirmed'] else 'UNCONFIRMED'}: feasible in {kept} of {seeds} "
+        f"further seeds, mean validation accuracy {points(rec['val_accuracy_mean'])}% +- "
+        f"{points(rec['val_accuracy_std'])}, running training accuracy "
+        f"{points(rec['train_accuracy_mean'])}%.",
+        f"- The 50 trials: {study['complete']} complete, {study['stopped_infeasible']} stopped "
+        f"as infeasible; {study['wall_s']:.0f} s in all, confirmation included.",
+    ]
+    if held:
+        paired = held.get("paired") or {}
+        error = f" +- {points(paired['stderr'])}" if paired else ""
+        lines.append(
+            f"- **Retrained on the 8 held-out seeds: validation "
+            f"{points(held['val_accuracy_mean'])}%, {points(held['regret'])}{error} points "
+            f"below the robust optimum** on the same seeds, feasible in "
+            f"{held['feasible_running']} of {held['seeds']}."
+        )
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {
+    "provenance": provenance_table,
+    "default": default_study,
     "optimum": optimum_line,
     "quality": quality_table,
     "studies": studies_table,
@@ -202,11 +256,11 @@ def render(reports: dict[str, dict[str, Any]]) -> dict[str, str]:
 def fill(text: str, tables: dict[str, str]) -> str:
     """``text`` with every marked block replaced by its table."""
     for name, table in tables.items():
+        mark = re.escape(name)
         pattern = re.compile(
-            rf"(<!-- quality:{re.escape(name)} -->\n).*?(\n<!-- /quality:{re.escape(name)} -->)",
-            re.DOTALL,
+            rf"(<!-- quality:{mark} -->\n)(?:.*?\n)?(<!-- /quality:{mark} -->)", re.DOTALL
         )
-        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)  # noqa: B023
+        text = pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)  # noqa: B023
     return text
 
 

@@ -1,21 +1,26 @@
-"""``python -m search.bench quality``: how close default studies get to their own optimum.
+"""``python -m search.bench quality``: what the recommendation gives on seeds it never saw.
 
     python -m search.bench quality                      # 5 studies of 50 trials
     python -m search.bench quality --trials 25,50 --seeds 3 -- --sampler tpe
     python -m search.bench quality --seeds 0 --simulate 200   # simulated studies only
 
 First the ground truth, trained through the trial pool on the studies' own split and recipe:
-a coarse grid over the whole weight-decay range (one seed) finds the feasibility edge, and a
-dense grid across it (``--grid-points`` weight decays by ``--grid-seeds`` seeds) gives the
-grid optimum: the best mean validation accuracy among weight decays feasible in at least 80%
-of their seeds. The grid honours the flags after ``--`` that shape the objective
-(``--max-train-acc``, ``--wd-low``/``--wd-high``, ``--epochs``, ...).
+a coarse grid over the whole weight-decay range and a fine one across its bracket (one seed
+each) find the feasibility edge, and a dense grid across it (``--grid-points`` weight decays
+by ``--grid-seeds`` held-out seeds, which no study trial and no confirmation run draws) gives
+the robust optimum: the best mean validation accuracy among the weight decays feasible, by the
+constraint's measure, in at least 7 of 8 of those seeds. The grid honours the flags after
+``--`` that shape the objective (``--max-train-acc``, ``--train-accuracy``, ``--wd-low``/
+``--wd-high``, ``--epochs``, ...).
 
 Then ``--simulate`` studies per ``--trials`` replayed on the grid's own learning curves
-(``search.engine.simulate``: the real driver and sampler, no training; a second each), which
-gives the distribution of the distance over many seeds, and ``--seeds`` real studies per
-``--trials``, each run as a user runs it (``python -m search.run`` in a process of its own,
-timed as a whole), with the flags after ``--`` passed on. Prints a table and writes it as JSON.
+(``search.engine.simulate``: the real driver, sampler and confirmation, no training; a fraction
+of a second each), each recommendation scored by its noise-free value, and ``--seeds`` real
+studies per ``--trials``, each run as a user runs it (``python -m search.run`` in a process of
+its own, timed as a whole), with the flags after ``--`` passed on; every recommended weight
+decay is then retrained on the grid's held-out seeds and scored against the optimum on the
+same seeds (paired). Prints a table and writes it all as JSON, with the commit, machine and
+command (``python -m search.evidence`` renders the docs' tables from it).
 A benchmark, not a test: how long it takes depends on the machine and its load, from minutes
 for the grid alone on an idle 2-core CPU to hours for many real studies on a loaded one.
 Progress goes to stderr: each grid's runs, the simulated studies and each real study's trials
@@ -42,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Over 60 lines: one flag after another, in --help's order.
     parser = Parser(
         prog="python -m search.bench quality",
-        description="Run default studies with several seeds and measure how far their best "
-        "feasible trial lands from the grid optimum of the same objective. How long it takes "
+        description="Run default studies with several seeds and measure what each "
+        "recommendation gives when retrained on held-out seeds, against the robust optimum "
+        "on the same seeds. How long it takes "
         "depends on the machine and its load; progress goes to stderr.",
     )
     parser.add_argument(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import re
 import shlex
@@ -199,11 +198,10 @@ def test_documented_command_parses(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # `--grid-from docs/quality/running.json` reads a committed benchmark's JSON while parsing.
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "quality").symlink_to(REPO / "docs" / "quality")
     monkeypatch.chdir(tmp_path)
-    # `--grid-from studies/quality.json` reads an earlier benchmark's JSON while parsing.
-    (tmp_path / "studies").mkdir()
-    grid = {"grid": {"optimum": None, "curves": {"weight_decays": [], "runs": []}}}
-    (tmp_path / "studies" / "quality.json").write_text(json.dumps(grid))
     try:
         parse(command.argv)
     except SystemExit as exit_:
@@ -239,3 +237,21 @@ def test_options_table_lists_every_run_flag() -> None:
     }
     missing = sorted(flag for flag in flags if not re.search(f"`{flag}[ `]", table))
     assert not missing, f"docs/options.md lacks {', '.join(missing)}"
+
+
+def test_quality_tables_are_what_the_committed_evidence_gives() -> None:
+    """Every quality table of the docs is ``python -m search.evidence``'s output from the
+    bench's JSON under docs/quality/: a number edited by hand, or evidence re-measured without
+    ``--write``, fails here."""
+    from search import evidence
+
+    tables = evidence.render(evidence.load(REPO / evidence.EVIDENCE_DIR))
+    found = 0
+    for path in (REPO / p for p in evidence.DOCUMENTS):
+        text = path.read_text()
+        found += sum(f"<!-- quality:{name} -->" in text for name in tables)
+        assert evidence.fill(text, tables) == text, (
+            f"{path.name}: its quality tables differ from the evidence; run "
+            "python -m search.evidence --write"
+        )
+    assert found >= len(tables)  # each table is published somewhere

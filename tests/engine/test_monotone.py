@@ -1,32 +1,26 @@
 """The margin constraint pruning and the frontier allow for, pinned on recorded histories.
 
 The histories are every full-length (10-epoch) run of the committed quality grids
-(docs/quality/*.json: both measures' grids, from the whole weight-decay range to the dense
+(docs/quality/: both measures' grids, from the whole weight-decay range to the dense
 grid across the edge, 8 held-out seeds there), each run's training accuracy per epoch by both
 measures. ``python -m search.evidence`` prints the same counts.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
+from search import evidence
 from search.engine.monotone import OVER_LIMIT_MARGIN, over_counts, over_for_good, recoveries
+from tests.helpers import REPO
 
-EVIDENCE = Path(__file__).resolve().parents[2] / "docs" / "quality"
-COLUMN = {"running": 0, "final": 2}  # a curve's epoch is [running, validation, final]
 LIMITS = (0.90, 0.95, 0.97)
 
 
 def histories(measure: str) -> list[list[float]]:
-    """Every recorded full-length run's training accuracy per epoch by ``measure``."""
-    runs = []
-    for path in sorted(EVIDENCE.glob("*.json")):
-        for seeds in json.loads(path.read_text())["grid"]["curves"]["runs"]:
-            runs += [[epoch[COLUMN[measure]] for epoch in run] for run in seeds if run]
-    return runs
+    """Every recorded full-length run's training accuracy per epoch by ``measure``: the runs
+    of both measures' grids (each once, however many of the bench's files share it)."""
+    return evidence.histories(evidence.load(REPO / evidence.EVIDENCE_DIR), measure)
 
 
 def test_the_histories_are_many_full_length_runs_across_the_edge() -> None:

@@ -395,3 +395,25 @@ def test_counts_put_each_trial_in_exactly_one_kind() -> None:
     assert counts.text() == (
         "1 feasible, 1 infeasible, 1 over the limit, 1 pruned, 1 running, 1 failed"
     )
+
+
+def test_a_trial_line_names_the_constraints_measure_and_gives_the_other() -> None:
+    both = {"train_accuracy_running": 0.9489, "train_accuracy_final": 0.9531}
+    running = TrialOutcome(
+        0.2, 0.9489, 0.3, 0.95, True, 10, **both, train_accuracy_measure="running"
+    )
+    final = TrialOutcome(0.2, 0.9531, 0.3, 0.95, False, 10, **both, train_accuracy_measure="final")
+    assert running.train_text() == "train_acc=0.9489 (running; final 0.9531)"
+    assert final.train_text() == "train_acc=0.9531 (final; running 0.9489)"
+    # A study from before both were measured shows the one it has, as it always did.
+    assert TrialOutcome(0.2, 0.9489, 0.3, 0.95, True, 10).train_text() == "train_acc=0.9489"
+
+
+def test_a_final_measure_recommendation_says_so_and_reads_back() -> None:
+    choice = Candidate(4, 3.2e-3, 4, 0.951, 0.002, 0.948, 1.0, 0.001)
+    made = Recommendation(choice, True, 0.8, 4, (choice,), "s-confirm", 4, 9.0, measure="final")
+    assert made.as_attr()["measure"] == "final"
+    assert Recommendation.from_attr(made.as_attr()) == made
+    running = Recommendation(choice, True, 0.8, 4, (choice,), "s-confirm", 4, 9.0)
+    assert "measure" not in running.as_attr()  # the default, stored as before it existed
+    assert Recommendation.from_attr(running.as_attr()).measure == "running"
