@@ -177,7 +177,8 @@ def plot_history(trials: list[TrialRecord], best: FrozenTrial | None) -> Figure:
 
 def proven(trials: list[TrialRecord]) -> list[TrialRecord]:
     """The trials whose feasibility is final: complete ones, and those stopped over the limit
-    (training accuracy only rises). One the pruner stopped under the limit proves nothing."""
+    (further over it than any recorded run came back from, docs/search-quality.md#monotone).
+    One the pruner stopped under the limit proves nothing."""
     return [t for t in trials if t.complete or not t.feasible]
 
 

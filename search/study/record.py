@@ -64,7 +64,8 @@ class Counts:
 
     A trial stopped by the pruner (or that diverged) is ``pruned``: it never reached its last
     epoch, so whether it would have ended feasible is unknown. One stopped over the limit is
-    ``over_limit``, never also ``infeasible``: training accuracy only rises, so it is final.
+    ``over_limit``, never also ``infeasible``: it was further over the limit than any
+    recorded run came back from (docs/search-quality.md#monotone), so it is final.
     """
 
     feasible: int = 0  # complete, feasible
