@@ -14,7 +14,7 @@ from optuna.trial import TrialState, create_trial
 from search import export, run
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.engine.choose import candidates, choose, confirmation_rounds
+from search.engine.choose import MAX_ROUNDS, candidates, choose, confirmation_rounds
 from search.engine.confirm import confirm, confirmation_seed, start_run, train_runs
 from search.reporting.tables import CONFIRM_COLUMNS
 from search.study.record import (
@@ -131,9 +131,9 @@ def test_run_confirms_its_best_candidates_beside_the_study(
         study_name=confirm_study_name(study.study_name), storage=tiny_config.storage_url
     )
     runs = confirm.get_trials(states=(TrialState.COMPLETE,))
-    chosen = candidates(study, 2)
-    near = confirmation_rounds(chosen)[0]  # every run is feasible: the first round holds
-    assert len(chosen) == 2 and len(runs) == 2 * len(near)
+    # Every run is feasible at this limit: the first round, of --confirm-candidates, holds.
+    near = confirmation_rounds(candidates(study, 2 * MAX_ROUNDS), 2)[0]
+    assert len(near) == 2 and len(runs) == 2 * len(near)
     # Each candidate's weight decay, with seeds of their own, never any search trial's.
     assert sorted((r.user_attrs["confirms"], r.user_attrs["replicate"]) for r in runs) == sorted(
         (t.number, i) for t in near for i in range(2)
