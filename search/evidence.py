@@ -55,7 +55,8 @@ def load(directory: Path) -> dict[str, dict[str, Any]]:
         into["simulated"] += report.get("simulated", [])
         into["studies"] += report.get("studies", [])
         into["summary"] |= report.get("summary", {})
-        into["files"].append({"file": path.name, **report.get("measured", {})})
+        if "measured" in report:  # a grid-only file is the grid's row already
+            into["files"].append({"file": path.name, **report["measured"]})
     if not merged:
         raise EvidenceError(
             f"no quality bench JSON in {directory}: run python -m search.bench quality --out "
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=EVIDENCE_DIR,
         metavar="DIR",
-        help="where the bench's running.json and final.json are (default: %(default)s)",
+        help="the folder of the quality bench's JSON files (default: %(default)s)",
     )
     parser.add_argument(
         "--write",

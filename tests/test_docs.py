@@ -198,7 +198,7 @@ def test_documented_command_parses(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # `--grid-from docs/quality/running.json` reads a committed benchmark's JSON while parsing.
+    # `--grid-from docs/quality/running-50.json` reads a committed benchmark's JSON while parsing.
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "quality").symlink_to(REPO / "docs" / "quality")
     monkeypatch.chdir(tmp_path)
