@@ -224,7 +224,9 @@ def default_study(reports: dict[str, dict[str, Any]]) -> str:
         f"{points(rec['val_accuracy_std'])}, running training accuracy "
         f"{points(rec['train_accuracy_mean'])}%.",
         f"- The 50 trials: {study['complete']} complete, {study['stopped_infeasible']} stopped "
-        f"as infeasible; {study['wall_s']:.0f} s in all, confirmation included.",
+        f"as infeasible; {study['wall_s']:.0f} s in all, confirmation included, as the bench "
+        "timed it (no speed figure: other jobs may have shared the machine; a quiet one's time "
+        "per study is under Time in docs/search-quality.md).",
     ]
     if held:
         paired = held.get("paired") or {}
