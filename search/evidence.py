@@ -189,6 +189,48 @@ def monotone_table(reports: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# Confidence levels of the oracle table: the 7-of-8 share itself, the confirmation's
+# (``search.engine.choose.HOLD_CONFIDENCE``) and either side of them.
+ORACLE_LEVELS = (0.80, 0.875, 0.90, 0.95, 0.975)
+
+
+def oracle_table(reports: dict[str, dict[str, Any]]) -> str:
+    """What a rule that knew each grid's mean curve and seed spread exactly would recommend
+    at each confidence level, scored as the simulated studies are: the floor under any
+    confirmation's regret and misses, before it estimates anything from its runs."""
+    from search.engine.truth import (
+        ROBUST_FRACTION,
+        MeasuredCurves,
+        noise_free_optimum,
+        noise_free_regret,
+        oracle_choice,
+    )
+
+    lines = [
+        "| measure | seed spread (points) | confidence | weight decay | regret (points) | "
+        "share of seeds feasible |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for measure, report in reports.items():
+        grid = report["grid"]
+        truth = MeasuredCurves(grid["curves"]["weight_decays"], grid["curves"]["runs"])
+        limit = grid["limit"]
+        best = noise_free_optimum(truth, measure, limit)
+        if best is None:
+            continue
+        spread = points(truth.seed_spread(measure))
+        for level in ORACLE_LEVELS:
+            chosen = oracle_choice(truth, measure, limit, level)
+            regret, share = noise_free_regret(truth, chosen, best[1], measure, limit)
+            mark = "" if share >= ROBUST_FRACTION else " (under 7/8)"
+            where = "-" if chosen is None else f"{chosen:.3e}"
+            lines.append(
+                f"| {measure} | {spread} | {level:.1%} | {where} | {points(regret)} | "
+                f"{share:.2f}{mark} |"
+            )
+    return "\n".join(lines)
+
+
 def optimum_line(reports: dict[str, dict[str, Any]]) -> str:
     lines = []
     for measure, report in reports.items():
@@ -249,6 +291,7 @@ TABLES: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {
     "grid-running": lambda r: grid_table(r["running"]) if "running" in r else "",
     "grid-final": lambda r: grid_table(r["final"]) if "final" in r else "",
     "monotone": monotone_table,
+    "oracle": oracle_table,
 }
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from search import bench, quality
 from search.engine.quality import held_out_rows, robust_optimum
-from search.engine.simulate import EdgeCurves
+from search.engine.truth import EdgeCurves
 from search.signals import Interrupted
 from tests.helpers import run_cli
 

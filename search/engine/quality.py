@@ -23,7 +23,8 @@ from typing import Any
 import optuna
 
 from search.config import StudyConfig
-from search.engine.simulate import MeasuredCurves, Spread, simulate_study
+from search.engine.simulate import Spread, simulate_study
+from search.engine.truth import MeasuredCurves
 from search.errors import UsageError, UserError
 from search.reporting.steps import Steps
 from search.study.record import (
@@ -266,14 +267,9 @@ def simulated(
     each recommendation scored by its noise-free value against the noise-free robust
     optimum (``noise_free_optimum``): their regrets, their spread (``Spread``'s fields) and
     how many were robustly feasible. Progress on stderr unless ``quiet``."""
-    from search.engine.simulate import (
-        ROBUST_FRACTION as SIM_ROBUST,
-    )
-    from search.engine.simulate import (
-        noise_free_optimum,
-        noise_free_regret,
-        simulated_recommendation,
-    )
+    from search.engine.simulate import simulated_recommendation
+    from search.engine.truth import ROBUST_FRACTION as SIM_ROBUST
+    from search.engine.truth import noise_free_optimum, noise_free_regret
     from search.training.pool import parallel_trials
     from search.training.train import resolve_device
 

@@ -15,15 +15,14 @@ import numpy as np
 import pytest
 
 from search.config import StudyConfig
-from search.engine.simulate import (
+from search.engine.simulate import CurvePool, simulate_study, simulated_recommendation
+from search.engine.truth import (
     ROBUST_FRACTION,
-    CurvePool,
     EdgeCurves,
     MeasuredCurves,
     noise_free_optimum,
     noise_free_regret,
-    simulate_study,
-    simulated_recommendation,
+    oracle_choice,
 )
 from search.training.train import DivergedError, EpochMetrics
 
@@ -63,6 +62,25 @@ def test_measured_curves_follow_the_mean_plus_one_real_runs_deviation() -> None:
     assert curves(1e-4, seed=1) == [pytest.approx((0.92, 0.82))]  # on a grid point: its run
     assert curves(1e-6, seed=0) == [pytest.approx((0.90, 0.80))]  # held at the grid's end
     assert curves(0.2, seed=0) is None  # nearest to a run that diverged
+
+
+def test_oracle_choice_adds_the_confidence_quantile_of_the_seed_spread_to_the_mean() -> None:
+    # Training accuracy (running, validation, final) falls from 0.96 at 1e-3 to 0.94 at 1e-2,
+    # two runs at each, 0.005 either side of the mean: a seed spread of 0.005 on both measures.
+    runs = [
+        [[[0.955, 0.9, 0.965]], [[0.965, 0.9, 0.975]]],
+        [[[0.935, 0.9, 0.945]], [[0.945, 0.9, 0.955]]],
+    ]
+    curves = MeasuredCurves([1e-3, 1e-2], runs)
+    assert curves.seed_spread("running") == pytest.approx(0.005)
+    assert curves.seed_spread("final") == pytest.approx(0.005)
+    # At 50% the mean itself meets the limit: halfway in log between 0.96 and 0.94.
+    assert oracle_choice(curves, "running", 0.95, 0.5) == pytest.approx(10**-2.5, rel=3e-3)
+    # At 97.5% the mean must sit 1.96 spreads (0.0098) under it: 0.9402, 99% of the way.
+    assert oracle_choice(curves, "running", 0.95, 0.975) == pytest.approx(10**-2.01, rel=3e-3)
+    # The final weights score 0.01 higher: their edge lies further up.
+    assert oracle_choice(curves, "final", 0.95, 0.5) == pytest.approx(1e-2, rel=3e-3)
+    assert oracle_choice(curves, "running", 0.95, 0.9999) is None  # nowhere in the span
 
 
 def test_edge_curves_cross_the_limit_at_the_edge_and_early_far_below_it() -> None:
