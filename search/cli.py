@@ -14,7 +14,10 @@ from typing import Any
 from search.config import (
     DEFAULTS,
     DEVICES,
+    HOLD_CONFIDENCE,
     MAX_GRACE_PERIOD_S,
+    MAX_ROUNDS,
+    MIN_FEASIBLE_FRACTION,
     OPTIMIZERS,
     PRUNERS,
     SAMPLERS,
@@ -41,6 +44,11 @@ from search.flag_values import (
     subset,
 )
 from search.signals import run_command as run_command  # what every command ends with
+
+
+def _percent(share: float) -> str:
+    """A share as argparse help text writes a percentage (its % doubled)."""
+    return f"{share:.0%}".replace("%", "%%")
 
 
 @dataclass(frozen=True)
@@ -221,15 +229,17 @@ FLAGS = _flags(
         "--confirm-seeds",
         dict(type=non_negative_int, metavar="R"),
         "after the search, retrain the best candidates with R further seeds each and "
-        "recommend the best one feasible in at least 80%% of them; 0: no confirmation "
-        "(default: {default})",
+        f"recommend the best one that held the limit in at least {_percent(MIN_FEASIBLE_FRACTION)}"
+        f" of them, with a further seed's one-sided {_percent(HOLD_CONFIDENCE)} prediction "
+        "bound within it; 0: no confirmation (default: {default})",
         d.confirm_seeds,
     ),
     Flag(
         "--confirm-candidates",
         dict(type=positive_int, metavar="N"),
         "feasible trials confirmed per round, best expected validation accuracy first; the "
-        "next N inwards only if none held the limit, up to 3 rounds (default: {default})",
+        f"next N inwards only if none held the limit, up to {MAX_ROUNDS} rounds "
+        "(default: {default})",
         d.confirm_candidates,
     ),
     Flag(

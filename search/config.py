@@ -64,6 +64,21 @@ STUDY_NAME_RULE = (
     f"1 to {STUDY_NAME_MAX} letters, digits, '.', '_' or '-', not starting with '.' or '-'"
 )
 
+# The seed confirmation's policy, in one place: ``search.engine.choose`` applies it, the record
+# stores it with each recommendation, and --confirm-seeds' and --confirm-candidates' help
+# text (``search.cli``) is written from it.
+# A candidate holds when at least this share of its confirmation runs is feasible ...
+MIN_FEASIBLE_FRACTION = 0.8
+# ... and a further seed is this likely to hold the limit: the one-sided prediction bound of
+# the confirmation runs at this level stays within it. A weight decay whose seeds hold the
+# limit 90% of the time or more passes 7 of 8 fresh seeds most of the time; one just over its
+# edge, feasible in all 4 confirmation seeds by luck, does not pass (docs/search-quality.md:
+# what that level costs on the final weights' measure).
+HOLD_CONFIDENCE = 0.9
+# Rounds of confirmation at most: when none of a round's candidates holds, the next ones
+# inwards are confirmed, up to this many rounds.
+MAX_ROUNDS = 3
+
 
 def study_name_problem(name: str) -> str | None:
     """Why ``name`` can't name a study (see ``STUDY_NAME_RULE``), or None when it can."""

@@ -190,7 +190,7 @@ def monotone_table(reports: dict[str, dict[str, Any]]) -> str:
 
 
 # Confidence levels of the oracle table: the 7-of-8 share itself, the confirmation's
-# (``search.engine.choose.HOLD_CONFIDENCE``) and either side of them.
+# (``search.config.HOLD_CONFIDENCE``) and either side of them.
 ORACLE_LEVELS = (0.80, 0.875, 0.90, 0.95, 0.975)
 
 

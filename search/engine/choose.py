@@ -18,12 +18,11 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import StudyConfig
+from search.config import HOLD_CONFIDENCE, MAX_ROUNDS, MIN_FEASIBLE_FRACTION, StudyConfig
 from search.engine.edge import unit_scale
 from search.engine.expected import expected_values
 from search.engine.sampling import EDGE_RESOLUTION
 from search.study.record import (
-    MIN_FEASIBLE_FRACTION,
     Candidate,
     Recommendation,
     best_feasible_trial,
@@ -36,9 +35,6 @@ from search.study.record import (
 # sampler's resolution): near-identical weight decays on the edge would all pass or fail
 # together, so the few confirmed step from the edge inwards and one of them is likely to hold.
 CANDIDATE_SPACING = EDGE_RESOLUTION
-# Rounds of confirmation at most: when none of a round's candidates holds, the next ones
-# inwards are confirmed, up to this many rounds.
-MAX_ROUNDS = 3
 
 
 def candidates(study: optuna.Study, n: int) -> list[FrozenTrial]:
@@ -77,13 +73,6 @@ def _close(a: FrozenTrial, b: FrozenTrial) -> bool:
     to_unit, _ = unit_scale(distribution)
     gap = abs(to_unit(a.params["weight_decay"]) - to_unit(b.params["weight_decay"]))
     return gap < CANDIDATE_SPACING
-
-
-# How sure the recommendation must be that a further seed holds the limit: the one-sided
-# prediction bound of the confirmation runs at this level stays within it. A weight decay
-# whose seeds hold the limit 90% of the time or more passes 7 of 8 fresh seeds most of the
-# time; one just over its edge, feasible in all 4 confirmation seeds by luck, does not pass.
-HOLD_CONFIDENCE = 0.9
 
 
 def robust(

@@ -26,10 +26,9 @@ from datetime import datetime, timezone
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import StudyConfig
+from search.config import MAX_ROUNDS, StudyConfig
 from search.data.splits import Splits
 from search.engine.choose import (
-    MAX_ROUNDS,
     candidates,
     confirmation_rounds,
     recipes,

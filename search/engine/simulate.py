@@ -109,7 +109,8 @@ def simulated_recommendation(
     """What the study's seed confirmation would recommend, its runs read off ``curve`` with
     the confirmation's own seeds, as ``search.engine.confirm`` chooses; None without a
     feasible trial."""
-    from search.engine.choose import MAX_ROUNDS, candidates, choose_confirmed
+    from search.config import MAX_ROUNDS
+    from search.engine.choose import candidates, choose_confirmed
     from search.engine.confirm import confirmation_seed
 
     chosen = candidates(study, config.confirm_candidates * MAX_ROUNDS)

@@ -19,7 +19,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import RECORDED, RUN_SETTINGS, SIBLING_SUFFIX, StudyConfig
+from search.config import (
+    MIN_FEASIBLE_FRACTION,
+    RECORDED,
+    RUN_SETTINGS,
+    SIBLING_SUFFIX,
+    StudyConfig,
+)
 
 # The study user attributes: one key per fact.
 CONFIG_ATTR = "config"  # StudyConfig.recorded() at creation
@@ -30,10 +36,6 @@ TEST_ATTR = "test_evaluation"  # TestResult
 
 CONSTRAINT = "train_accuracy"  # the key of the trial's one constraint
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-# A candidate is confirmed when at least this share of its confirmation runs is feasible.
-MIN_FEASIBLE_FRACTION = 0.8
-
 
 # --- trials -------------------------------------------------------------------------------
 

@@ -9,9 +9,9 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from search.config import MAX_ROUNDS, MIN_FEASIBLE_FRACTION
 from search.engine.choose import (
     CANDIDATE_SPACING,
-    MAX_ROUNDS,
     candidates,
     choose,
     confirmation_rounds,
@@ -20,7 +20,7 @@ from search.engine.choose import (
     robust,
 )
 from search.engine.expected import expected_values
-from search.study.record import MIN_FEASIBLE_FRACTION, Candidate
+from search.study.record import Candidate
 
 LOW, HIGH = 1e-6, 1e-1
 DECADES = math.log10(HIGH / LOW)  # the unit scale of the weight decay's log range

@@ -12,9 +12,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from search import export, run
-from search.config import StudyConfig
+from search.config import MAX_ROUNDS, StudyConfig
 from search.data.splits import Splits
-from search.engine.choose import MAX_ROUNDS, candidates, choose, confirmation_rounds
+from search.engine.choose import candidates, choose, confirmation_rounds
 from search.engine.confirm import confirm, confirmation_seed, start_run, train_runs
 from search.reporting.tables import CONFIRM_COLUMNS
 from search.study.record import (

@@ -9,7 +9,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 from optuna_dashboard import get_note
 
-from search.config import StudyConfig
+from search.config import MIN_FEASIBLE_FRACTION, StudyConfig
 from search.study.notes import (
     describe_recommendation,
     history_note,
@@ -17,7 +17,6 @@ from search.study.notes import (
     study_note,
 )
 from search.study.record import (
-    MIN_FEASIBLE_FRACTION,
     Candidate,
     Recommendation,
     TestResult,

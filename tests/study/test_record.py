@@ -10,9 +10,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.config import DEFAULTS, StudyConfig
+from search.config import DEFAULTS, MIN_FEASIBLE_FRACTION, StudyConfig
 from search.study.record import (
-    MIN_FEASIBLE_FRACTION,
     BestTrial,
     Candidate,
     Counts,
