@@ -107,16 +107,21 @@ class MeasuredCurves:
         mean = self._mean(*self._bracket(weight_decay))
         if mean is None:
             return 0.0
-        column = 2 if measure == "final" and mean.shape[1] > 2 else 0
+        column = self.column(measure)
         finals = [float(mean[-1, column] + d[-1, column]) for d in self.deviations]
         return sum(v <= limit for v in finals) / len(finals)
 
     def seed_spread(self, measure: str) -> float:
         """The standard deviation of the last epoch's training accuracy by ``measure`` over
         the pooled deviations: the seed noise a confirmation rule has to allow for."""
-        sample = next(m for m in self.means if m is not None)
-        column = 2 if measure == "final" and sample.shape[1] > 2 else 0
+        column = self.column(measure)
         return float(np.std([d[-1, column] for d in self.deviations]))
+
+    def column(self, measure: str) -> int:
+        """Where an epoch's row holds the training accuracy by ``measure``: the final
+        weights' when the grid measured it, else the running one."""
+        sample = next(m for m in self.means if m is not None)
+        return 2 if measure == "final" and sample.shape[1] > 2 else 0
 
     def span(self) -> tuple[float, float]:
         """The weight decays measured with two seeds or more: where the noise is known."""
@@ -268,8 +273,7 @@ def oracle_choice(
     final-weights grid a 90% bound misses the 7-of-8 share by the held-out seeds' own spread,
     whose second-highest deviation lies further out than a normal one would.
     """
-    sample = next(m for m in truth.means if m is not None)
-    column = 2 if measure == "final" and sample.shape[1] > 2 else 0
+    column = truth.column(measure)
     margin = NormalDist().inv_cdf(confidence) * truth.seed_spread(measure)
     low, high = truth.span()
     for weight_decay in np.geomspace(low, high, points):
