@@ -1,8 +1,10 @@
 """The one adapter over Optuna's private API: what we need that Optuna does not make public.
 
-Each function says what it stands for and why no public call does it. ``tests/study/
-test_optuna_private.py`` pins the behaviour relied on, so an Optuna upgrade that changes it
-fails a test, not a study. Nothing else in the project reaches into ``optuna.*._*``.
+Each function and name says what it stands for and why no public call does it, the private
+methods that ``search.study.outage``'s storage overrides included. ``tests/study/
+test_optuna_private.py`` pins the behaviour relied on (which private methods Optuna's own cache
+calls, among it), so an Optuna upgrade that changes it fails a test, not a study. Nothing else
+in the project names anything in ``optuna.*._*``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RDBStorage
 
 # Optuna's heartbeat lives in a private module; ask-and-tell loops (the trial pool) must beat
 # themselves, since Optuna's own heartbeat thread runs only inside ``study.optimize``.
@@ -19,6 +21,16 @@ from optuna.trial import TrialState
 
 # The loggers that log a failed trial's error again after our loops have reported it once.
 REPEATING_LOGGERS = ("optuna.study._optimize", "optuna.storages._rdb.storage")
+
+# The private ``RDBStorage`` methods that Optuna's cache in front of an RDB storage (the
+# private ``_CachedStorage``, which ``optuna.create_study`` and ``load_study`` put there) calls
+# in place of the public ones: a storage that changes how its calls behave (riding through an
+# outage, ``search.study.outage``) must change these as well.
+CACHE_CALLS = ("_create_new_trial", "_get_trials", "_set_trial_param", "_get_best_trial_id")
+# The private ``RDBStorage`` method that ``optuna.storages.fail_stale_trials`` and
+# ``stale_trial_numbers`` ask which trials are stale: a storage that must not judge trials
+# stale for a while (after an outage, every heartbeat is old) overrides this one.
+STALE_TRIAL_IDS = "_get_stale_trial_ids"
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -58,7 +70,7 @@ def stale_trial_numbers(study: optuna.Study) -> set[int]:
     storage = heartbeat_storage(study)
     if storage is None:
         return set()
-    ids = set(storage._get_stale_trial_ids(study._study_id))
+    ids = set(getattr(storage, STALE_TRIAL_IDS)(study._study_id))
     return {t.number for t in study.get_trials(deepcopy=False) if t._trial_id in ids}
 
 
@@ -80,3 +92,8 @@ def backend_of(study: optuna.Study) -> BaseStorage:
     backend = getattr(storage, "_backend", storage)
     assert isinstance(backend, BaseStorage)
     return backend
+
+
+def rdb_stale_trial_ids(storage: RDBStorage, study_id: int) -> list[int]:
+    """``RDBStorage``'s own answer to ``STALE_TRIAL_IDS``, for an override to fall back on."""
+    return list(getattr(RDBStorage, STALE_TRIAL_IDS)(storage, study_id))

@@ -12,9 +12,10 @@ a value to what it already holds; a state already set is taken as done).
 What the outage does to heartbeats is the second half: none can be recorded while the server
 is away, so when it is back every running trial looks stale, and the first worker to look
 would fail them all, the living with the dead. For a grace period after an outage this
-process fails no trial as stale (``stale_ids``), which gives the living time to beat again.
-A heartbeat that fails is skipped, not retried: it is a sign of life, and the next one says
-the same; blocking training on it would stop every trial in the pool for the outage.
+process fails no trial as stale (``RidingStorage.stale_trial_ids``), which gives the living
+time to beat again. A heartbeat that fails is skipped, not retried: it is a sign of life, and
+the next one says the same; blocking training on it would stop every trial in the pool for
+the outage.
 
 Written by hand: SQLAlchemy's ``pool_pre_ping`` replaces a connection the server dropped, but
 only once it is back; Optuna's storage has no retry of its own (its ``RetryFailedTrialCallback``
@@ -34,6 +35,8 @@ import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+
+from search.study.optuna_private import CACHE_CALLS, STALE_TRIAL_IDS, rdb_stale_trial_ids
 
 logger = logging.getLogger(__name__)
 
@@ -183,13 +186,14 @@ class RidingStorage(RDBStorage):
                 raise
             logger.debug("heartbeat of trial %d skipped: the database is away", trial_id)
             # Marked all the same: a worker whose only call in the outage was a heartbeat must
-            # not judge the others' trials stale when it is back (``_get_stale_trial_ids``).
+            # not judge the others' trials stale when it is back (``stale_trial_ids``).
             self.outage.begin(error)
             self.forget_session()
             return
         self.outage.over()
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        """What Optuna asks by ``STALE_TRIAL_IDS``: none for a while after an outage."""
         interval = self.heartbeat_interval or 0
         grace = self.grace_period or 2 * interval
         # Every heartbeat stopped with the server, so the living look dead too, until each
@@ -197,7 +201,7 @@ class RidingStorage(RDBStorage):
         # interval, and its beat counts from then on.
         if self.outage.recent(within=grace + interval + LONGEST_WAIT_S):
             return []
-        return self.riding(lambda: super(RidingStorage, self)._get_stale_trial_ids(study_id))
+        return self.riding(lambda: rdb_stale_trial_ids(self, study_id))
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         tries = 0
@@ -232,7 +236,8 @@ def _ridden(name: str) -> Callable[..., Any]:
 # again sets what it set (intermediate values and attributes are keyed; a trial's creation is
 # the one insert, and a connection cut between its commit and its answer is too rare a moment
 # to guard: the trial would be a spare RUNNING one, which the end of a run fails).
-for _name in (
+# ``tests/study/test_outage.py`` checks that a study calls nothing else that reaches the database.
+RIDDEN_CALLS = (
     "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
     "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
     "get_study_user_attrs", "get_study_system_attrs", "get_all_studies", "create_new_trial",
@@ -241,7 +246,8 @@ for _name in (
     "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials", "get_best_trial",
     "get_trial_params", "get_trial_user_attrs", "get_trial_system_attrs",
     "check_trial_is_updatable",
-    # What Optuna's cache in front of an RDB storage (``_CachedStorage``) calls instead.
-    "_create_new_trial", "_get_trials", "_set_trial_param", "_get_best_trial_id",
-):  # fmt: skip
+    *CACHE_CALLS,  # what Optuna's cache in front of an RDB storage calls instead
+)  # fmt: skip
+for _name in RIDDEN_CALLS:
     setattr(RidingStorage, _name, _ridden(_name))
+setattr(RidingStorage, STALE_TRIAL_IDS, RidingStorage.stale_trial_ids)
