@@ -24,6 +24,7 @@ from types import FrameType
 from typing import NoReturn
 
 from search.errors import UserError
+from search.study.backends import DRIVER_PACKAGES
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -31,10 +32,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RETRY_S = 0.05
 
 # Top-level packages whose frames are "inside the storage": a stop raised there could interrupt a
-# transaction half-way. ``optuna`` as a whole, since its sampler, ask and tell all write trials.
-STORAGE_PACKAGES = frozenset(
-    {"optuna", "optuna_dashboard", "sqlalchemy", "sqlite3", "psycopg2", "psycopg"}
-)
+# transaction half-way. ``optuna`` as a whole, since its sampler, ask and tell all write trials;
+# every database's drivers (``search.study.backends``).
+STORAGE_PACKAGES = frozenset({"optuna", "optuna_dashboard"}) | DRIVER_PACKAGES
 # Our own code: once a frame of it is reached walking outward, nothing deeper is the storage.
 OUR_PACKAGES = frozenset({"search", "models", "__main__", "__mp_main__"})
 

@@ -14,26 +14,20 @@ fails, or its worker dies and its heartbeat goes stale, the waiting worker takes
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import optuna
-import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study.locks import BudgetLock
 from search.study.optuna_private import backend_of, fail_trial, stale_trial_numbers
-from search.study.outage import unreachable
 from search.study.record import FINISHED
-from search.study.storage import connect_only
 
 logger = logging.getLogger(__name__)
 
@@ -41,107 +35,8 @@ logger = logging.getLogger(__name__)
 # and running trials, which will.
 CLAIMING = (*FINISHED, TrialState.RUNNING)
 
-# The lock is held for a count and an insert, milliseconds: poll it rather than block, so that
-# Ctrl-C is never stuck behind a database wait.
-LOCK_POLL_S = 0.02
 # A worker with no place left looks at the study this often while it waits for the others.
 WAIT_POLL_S = 1.0
-
-
-class ClaimLock:
-    """Makes "count the claimed trials, then ask for one" one step across every worker."""
-
-    def __init__(self, url: str, study_name: str, engine_kwargs: dict[str, Any]) -> None:
-        self.url = sqlalchemy.engine.make_url(url)
-        # 64 bits of a hash: PostgreSQL's advisory locks take one bigint key per study.
-        digest = hashlib.sha256(f"wd-search budget {study_name}".encode()).digest()
-        self.key = int.from_bytes(digest[:8], "big", signed=True)
-        self.engine: sqlalchemy.Engine | None = None
-        self.connection: sqlalchemy.Connection | None = None
-        self.path: Path | None = None
-        self.fd: int | None = None
-        backend = self.url.get_backend_name()
-        if backend == "postgresql":
-            # NullPool: the lock's connection exists only while the lock is held.
-            self.engine = sqlalchemy.create_engine(
-                self.url, poolclass=sqlalchemy.NullPool, **connect_only(engine_kwargs)
-            )
-        elif backend == "sqlite" and self.url.database not in (None, "", ":memory:"):
-            database = str(self.url.database)
-            if self.url.query.get("uri"):  # sqlite:///file:PATH?mode=ro&uri=true
-                database = database.removeprefix("file:")
-            self.path = Path(f"{database}.lock")
-        # Other backends go without: workers racing for the last place may overshoot by one
-        # trial each.
-
-    @property
-    def held(self) -> bool:
-        return self.connection is not None or self.fd is not None
-
-    def acquire(self) -> None:
-        if self.held:
-            return
-        if self.engine is not None:
-            connection = self.engine.connect()
-            try:
-                query = sqlalchemy.text("SELECT pg_try_advisory_lock(:key)")
-                while not connection.execute(query, {"key": self.key}).scalar():
-                    time.sleep(LOCK_POLL_S)
-            except BaseException:
-                connection.close()
-                raise
-            self.connection = connection
-        elif self.path is not None:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as error:  # a read-only folder: its database can't take trials either
-                logger.debug("no budget lock at %s: %s", self.path, error)
-                self.path = None
-                return
-            try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        time.sleep(LOCK_POLL_S)
-            except BaseException:
-                os.close(fd)
-                raise
-            self.fd = fd
-
-    def alive(self) -> bool:
-        """Whether the lock is still held: a server that restarted dropped it with its session."""
-        if self.connection is None:
-            return self.held
-        try:
-            self.connection.execute(sqlalchemy.text("SELECT 1"))
-        except Exception as error:
-            if not unreachable(error):
-                raise
-            return False
-        return True
-
-    def release(self) -> None:
-        if self.connection is not None:
-            connection, self.connection = self.connection, None
-            try:
-                connection.execute(
-                    sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self.key}
-                )
-            except Exception as error:
-                if not unreachable(error):
-                    raise
-                # The server is away or came back without the session: the lock went with it.
-            finally:
-                try:
-                    connection.close()  # with NullPool this ends the session, and its lock
-                except Exception as error:
-                    if not unreachable(error):
-                        raise
-        if self.fd is not None:
-            fd, self.fd = self.fd, None
-            os.close(fd)  # closing the only descriptor drops the flock
 
 
 class BudgetGate:
@@ -153,7 +48,7 @@ class BudgetGate:
     whatever happens in between.
     """
 
-    def __init__(self, study: optuna.Study, budget: int, lock: ClaimLock, stuck_after: float):
+    def __init__(self, study: optuna.Study, budget: int, lock: BudgetLock, stuck_after: float):
         self.study = study
         self.budget = budget
         self.lock = lock

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.engine.budget import CLAIMING, WAIT_POLL_S, BudgetGate, ClaimLock
+from search.engine.budget import CLAIMING, WAIT_POLL_S, BudgetGate
 from search.engine.objective import (
     Objective,
     begin_trial,
@@ -30,9 +30,10 @@ from search.engine.objective import (
     record_outcome,
 )
 from search.study.artifacts import save_model
+from search.study.backends import backend_for
 from search.study.notes import record_best_feasible_and_note
 from search.study.optuna_private import REPEATING_LOGGERS, heartbeat_storage, record_heartbeat
-from search.study.storage import engine_options, first_line, storage_cause
+from search.study.storage import first_line, storage_cause
 from search.training.pool import TrialPool, parallel_trials
 from search.training.train import DivergedError, EpochMetrics, use_one_cpu_thread
 
@@ -70,7 +71,7 @@ def gate_and_deadline(study: optuna.Study, config: StudyConfig) -> tuple[BudgetG
     """
     for name in REPEATING_LOGGERS:
         logging.getLogger(name).addFilter(REPEATED_ERROR_LOGS)
-    lock = ClaimLock(config.storage_url, config.study_name, engine_options(config.storage_url))
+    lock = backend_for(config.storage_url).budget_lock(config.study_name)
     gate = BudgetGate(study, config.trials, lock, stuck_after=2 * config.grace_period)
     return gate, Deadline.after(config.timeout)
 

@@ -25,6 +25,7 @@ from search.engine.workers import exit_status, run_workers
 from search.reporting.progress import StudyProgress, choose_mode
 from search.signals import STOP_SIGNALS, Interrupted, run_command
 from search.study.artifacts import artifact_store
+from search.study.backends import SIDECARS, backend_for
 from search.study.notes import record_best_feasible_and_note, save_study_note
 from search.study.record import (
     BestTrial,
@@ -37,7 +38,7 @@ from search.study.record import (
     record_run_settings,
     stored_recommendation,
 )
-from search.study.storage import SIDECARS, masked, open_storage, sqlite_file, storage_errors
+from search.study.storage import masked, open_storage, storage_errors
 from search.study.study import create_study, find_study, trials_so_far
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ def removed_unless_created(config: StudyConfig) -> Iterator[None]:
     Opening the storage writes Optuna's schema into a new file at once; without this, a
     mistake would leave a study database that holds no study.
     """
-    database = sqlite_file(config.storage_url)
+    database = backend_for(config.storage_url).file
     paths = [] if database is None else [database, *(Path(f"{database}{s}") for s in SIDECARS)]
     if config.storage is None:
         paths.append(STUDIES_DIR)

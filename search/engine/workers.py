@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from search.config import SQLITE_MAX_WORKERS, StudyConfig
+from search.config import StudyConfig
 from search.signals import STOP_SIGNALS, Interrupted
+from search.study.backends import backend_for
 
 
 def check_worker_flags(args: StudyConfig) -> str | None:
@@ -33,20 +34,7 @@ def check_worker_flags(args: StudyConfig) -> str | None:
             f"--grace-period must exceed --heartbeat-interval, got {args.grace_period} and "
             f"{args.heartbeat_interval}: a live trial would look dead between two heartbeats"
         )
-    url = args.storage_url
-    if not url.startswith("sqlite") or args.workers == 1:
-        return None
-    if ":memory:" in url or url.rstrip("/") == "sqlite:":
-        return (
-            f"--workers {args.workers}: an in-memory SQLite database can't be shared between "
-            "processes; give --storage a file or a PostgreSQL URL"
-        )
-    if args.workers > SQLITE_MAX_WORKERS:
-        return (
-            f"--workers {args.workers}: one SQLite file carries at most {SQLITE_MAX_WORKERS} "
-            "workers; use a PostgreSQL --storage for more (docs/workers.md)"
-        )
-    return None
+    return backend_for(args.storage_url).workers_problem(args.workers)
 
 
 Target = Callable[[StudyConfig, int, Any, frozenset[int], Any], None]

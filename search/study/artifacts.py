@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
-import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search.config import DEFAULTS, STUDIES_DIR, StudyConfig
 from search.errors import UserError
+from search.study.backends import backend_for
 
 if TYPE_CHECKING:
     import torch
@@ -56,11 +56,8 @@ def artifact_dir(storage_url: str, directory: Path | None = None) -> Path:
     """
     if directory is not None:
         return Path(directory)
-    if storage_url.startswith("sqlite"):
-        database = sqlalchemy.engine.make_url(storage_url).database
-        if database and database != ":memory:":
-            return Path(database).parent / ARTIFACTS_DIR_NAME
-    return STUDIES_DIR / ARTIFACTS_DIR_NAME
+    beside = backend_for(storage_url).artifact_dir()
+    return (STUDIES_DIR if beside is None else beside) / ARTIFACTS_DIR_NAME
 
 
 def artifact_store(

@@ -14,7 +14,6 @@ import urllib.parse
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy
@@ -25,18 +24,11 @@ from optuna.trial import FrozenTrial
 
 from search.config import StudyConfig
 from search.errors import UserError
+from search.study.backends import Backend, backend_for
 from search.study.outage import UNREACHABLE, RidingStorage, first_line, storage_cause
 
 logger = logging.getLogger(__name__)
 
-# SQLite waits this long for a lock instead of failing at once with "database is locked".
-SQLITE_BUSY_TIMEOUT_S = 60
-# A PostgreSQL host that doesn't answer fails the command after this long, not the OS's minutes.
-CONNECT_TIMEOUT_S = 10
-# Connections one process's storage may hold: the trial loop and the heartbeat thread use one
-# each, the overflow is headroom for a moment of overlap (docs/workers.md).
-POOL_SIZE = 2
-POOL_OVERFLOW = 2
 # A trial whose heartbeat went stale is tried again with its parameters at most this often:
 # parameters that kill their worker every time (out of memory, say) must not loop forever.
 STALE_TRIAL_MAX_RETRY = 3
@@ -126,20 +118,6 @@ def has_password(url: str) -> bool:
     return bool(url_passwords(url))
 
 
-# Files SQLite and the budget's lock keep beside a study's database file.
-SIDECARS = ("-wal", "-shm", "-journal", ".lock")
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite URL, or None (another backend, in memory, a ``file:`` URI)."""
-    if not url.startswith("sqlite"):
-        return None
-    parsed = sqlalchemy.engine.make_url(url)
-    if parsed.query.get("uri") or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(str(parsed.database))
-
-
 def make_storage(
     url: str,
     *,
@@ -157,17 +135,13 @@ def make_storage(
     worker or run and its parameters are tried again. With ``retry_s``, a database server
     that goes away is waited for that long (``search.study.outage``); SQLite has no server.
     """
-    if url.startswith("sqlite"):
-        parsed = sqlalchemy.engine.make_url(url)
-        database = None if parsed.query.get("uri") else parsed.database  # file:...?mode=ro
-        if database and database != ":memory:" and not Path(database).parent.is_dir():
-            raise StudyError(
-                f"--storage {masked(url)}: directory {Path(database).parent} does not exist; "
-                "create it or point --storage elsewhere"
-            )
     try:
-        engine_kwargs = engine_options(url)
-        refuse_foreign_database(url, engine_kwargs)
+        backend = backend_for(url)
+        problem = backend.location_problem()
+        if problem is not None:
+            raise StudyError(f"--storage {masked(url)}: {problem}")
+        engine_kwargs = backend.engine_options()
+        refuse_foreign_database(backend, engine_kwargs)
         with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
             warnings.simplefilter("ignore", ExperimentalWarning)
             heartbeat: dict[str, Any] = {}
@@ -180,7 +154,7 @@ def make_storage(
                     ),
                 }
             storage: RDBStorage
-            if retry_s and not url.startswith("sqlite"):
+            if retry_s and backend.has_server:
                 storage = RidingStorage(
                     url, retry_s=retry_s, engine_kwargs=engine_kwargs, **heartbeat
                 )
@@ -190,8 +164,7 @@ def make_storage(
         raise StudyError(
             f"--storage {masked(url)}: {describe_storage_error(error, url)}"
         ) from None
-    if url.startswith("sqlite"):
-        use_write_ahead_log(storage.engine)
+    backend.opened(storage.engine)
     return storage
 
 
@@ -205,42 +178,21 @@ def open_storage(config: StudyConfig) -> RDBStorage:
     )
 
 
-def connect_only(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The engine options that still apply to an engine without a pool: ``connect_args``."""
-    return {k: v for k, v in engine_kwargs.items() if k == "connect_args"}
-
-
 def engine_options(url: str) -> dict[str, Any]:
-    """SQLAlchemy engine options for ``url``'s database (see ``make_storage``)."""
-    parsed = sqlalchemy.engine.make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    options: dict[str, Any] = {
-        "pool_size": POOL_SIZE,
-        "max_overflow": POOL_OVERFLOW,
-        # A connection the server dropped (a restart) is replaced, not used and failed.
-        "pool_pre_ping": True,
-    }
-    if backend == "postgresql":
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "wd-search"}
-        options["connect_args"] = {k: v for k, v in connect_args.items() if k not in parsed.query}
-    return options
+    """SQLAlchemy engine options for ``url``'s database (``search.study.backends``)."""
+    return backend_for(url).engine_options()
 
 
-def refuse_foreign_database(url: str, engine_kwargs: dict[str, Any]) -> None:
+def refuse_foreign_database(backend: Backend, engine_kwargs: dict[str, Any]) -> None:
     """Refuse a database that holds tables but no Optuna study, before writing anything to it.
 
     Optuna adds its tables to whatever database it is pointed at; a mistyped --storage would
     fill someone else's database with them.
     """
-    parsed = sqlalchemy.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite" and (
-        parsed.database in (None, "", ":memory:") or not Path(parsed.database).exists()
-    ):
+    if backend.in_memory or backend.missing_file() is not None:
         return
-    options = connect_only(engine_kwargs)
-    engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.NullPool, **options)
+    options = {k: v for k, v in engine_kwargs.items() if k == "connect_args"}  # no pool
+    engine = sqlalchemy.create_engine(backend.parsed, poolclass=sqlalchemy.NullPool, **options)
     try:
         tables = sorted(sqlalchemy.inspect(engine).get_table_names())
     finally:
@@ -248,27 +200,9 @@ def refuse_foreign_database(url: str, engine_kwargs: dict[str, Any]) -> None:
     if tables and "version_info" not in tables:
         shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
         raise StudyError(
-            f"--storage {masked(url)}: this database holds other tables ({shown}) and no "
+            f"--storage {masked(backend.url)}: this database holds other tables ({shown}) and no "
             "Optuna study; point --storage at a new database or a study's own"
         )
-
-
-def use_write_ahead_log(engine: sqlalchemy.Engine) -> None:
-    """Switch a SQLite file to write-ahead logging, where readers and the writer don't block.
-
-    In SQLite's default mode a reader (optuna-dashboard polling the study) holds the file
-    against the workers' writes. The mode is stored in the file, so once is enough; a file
-    only read (a read-only copy) stays as it is.
-    """
-    try:
-        with engine.connect() as connection:
-            # The pragma answers with the mode now in force: read, or it may not take effect.
-            mode = connection.exec_driver_sql("PRAGMA journal_mode=WAL").scalar()
-    except sqlalchemy.exc.OperationalError as error:
-        mode = first_line(error)
-    if mode != "wal":
-        logger.debug("SQLite's journal mode stays as it was: %s", mode)
-    engine.dispose()  # connections opened before the switch report the old mode; start afresh
 
 
 def describe_storage_error(error: BaseException, url: str) -> str:
@@ -280,36 +214,16 @@ def describe_storage_error(error: BaseException, url: str) -> str:
         "(sqlite3.DatabaseError) "
     )
     try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        parsed = None
+        backend: Backend | None = backend_for(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        backend = None
     text = scrubbed(BACKGROUND_LINK.sub("", text), url)
-    database = parsed.database if parsed is not None else None
     lowered = text.lower()
     if "readonly" in lowered or "read-only" in lowered:
         return f"{text}: the database is read-only here; point --storage at a writable location"
-    if "database or disk is full" in lowered:
-        return (
-            f"{text}: the disk holding {database} is full; free space on it, then run the same "
-            "command again (finished trials are kept)"
-        )
-    if "database is locked" in lowered:
-        return (
-            f"{text}: another program held {database} locked for over "
-            f"{SQLITE_BUSY_TIMEOUT_S} s (an open write transaction in a SQLite browser, say); "
-            "end it, then run the same command again (finished trials are kept)"
-        )
-    if "file is not a database" in lowered:
-        return f"{database} is not a SQLite database; point --storage at a study's .db file"
-    if "unable to open database file" in lowered:
-        return f"can't open or create {database}: check that its directory is writable"
-    if "password authentication failed" in lowered or "no password supplied" in lowered:
-        return (
-            f"{text}: check the user and password (kept out of the URL, in ~/.pgpass or "
-            "PGPASSWORD, they stay out of shell histories and process lists)"
-        )
-    if f'database "{database}" does not exist' in text:
-        return f"{text}: create it first (docs/workers.md)"
+    meaning = None if backend is None else backend.meaning(text)
+    if meaning is not None:
+        return meaning
     if any(words in lowered for words in UNREACHABLE):
         return (
             f"{text}: the database can't be reached; check that it is running and reachable, "

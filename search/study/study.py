@@ -6,15 +6,14 @@ and a resumed study must agree with them, or its trials would not be comparable.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 
 from search.config import StudyConfig, flag_of
+from search.study.backends import backend_for
 from search.study.record import record_config, recorded_settings, stored_settings
 from search.study.storage import StudyError, make_storage, masked
 
@@ -26,8 +25,8 @@ def load_existing_study(study_name: str, storage: str | None) -> optuna.Study:
         storage: the URL, or None for the default SQLite file of ``study_name``.
     """
     url = StudyConfig(study_name=study_name, storage=storage).storage_url
-    database = sqlalchemy.engine.make_url(url).database if url.startswith("sqlite") else None
-    if database and database != ":memory:" and not Path(database).is_file():
+    database = backend_for(url).missing_file()
+    if database is not None:
         raise StudyError(
             f"no study database at {database}: run `python -m search.run --study-name "
             f"{study_name}` first, or pass the study's --storage"
@@ -45,11 +44,9 @@ def load_existing_study(study_name: str, storage: str | None) -> optuna.Study:
 def peek_settings(url: str, study_name: str) -> dict[str, Any] | None:
     """The settings study ``study_name`` stored (``stored_settings``), or None if there is no
     such study; creates nothing, not even an empty SQLite file."""
-    if url.startswith("sqlite"):
-        database = sqlalchemy.engine.make_url(url).database
-        # In memory, or not there yet: no study before this process makes one.
-        if not database or database == ":memory:" or not Path(database).is_file():
-            return None
+    backend = backend_for(url)
+    if backend.in_memory or backend.missing_file() is not None:
+        return None  # no study before this process makes one
     storage = make_storage(url)
     if study_name not in [s.study_name for s in storage.get_all_studies()]:
         return None

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from search.config import StudyConfig
-from search.engine.budget import BudgetGate, ClaimLock
+from search.engine.budget import BudgetGate
 from search.engine.strategy import new_study
-from search.study.storage import engine_options, make_storage
+from search.study.backends import backend_for
+from search.study.storage import make_storage
 from tests.helpers import STUDY
 from tests.postgres import PostgresServer, unavailable
 
@@ -24,14 +25,14 @@ def test_claim_lock_admits_one_worker_at_a_time(
         url = f"sqlite:///{tmp_path / 'study.db'}"
     else:
         url = request.getfixturevalue("pg_url")
-    first, second = (ClaimLock(url, STUDY, engine_options(url)) for _ in range(2))
+    first, second = (backend_for(url).budget_lock(STUDY) for _ in range(2))
     first.acquire()
     waiter = threading.Thread(target=second.acquire, daemon=True)
     waiter.start()
     waiter.join(timeout=0.5)
     assert waiter.is_alive() and not second.held
     if backend == "postgresql":  # each study its own lock (SQLite: one per database file)
-        other = ClaimLock(url, "another study", engine_options(url))
+        other = backend_for(url).budget_lock("another study")
         other.acquire()
         other.release()
     first.release()
@@ -47,7 +48,7 @@ def test_budget_gate_never_judges_its_own_running_trials_stuck(
     place; another's that sits still past ``stuck_after`` doesn't."""
     url = tiny_config.storage_url
     study = new_study(make_storage(url), tiny_config, {})
-    lock = ClaimLock(url, tiny_config.study_name, engine_options(url))
+    lock = backend_for(url).budget_lock(tiny_config.study_name)
     gate = BudgetGate(study, budget=3, lock=lock, stuck_after=0.0)
     own, other = study.ask(), study.ask()
     gate.mine.add(own.number)
@@ -70,7 +71,7 @@ def test_a_claim_whose_lock_went_with_a_restart_is_counted_again(
         url = server.create_database()
         config = tiny_config.replace(storage=url)
         study = new_study(make_storage(url, retry_s=30), config, {})
-        lock = ClaimLock(url, config.study_name, engine_options(url))
+        lock = backend_for(url).budget_lock(config.study_name)
         gate = BudgetGate(study, budget=2, lock=lock, stuck_after=60.0)
         study.ask()  # another worker's place
         assert gate.claim() and lock.held

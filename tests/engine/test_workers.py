@@ -30,7 +30,8 @@ from search import export, run
 from search.config import SQLITE_MAX_WORKERS, StudyConfig
 from search.engine.budget import FINISHED
 from search.engine.strategy import new_study
-from search.study.storage import POOL_OVERFLOW, POOL_SIZE, open_storage
+from search.study.backends import POOL_OVERFLOW, POOL_SIZE
+from search.study.storage import open_storage
 from tests.helpers import (
     REPO,
     STUDY,

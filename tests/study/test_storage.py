@@ -23,8 +23,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from search import run
 from search.config import MAX_GRACE_PERIOD_S, StudyConfig
+from search.study.backends import SQLITE_BUSY_TIMEOUT_S
 from search.study.storage import (
-    SQLITE_BUSY_TIMEOUT_S,
     describe_storage_error,
     make_storage,
     masked,
