@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from search.recipe import OPTIMIZERS as OPTIMIZERS  # the flag's choices, one per entry
+from search.recipe import OptimizerName, Recipe
+
 Validation = Literal["holdout", "test"]
 SamplerName = Literal["edge", "tpe", "random", "gp"]
 PrunerName = Literal["median", "hyperband", "none"]
 TaskName = Literal["mnist", "synthetic"]
-OptimizerName = Literal["adam", "adamw", "sgd"]
 SearchSpace = Literal["weight_decay", "full"]
 # Which training accuracy the constraint reads: "running", the seed's (each batch scored by the
 # weights before its own update, averaged over the epoch), or "final", the end-of-epoch
@@ -32,7 +34,6 @@ PRUNERS: tuple[str, ...] = get_args(PrunerName)
 VALIDATIONS: tuple[str, ...] = get_args(Validation)
 DEVICES: tuple[str, ...] = get_args(Device)
 TASKS: tuple[str, ...] = get_args(TaskName)
-OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 SEARCH_SPACES: tuple[str, ...] = get_args(SearchSpace)
 TRAIN_MEASURES: tuple[str, ...] = get_args(TrainMeasure)
 # How a sentence names each: every line that names the constraint says which one it reads.
@@ -197,6 +198,21 @@ class StudyConfig:
             "subset": self.subset,
             "seed": self.seed,
         }
+
+    def recipe(
+        self,
+        weight_decay: float,
+        optimizer: OptimizerName | None = None,
+        decay_biases: bool | None = None,
+    ) -> Recipe:
+        """The study's recipe at ``weight_decay``, with a trial's own optimizer and bias rule
+        where the study searches them (``--search-space full``)."""
+        return Recipe(
+            weight_decay=weight_decay,
+            lr=self.lr,
+            optimizer=self.optimizer if optimizer is None else optimizer,
+            decay_biases=self.decay_biases if decay_biases is None else decay_biases,
+        )
 
     def replace(self, **changes: Any) -> StudyConfig:
         return dataclasses.replace(self, **changes)

@@ -38,9 +38,9 @@ from search.engine.choose import (
 from search.engine.objective import (
     constraint_value,
     record_last_epoch,
-    suggest_optimizer,
-    suggest_weight_decay,
+    suggest_recipe,
 )
+from search.recipe import Recipe
 from search.reporting.steps import Steps
 from search.study.notes import plural
 from search.study.optuna_private import storage_of
@@ -74,9 +74,7 @@ class Run:
     candidate: int
     replicate: int
     seed: int
-    weight_decay: float
-    optimizer: str
-    decay_biases: bool
+    recipe: Recipe
     history: list[EpochMetrics] = field(default_factory=list)
 
 
@@ -227,9 +225,7 @@ def start_run(
         # Optuna warns that heartbeats need study.optimize; a confirmation has none to keep.
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         trial = confirm_study.ask()
-    weight_decay = suggest_weight_decay(trial, config)
-    optimizer, decay_biases = suggest_optimizer(trial, config)
-    return Run(trial, candidate.number, replicate, seed, weight_decay, optimizer, decay_biases)
+    return Run(trial, candidate.number, replicate, seed, suggest_recipe(trial, config))
 
 
 def train_runs(
@@ -246,7 +242,7 @@ def train_runs(
     pool = TrialPool(data, config, len(runs))
     for key, run in enumerate(runs):
         run.trial.set_user_attr("parallel_trials", len(runs))
-        pool.add(key, run.seed, run.weight_decay, run.optimizer, run.decay_biases)
+        pool.add(key, run.seed, run.recipe)
     for epoch in range(1, config.epochs + 1):
         if not len(pool):
             break  # every run diverged

@@ -29,6 +29,7 @@ from search.engine.objective import (
     record_divergence,
     record_outcome,
 )
+from search.recipe import Recipe
 from search.study.artifacts import save_model
 from search.study.backends import backend_for
 from search.study.notes import record_best_feasible_and_note
@@ -241,14 +242,7 @@ class EpochPool(Protocol):
 
     def __len__(self) -> int: ...
 
-    def add(
-        self,
-        key: int,
-        seed: int,
-        weight_decay: float,
-        optimizer: str | None = None,
-        decay_biases: bool | None = None,
-    ) -> None: ...
+    def add(self, key: int, seed: int, recipe: Recipe) -> None: ...
 
     def remove(self, key: int) -> None: ...
 
@@ -416,9 +410,7 @@ class PoolLoop:
         # they depend on k but not on the companions, so a replay (search.evaluate --replay)
         # retrains it alone in a pool of k for the very same numbers.
         trial.set_user_attr("parallel_trials", self.k)
-        self.pool.add(
-            trial.number, plan.seed, plan.weight_decay, plan.optimizer, plan.decay_biases
-        )
+        self.pool.add(trial.number, plan.seed, plan.recipe)
         if self.on_epoch is not None:
             self.on_epoch(trial.number, 0)
         return True

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -18,6 +18,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from search.config import OPTIMIZERS, StudyConfig
 from search.data.splits import Splits
 from search.engine.monotone import over_for_good
+from search.recipe import OptimizerName, Recipe
 from search.study.artifacts import save_model
 from search.study.history import store_history
 from search.study.notes import save_history_note
@@ -35,17 +36,19 @@ def suggest_weight_decay(trial: optuna.Trial, config: StudyConfig) -> float:
     return trial.suggest_float("weight_decay", config.wd_low, config.wd_high, log=True)
 
 
-def suggest_optimizer(trial: optuna.Trial, config: StudyConfig) -> tuple[str, bool]:
-    """The trial's optimizer and whether its biases decay: ``(optimizer, decay_biases)``.
+def suggest_recipe(trial: optuna.Trial, config: StudyConfig) -> Recipe:
+    """The trial's recipe: its weight decay, and its optimizer and whether its biases decay.
 
-    Suggested as categorical parameters when ``config.search_space`` is "full", so the
-    sampler learns which combination goes with which weight decay; otherwise the config's.
+    The last two are suggested as categorical parameters when ``config.search_space`` is
+    "full", so the sampler learns which combination goes with which weight decay; otherwise
+    they are the config's.
     """
+    weight_decay = suggest_weight_decay(trial, config)
     if config.search_space != "full":
-        return config.optimizer, config.decay_biases
+        return config.recipe(weight_decay)
     optimizer = trial.suggest_categorical("optimizer", OPTIMIZERS)
     decay_biases = trial.suggest_categorical("decay_biases", (True, False))
-    return str(optimizer), bool(decay_biases)
+    return config.recipe(weight_decay, cast(OptimizerName, optimizer), bool(decay_biases))
 
 
 def constraint_value(train_accuracy: float, config: StudyConfig) -> float:
@@ -151,9 +154,7 @@ class TrialPlan:
     """What a trial trains: its seed and its recipe, as suggested for it."""
 
     seed: int
-    weight_decay: float
-    optimizer: str
-    decay_biases: bool
+    recipe: Recipe
 
 
 def begin_trial(trial: optuna.Trial, config: StudyConfig) -> TrialPlan:
@@ -162,11 +163,10 @@ def begin_trial(trial: optuna.Trial, config: StudyConfig) -> TrialPlan:
     Both trial loops call this under the budget's lock, so the next worker's sampler sees every
     parameter of this trial. Suggesting again returns the same values (Optuna's rule).
     """
-    weight_decay = suggest_weight_decay(trial, config)
+    recipe = suggest_recipe(trial, config)
     seed = trial_seed(config.seed, trial.number)
     trial.set_user_attr("seed", seed)
-    optimizer, decay_biases = suggest_optimizer(trial, config)
-    return TrialPlan(seed, weight_decay, optimizer, decay_biases)
+    return TrialPlan(seed, recipe)
 
 
 def end_epoch(
@@ -238,15 +238,7 @@ class Objective:
             self.on_epoch(trial.number, 0)
         model = init_model(plan.seed, self.data.train_x.device, config.task)
         history: list[EpochMetrics] = []
-        epochs = train(
-            model,
-            self.data,
-            plan.weight_decay,
-            config,
-            plan.seed,
-            optimizer=plan.optimizer,
-            decay_biases=plan.decay_biases,
-        )
+        epochs = train(model, self.data, plan.recipe, config, plan.seed)
         try:
             for metrics in epochs:
                 history.append(metrics)

@@ -25,6 +25,7 @@ import optuna
 from search.config import StudyConfig
 from search.engine.drive import run_pool
 from search.engine.strategy import make_pruner, make_sampler
+from search.recipe import Recipe
 from search.study.record import Candidate
 from search.study.study import create_study
 from search.training.train import DivergedError, EpochMetrics
@@ -53,20 +54,13 @@ class CurvePool:
     def __len__(self) -> int:
         return len(self.members)
 
-    def add(
-        self,
-        key: int,
-        seed: int,
-        weight_decay: float,
-        optimizer: str | None = None,
-        decay_biases: bool | None = None,
-    ) -> None:
+    def add(self, key: int, seed: int, recipe: Recipe) -> None:
         if len(self.members) >= self.capacity:
             raise ValueError(f"the pool is full ({self.capacity} members)")
         curve = self.curve
         if isinstance(curve, Mapping):
-            curve = curve[(str(optimizer), bool(decay_biases))]
-        self.members[key] = (curve(weight_decay, seed), 0)
+            curve = curve[(recipe.optimizer, recipe.decay_biases)]
+        self.members[key] = (curve(recipe.weight_decay, seed), 0)
 
     def remove(self, key: int) -> None:
         del self.members[key]

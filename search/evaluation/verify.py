@@ -142,7 +142,7 @@ def replay_epochs(
     replayed: list[dict[str, Any]] = []
     if capacity > 1:
         pool = TrialPool(data, config, capacity)
-        pool.add(trial.number, seed, weight_decay)
+        pool.add(trial.number, seed, config.recipe(weight_decay))
         path = f"a pool of {capacity} slots, as it trained"
         while len(replayed) < len(recorded):  # a pruned trial stopped early
             result = pool.train_epoch()[trial.number]
@@ -154,7 +154,7 @@ def replay_epochs(
     model = init_model(seed, data.train_x.device, config.task)
     path = "the single-trial loop, as it trained"
     try:
-        for metrics in train(model, data, weight_decay, config, seed):
+        for metrics in train(model, data, config.recipe(weight_decay), config, seed):
             replayed.append(metrics.as_dict())
             steps.step(f"epoch {metrics.epoch}, val_accuracy {metrics.val_accuracy:.4f}")
             if len(replayed) == len(recorded):

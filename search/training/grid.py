@@ -35,7 +35,7 @@ def train_grid_histories(
         chunk = points[start : start + capacity]
         pool = TrialPool(data, config, capacity)
         for key, (weight_decay, seed) in enumerate(chunk):
-            pool.add(key, seed, weight_decay)
+            pool.add(key, seed, config.recipe(weight_decay))
         histories: dict[int, list[EpochMetrics] | None] = {key: [] for key in range(len(chunk))}
         for epoch in range(1, config.epochs + 1):
             if not len(pool):

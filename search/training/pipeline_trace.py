@@ -57,7 +57,7 @@ def trace_pipeline(
     model = init_model(seed, device, "synthetic")
     assert isinstance(model, TabularNN)
     history: list[EpochMetrics] = []
-    for metrics in train(model, data, weight_decay, config, seed):
+    for metrics in train(model, data, config.recipe(weight_decay), config, seed):
         history.append(metrics)
         on_epoch(metrics)
     last = history[-1]

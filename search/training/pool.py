@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from search.config import CPU_PARALLEL_TRIALS, CUDA_PARALLEL_TRIALS, OPTIMIZERS, StudyConfig
+from search.config import CPU_PARALLEL_TRIALS, CUDA_PARALLEL_TRIALS, StudyConfig
 from search.data.splits import Splits
+from search.recipe import Recipe
 from search.training.seeds import batch_order
 from search.training.train import (
     EVAL_CHUNK,
@@ -44,9 +45,6 @@ EVAL_BUDGET = EVAL_CHUNK * 8
 
 # Adam's constants, as torch.optim.Adam has them and the seed uses them.
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
-
-# Optimizers whose step is Adam's: AdamW differs only in where its decay enters.
-ADAM_FAMILY = ("adam", "adamw")
 
 
 def default_parallel_trials(device: torch.device) -> int:
@@ -67,10 +65,8 @@ class Member:
 
     key: int  # the caller's name for it, e.g. the trial number
     seed: int  # trial seed: initial weights and batch orders
-    weight_decay: float
+    recipe: Recipe
     slot: int  # its index along the stacked dimension, fixed while it is in the pool
-    optimizer: str = "adam"
-    decay_biases: bool = True
     epoch: int = 0  # epochs finished so far
 
 
@@ -179,29 +175,21 @@ class TrialPool:
                 return member.slot
         raise KeyError(f"key {key} is not in the pool")
 
-    def add(
-        self,
-        key: int,
-        seed: int,
-        weight_decay: float,
-        optimizer: str | None = None,
-        decay_biases: bool | None = None,
-    ) -> None:
+    def add(self, key: int, seed: int, recipe: Recipe) -> None:
         """Put a new trial in the first free slot: ``init_model(seed)``'s weights, fresh
-        optimizer state.
+        optimizer state, its own ``recipe`` (as ``search.training.train.train`` takes it).
 
-        Args:
-            optimizer, decay_biases: the trial's own when the study searches them (as
-                ``search.training.train.train`` takes them); None takes the config's.
+        The pool's learning rate is the config's, one for every slot: a recipe of another is
+        refused rather than trained at the wrong rate.
         """
         if key in self.keys():
             raise ValueError(f"key {key} is already in the pool")
         if None not in self.slots:
             raise ValueError(f"the pool is full ({self.capacity} slots); remove a member first")
-        optimizer = self.config.optimizer if optimizer is None else optimizer
-        decay_biases = self.config.decay_biases if decay_biases is None else decay_biases
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; one of {', '.join(OPTIMIZERS)}")
+        if recipe.lr != self.config.lr:
+            raise ValueError(
+                f"the pool trains at lr {self.config.lr}, not the recipe's {recipe.lr}"
+            )
         slot = self.slots.index(None)
         weights = init_model(seed, self.device, self.config.task).state_dict()
         source = [weights[name] for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")]
@@ -210,14 +198,13 @@ class TrialPool:
             for param, init in zip(self.params, source, strict=True):
                 param[slot].copy_(init)
         self._clear(slot, params=False)
-        bias_decay = weight_decay if decay_biases else 0.0
-        if optimizer == "adamw":
-            self.shrink_weights[slot] = 1.0 - self.config.lr * weight_decay
-            self.shrink_biases[slot] = 1.0 - self.config.lr * bias_decay
+        if recipe.entry.decoupled:
+            self.shrink_weights[slot] = 1.0 - recipe.lr * recipe.weight_decay
+            self.shrink_biases[slot] = 1.0 - recipe.lr * recipe.bias_decay
         else:
-            self.l2_weights[slot] = weight_decay
-            self.l2_biases[slot] = bias_decay
-        self.slots[slot] = Member(key, seed, weight_decay, slot, optimizer, decay_biases)
+            self.l2_weights[slot] = recipe.weight_decay
+            self.l2_biases[slot] = recipe.bias_decay
+        self.slots[slot] = Member(key, seed, recipe, slot)
         self._bind()
 
     def remove(self, key: int) -> None:
@@ -255,8 +242,8 @@ class TrialPool:
         AdamW) and SGD's apart, with each Adam slot's step count (a 0-dim view) beside each.
         """
         members = self.members
-        adam = [m.slot for m in members if m.optimizer in ADAM_FAMILY]
-        sgd = [m.slot for m in members if m.optimizer == "sgd"]
+        adam = [m.slot for m in members if m.recipe.entry.step == "adam"]
+        sgd = [m.slot for m in members if m.recipe.entry.step == "sgd"]
 
         def per_slot(tensors: list[torch.Tensor], slots: list[int]) -> list[torch.Tensor]:
             return [t[slot] for slot in slots for t in tensors]
@@ -273,8 +260,8 @@ class TrialPool:
         self._occupied[[m.slot for m in members]] = 1.0
         # Skipped where no slot has any: adding 0 * param, or multiplying by 1, changes
         # nothing, so a slot's numbers don't depend on whether its companions decay.
-        self._any_l2 = any(m.optimizer != "adamw" for m in members)
-        self._any_shrink = any(m.optimizer == "adamw" for m in members)
+        self._any_l2 = any(not m.recipe.entry.decoupled for m in members)
+        self._any_shrink = any(m.recipe.entry.decoupled for m in members)
         k = self.capacity
 
         def per_tensor(weights: torch.Tensor, biases: torch.Tensor) -> list[torch.Tensor]:

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from torchvision import datasets, transforms
 
 from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, OPTIMIZERS, StudyConfig
 from search.data.splits import Splits
+from search.recipe import OptimizerName, Recipe
 from search.training.pool import TrialPool
 from search.training.seeds import trial_seed
 from search.training.train import init_model, train
@@ -85,12 +87,16 @@ def first_images(data: Splits, count: int) -> Splits:
     return Splits(x, y, x[:64], y[:64], data.validation, data.checksums)
 
 
-def mix(config: StudyConfig) -> list[tuple[str, bool]]:
-    """The (optimizer, decay_biases) of the timed trials: the config's, or with ``--search-space
-    full`` every combination in turn, as a full study's trials mix them."""
+def mix(config: StudyConfig) -> list[Recipe]:
+    """The recipes of the timed trials (at the first timed weight decay): the config's, or with
+    ``--search-space full`` every optimizer and bias rule in turn, as a full study's trials mix
+    them."""
     if config.search_space == "full":
-        return list(itertools.product(OPTIMIZERS, (True, False)))
-    return [(config.optimizer, config.decay_biases)]
+        return [
+            config.recipe(WEIGHT_DECAYS[0], cast(OptimizerName, optimizer), decay_biases)
+            for optimizer, decay_biases in itertools.product(OPTIMIZERS, (True, False))
+        ]
+    return [config.recipe(WEIGHT_DECAYS[0])]
 
 
 def timed_data(data: Splits, config: StudyConfig, steps: int) -> tuple[Splits, int]:
@@ -116,28 +122,20 @@ def single_path(data: Splits, config: StudyConfig, warmup: int) -> Callable[[int
     seed = trial_seed(config.seed, 0)
     recipes = mix(config)
 
-    def run_epochs(images: Splits, epochs: int, optimizer: str, decay_biases: bool) -> None:
+    def run_epochs(images: Splits, epochs: int, recipe: Recipe) -> None:
         model = init_model(seed, images.train_x.device, config.task)
-        for _ in train(
-            model,
-            images,
-            WEIGHT_DECAYS[0],
-            config.replace(epochs=epochs),
-            seed,
-            optimizer=optimizer,
-            decay_biases=decay_biases,
-        ):
+        for _ in train(model, images, recipe, config.replace(epochs=epochs), seed):
             pass
 
     def run(steps: int) -> float:
         share = max(1, steps // len(recipes))
         images, epochs = timed_data(data, config, warmup)
-        run_epochs(images, epochs, *recipes[0])
+        run_epochs(images, epochs, recipes[0])
         images, epochs = timed_data(data, config, share)
         synchronize(data.train_x.device)
         started = time.perf_counter()
-        for optimizer, decay_biases in recipes:
-            run_epochs(images, epochs, optimizer, decay_biases)
+        for recipe in recipes:
+            run_epochs(images, epochs, recipe)
         synchronize(data.train_x.device)
         seconds = time.perf_counter() - started
         return seconds * steps / (len(recipes) * trained_steps(images, config, epochs))
@@ -153,10 +151,10 @@ def pool_path(data: Splits, config: StudyConfig, k: int, warmup: int) -> Callabl
     def fill(images: Splits) -> TrialPool:
         pool = TrialPool(images, config, k)
         for number in range(k):
-            optimizer, decay_biases = recipes[number % len(recipes)]
+            recipe = recipes[number % len(recipes)]
             weight_decay = WEIGHT_DECAYS[number % len(WEIGHT_DECAYS)]
             pool.add(
-                number, trial_seed(config.seed, number), weight_decay, optimizer, decay_biases
+                number, trial_seed(config.seed, number), recipe.replace(weight_decay=weight_decay)
             )
         return pool
 

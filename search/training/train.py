@@ -21,6 +21,7 @@ from models import SimpleNN, TabularNN
 from search.config import StudyConfig
 from search.data import synthetic
 from search.data.splits import Splits
+from search.recipe import Recipe
 from search.training.seeds import batch_order
 
 # Validation and test sets are scored in chunks this large: one matmul each, bounded memory.
@@ -138,14 +139,8 @@ def parameter_groups(
     return [group for group in groups if group["params"]]
 
 
-def make_optimizer(
-    model: nn.Module,
-    weight_decay: float,
-    lr: float,
-    optimizer: str = "adam",
-    decay_biases: bool = True,
-) -> torch.optim.Optimizer:
-    """The optimizer of a trial; the default is Adam as the seed uses it.
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The optimizer of a trial's ``recipe`` (``search.recipe``); the seed's is Adam.
 
     ``adam``: weight decay is the L2 term ``weight_decay * param`` added to the gradient before
     Adam's moments, so it is rescaled per parameter like the loss gradient is. ``adamw``: the
@@ -155,14 +150,15 @@ def make_optimizer(
     The fused kernels do the same arithmetic as the default ones in one pass over the
     parameters, about 20% faster per epoch for this small network on the CPU.
     """
-    groups = parameter_groups(model, weight_decay, decay_biases)
-    if optimizer == "adam":
+    groups = parameter_groups(model, recipe.weight_decay, recipe.decay_biases)
+    lr = recipe.lr
+    if recipe.optimizer == "adam":
         return torch.optim.Adam(groups, lr=lr, fused=True)
-    if optimizer == "adamw":
+    if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, fused=True)
-    if optimizer == "sgd":
+    if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=SGD_MOMENTUM, fused=True)
-    raise ValueError(f"unknown optimizer {optimizer!r}")
+    raise ValueError(f"no optimizer is built for {recipe.optimizer!r}")
 
 
 @torch.no_grad()
@@ -180,33 +176,17 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 
 
 def train(
-    model: nn.Module,
-    data: Splits,
-    weight_decay: float,
-    config: StudyConfig,
-    seed: int,
-    *,
-    optimizer: str | None = None,
-    decay_biases: bool | None = None,
+    model: nn.Module, data: Splits, recipe: Recipe, config: StudyConfig, seed: int
 ) -> Iterator[EpochMetrics]:
-    """Train ``model`` for ``config.epochs`` epochs, yielding each epoch's metrics.
+    """Train ``model`` with ``recipe`` for ``config.epochs`` epochs of ``config.batch_size``,
+    yielding each epoch's metrics.
 
     A generator, so the caller (the objective) can report, prune or stop between epochs.
-
-    Args:
-        optimizer, decay_biases: the trial's choice when the study searches them; None takes
-            ``config.optimizer`` and ``config.decay_biases``.
 
     Raises:
         DivergedError: the training loss of an epoch was NaN or infinite.
     """
-    optim = make_optimizer(
-        model,
-        weight_decay,
-        config.lr,
-        config.optimizer if optimizer is None else optimizer,
-        config.decay_biases if decay_biases is None else decay_biases,
-    )
+    optim = make_optimizer(model, recipe)
     n = len(data.train_x)
     device = data.train_x.device
     for epoch in range(1, config.epochs + 1):

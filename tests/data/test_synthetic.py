@@ -91,7 +91,7 @@ def final_epoch(weight_decay: float, epochs: int) -> tuple[float, float, float]:
     seed = trial_seed(0, 0)
     config = StudyConfig(task="synthetic", epochs=epochs)
     model = init_model(seed, "cpu", "synthetic")
-    last = list(train(model, load_synthetic(), weight_decay, config, seed))[-1]
+    last = list(train(model, load_synthetic(), config.recipe(weight_decay), config, seed))[-1]
     return last.train_accuracy, last.val_accuracy, last.val_loss
 
 

@@ -19,7 +19,7 @@ from tests.helpers import enqueued_study
 
 def history(splits: Splits, config: StudyConfig, weight_decay: float, seed: int) -> list[dict]:
     model = init_model(seed)
-    return [m.as_dict() for m in train(model, splits, weight_decay, config, seed)]
+    return [m.as_dict() for m in train(model, splits, config.recipe(weight_decay), config, seed)]
 
 
 def without_time(rows: list[dict]) -> list[dict]:

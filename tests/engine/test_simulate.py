@@ -14,7 +14,7 @@ import statistics
 import numpy as np
 import pytest
 
-from search.config import StudyConfig
+from search.config import DEFAULTS, StudyConfig
 from search.engine.simulate import CurvePool, simulate_study, simulated_recommendation
 from search.engine.truth import (
     ROBUST_FRACTION,
@@ -34,10 +34,10 @@ def test_curve_pool_reads_each_members_epochs_off_its_curve() -> None:
         return [(0.5 + seed / 10, weight_decay), (0.6 + seed / 10, weight_decay)]
 
     pool = CurvePool(curve, capacity=2)
-    pool.add(7, seed=1, weight_decay=0.25)
-    pool.add(8, seed=2, weight_decay=2.0)
+    pool.add(7, seed=1, recipe=DEFAULTS.recipe(0.25))
+    pool.add(8, seed=2, recipe=DEFAULTS.recipe(2.0))
     with pytest.raises(ValueError, match="full"):
-        pool.add(9, seed=3, weight_decay=0.5)
+        pool.add(9, seed=3, recipe=DEFAULTS.recipe(0.5))
     first = pool.train_epoch()
     assert first[7] == EpochMetrics(1, 0.0, 0.6, 0.0, 0.25, 0.0)
     assert isinstance(first[8], DivergedError)

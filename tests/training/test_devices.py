@@ -96,13 +96,11 @@ def test_pool_trains_every_recipe_on_each_device(
     pool = TrialPool(data, config, capacity=4)
     recipes = [("adam", True), ("adamw", False), ("sgd", True)]
     for key, (optimizer, decay_biases) in enumerate(recipes):
-        pool.add(key, trial_seed(0, key), 1e-2, optimizer, decay_biases)
+        pool.add(key, trial_seed(0, key), config.recipe(1e-2, optimizer, decay_biases))
     assert {t.device.type for t in (*pool.params, *pool.exp_avgs, pool.steps)} == {device}
     results = pool.train_epoch()
     for key, (optimizer, decay_biases) in enumerate(recipes):
         model = init_model(trial_seed(0, key), device, task)
-        (alone,) = train(
-            model, data, 1e-2, config, trial_seed(0, key),
-            optimizer=optimizer, decay_biases=decay_biases,
-        )  # fmt: skip
+        recipe = config.recipe(1e-2, optimizer, decay_biases)
+        (alone,) = train(model, data, recipe, config, trial_seed(0, key))
         assert results[key].val_loss == pytest.approx(alone.val_loss, rel=1e-4)  # type: ignore[union-attr]

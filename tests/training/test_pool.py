@@ -38,7 +38,7 @@ def reference(
     splits: Splits, config: StudyConfig, seed: int, weight_decay: float
 ) -> list[EpochMetrics]:
     """The same trial trained alone by the single-trial loop."""
-    return list(train(init_model(seed), splits, weight_decay, config, seed))
+    return list(train(init_model(seed), splits, config.recipe(weight_decay), config, seed))
 
 
 def assert_same_metrics(pooled: list[EpochMetrics], alone: list[EpochMetrics]) -> None:
@@ -63,14 +63,14 @@ def test_pool_of_8_matches_each_trial_trained_alone(tiny_splits: Splits) -> None
     config = StudyConfig(epochs=2)
     pool = TrialPool(tiny_splits, config, capacity=8)
     for number, weight_decay in enumerate(WEIGHT_DECAYS):
-        pool.add(number, trial_seed(config.seed, number), weight_decay)
+        pool.add(number, trial_seed(config.seed, number), config.recipe(weight_decay))
     histories = train_pool(pool, config.epochs)
     # 2,000 images in batches of 64 end in a partial batch of 16: handled as the reference does.
     assert len(tiny_splits.train_x) % config.batch_size != 0
     for number, weight_decay in enumerate(WEIGHT_DECAYS):
         seed = trial_seed(config.seed, number)
         model = init_model(seed)
-        alone = list(train(model, tiny_splits, weight_decay, config, seed))
+        alone = list(train(model, tiny_splits, config.recipe(weight_decay), config, seed))
         assert_same_metrics(histories[number], alone)
         for name, tensor in model.state_dict().items():
             torch.testing.assert_close(pool.state_dict(number)[name], tensor, rtol=1e-4, atol=1e-5)
@@ -80,11 +80,11 @@ def test_pool_refilled_slot_starts_its_own_bias_correction(tiny_splits: Splits) 
     config = StudyConfig(epochs=3)
     pool = TrialPool(tiny_splits, config, capacity=4)
     for number in range(4):
-        pool.add(number, trial_seed(0, number), WEIGHT_DECAYS[number])
+        pool.add(number, trial_seed(0, number), config.recipe(WEIGHT_DECAYS[number]))
     first = train_pool(pool, 1)
     # Trial 1 leaves after one epoch; trial 9 joins while the others start their epoch 2.
     pool.remove(1)
-    pool.add(9, trial_seed(0, 9), 1e-3)
+    pool.add(9, trial_seed(0, 9), config.recipe(1e-3))
     later = train_pool(pool, 2)
     steps_per_epoch = -(-len(tiny_splits.train_x) // config.batch_size)
     # Trial 9 took the freed slot 1; nobody else moved.
@@ -113,7 +113,7 @@ def pooled_trial_7(splits: Splits, config: StudyConfig, schedule: str) -> tuple[
     pool = TrialPool(splits, config, capacity=4)
 
     def add(key: int) -> None:
-        pool.add(key, trial_seed(0, key), WEIGHT_DECAYS[key % len(WEIGHT_DECAYS)])
+        pool.add(key, trial_seed(0, key), config.recipe(WEIGHT_DECAYS[key % len(WEIGHT_DECAYS)]))
 
     before, after = {"alone": ([], []), "last": ([0, 1, 2], []), "churn": ([0], [1])}[schedule]
     for key in [*before, 7, *after]:
@@ -147,8 +147,10 @@ def test_pool_weight_decay_is_per_slot(tiny_splits: Splits) -> None:
     config = StudyConfig(epochs=2)
     pool = TrialPool(tiny_splits, config, capacity=2)
     seed = trial_seed(0, 0)
-    pool.add(0, seed, 1e-6)
-    pool.add(1, seed, 1e-1)  # same initial weights and batches, only the decay differs
+    pool.add(0, seed, config.recipe(1e-6))
+    pool.add(
+        1, seed, config.recipe(1e-1)
+    )  # same initial weights and batches, only the decay differs
     histories = train_pool(pool, config.epochs)
     weak, strong = pool.params[0][0].norm().item(), pool.params[0][1].norm().item()
     assert strong < 0.5 * weak
@@ -158,8 +160,8 @@ def test_pool_weight_decay_is_per_slot(tiny_splits: Splits) -> None:
 def test_pool_diverged_slot_leaves_the_others_alone(tiny_splits: Splits) -> None:
     config = StudyConfig(epochs=1)
     pool = TrialPool(tiny_splits, config, capacity=2)
-    pool.add(0, trial_seed(0, 0), 1e-4)
-    pool.add(1, trial_seed(0, 1), 1e-4)
+    pool.add(0, trial_seed(0, 0), config.recipe(1e-4))
+    pool.add(1, trial_seed(0, 1), config.recipe(1e-4))
     pool.params[0][0, 0, 0] = float("nan")  # slot 0's fc1 weight: its loss goes NaN
     results = pool.train_epoch()
     assert isinstance(results[0], DivergedError)
@@ -195,22 +197,15 @@ def test_pool_of_mixed_recipes_matches_each_trained_alone(
     config = StudyConfig(epochs=2, task=task)  # type: ignore[arg-type]
     pool = TrialPool(splits, config, capacity=8)
     for number, (optimizer, decay_biases, weight_decay) in enumerate(RECIPES):
-        pool.add(number, trial_seed(0, number), weight_decay, optimizer, decay_biases)
+        pool.add(
+            number, trial_seed(0, number), config.recipe(weight_decay, optimizer, decay_biases)
+        )
     histories = train_pool(pool, config.epochs)
     for number, (optimizer, decay_biases, weight_decay) in enumerate(RECIPES):
         seed = trial_seed(0, number)
         model = init_model(seed, "cpu", task)
-        alone = list(
-            train(
-                model,
-                splits,
-                weight_decay,
-                config,
-                seed,
-                optimizer=optimizer,
-                decay_biases=decay_biases,
-            )
-        )
+        recipe = config.recipe(weight_decay, optimizer, decay_biases)
+        alone = list(train(model, splits, recipe, config, seed))
         assert_same_metrics(histories[number], alone)
         for name, tensor in model.state_dict().items():
             torch.testing.assert_close(pool.state_dict(number)[name], tensor, rtol=1e-4, atol=1e-5)
@@ -226,7 +221,7 @@ def test_pool_recipes_differ_where_their_decay_does(tiny_splits: Splits) -> None
     for key, (optimizer, decay_biases) in enumerate(
         [("adam", True), ("adamw", True), ("sgd", True), ("adam", False)]
     ):
-        pool.add(key, seed, 0.1, optimizer, decay_biases)
+        pool.add(key, seed, config.recipe(0.1, optimizer, decay_biases))
     train_pool(pool, config.epochs)
     w1, b1 = pool.params[0], pool.params[1]
     norms = [w1[slot].norm().item() for slot in range(4)]
@@ -244,10 +239,18 @@ def test_pool_trial_is_bit_identical_whatever_its_companions_train(tiny_splits: 
     def run(companions: list[tuple[str, bool, float]]) -> tuple[list, dict]:
         pool = TrialPool(tiny_splits, config, capacity=4)
         for key, (optimizer, decay_biases, weight_decay) in enumerate(companions[:1]):
-            pool.add(10 + key, trial_seed(0, 10 + key), weight_decay, optimizer, decay_biases)
-        pool.add(7, trial_seed(0, 7), 3e-1, "adamw", False)
+            pool.add(
+                10 + key,
+                trial_seed(0, 10 + key),
+                config.recipe(weight_decay, optimizer, decay_biases),
+            )
+        pool.add(7, trial_seed(0, 7), config.recipe(3e-1, "adamw", False))
         for key, (optimizer, decay_biases, weight_decay) in enumerate(companions[1:], 1):
-            pool.add(10 + key, trial_seed(0, 10 + key), weight_decay, optimizer, decay_biases)
+            pool.add(
+                10 + key,
+                trial_seed(0, 10 + key),
+                config.recipe(weight_decay, optimizer, decay_biases),
+            )
         history = [pool.train_epoch()[7] for _ in range(config.epochs)]
         metrics = [{k: v for k, v in m.as_dict().items() if k != "seconds"} for m in history]
         return metrics, pool.state_dict(7)
@@ -259,19 +262,24 @@ def test_pool_trial_is_bit_identical_whatever_its_companions_train(tiny_splits: 
         assert torch.equal(tensor, alone_weights[name]), name
 
 
-def test_pool_rejects_an_unknown_optimizer(tiny_splits: Splits) -> None:
-    pool = TrialPool(tiny_splits, StudyConfig(), capacity=2)
+def test_a_recipe_rejects_an_unknown_optimizer_and_the_pool_another_rate(
+    tiny_splits: Splits,
+) -> None:
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; one of adam, adamw, sgd"):
-        pool.add(0, 0, 1e-4, "rmsprop", True)
+        StudyConfig().recipe(1e-4, "rmsprop", True)  # type: ignore[arg-type]
+    pool = TrialPool(tiny_splits, StudyConfig(), capacity=2)
+    with pytest.raises(ValueError, match="trains at lr 0.001, not the recipe's 0.01"):
+        pool.add(0, 0, StudyConfig(lr=1e-2).recipe(1e-4))
+    assert len(pool) == 0
 
 
 def test_pool_rejects_full_pool_and_duplicate_key(tiny_splits: Splits) -> None:
     pool = TrialPool(tiny_splits, StudyConfig(), capacity=1)
-    pool.add(0, 0, 1e-4)
+    pool.add(0, 0, StudyConfig().recipe(1e-4))
     with pytest.raises(ValueError, match="already in the pool"):
-        pool.add(0, 0, 1e-4)
+        pool.add(0, 0, StudyConfig().recipe(1e-4))
     with pytest.raises(ValueError, match=r"pool is full \(1 slots\)"):
-        pool.add(1, 1, 1e-4)
+        pool.add(1, 1, StudyConfig().recipe(1e-4))
 
 
 def test_default_parallel_trials_is_larger_on_a_gpu() -> None:

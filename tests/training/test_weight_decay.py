@@ -21,6 +21,7 @@ from search.data.synthetic import load_synthetic
 from search.engine.drive import run_trials
 from search.engine.objective import Objective
 from search.engine.strategy import new_study
+from search.recipe import Recipe
 from search.study.storage import make_storage
 from search.training.train import SGD_MOMENTUM, init_model, make_optimizer, parameter_groups, train
 from tests.helpers import run_cli
@@ -53,7 +54,7 @@ def step(
     ``loss_scale=0`` leaves the decay as the only force on the parameters; ``l2`` adds
     ``l2 / 2 * sum(p ** 2)`` to the loss by hand.
     """
-    opt = make_optimizer(model, weight_decay, LR, optimizer, decay_biases)
+    opt = make_optimizer(model, Recipe(weight_decay, LR, optimizer, decay_biases))
     x, y = batch()
     loss = F.cross_entropy(model(x), y) * loss_scale
     loss = loss + l2 / 2 * sum((p**2).sum() for p in model.parameters())
@@ -128,15 +129,15 @@ def test_adamw_decay_is_decoupled_and_differs_from_adam() -> None:
 
 
 def test_make_optimizer_builds_sgd_with_momentum() -> None:
-    optimizer = make_optimizer(small_model(), 0.01, LR, "sgd")
+    optimizer = make_optimizer(small_model(), Recipe(0.01, LR, "sgd"))
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.param_groups[0]["momentum"] == SGD_MOMENTUM
     assert optimizer.param_groups[0]["lr"] == LR
 
 
-def test_make_optimizer_rejects_an_unknown_name() -> None:
-    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
-        make_optimizer(small_model(), 0.01, LR, "lamb")
+def test_a_recipe_rejects_an_unknown_optimizer_name() -> None:
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'; one of adam, adamw, sgd"):
+        Recipe(0.01, LR, "lamb")  # type: ignore[arg-type]
 
 
 def synthetic_study(config: StudyConfig, params: list[dict]) -> optuna.Study:
@@ -153,7 +154,7 @@ def final_val_accuracy(
     """Train a trial's model by hand at weight decay 1e-2; its last validation accuracy."""
     model = init_model(seed, "cpu", "synthetic")
     epochs = train(
-        model, load_synthetic(), 1e-2, config, seed, optimizer=optimizer, decay_biases=decay_biases
+        model, load_synthetic(), config.recipe(1e-2, optimizer, decay_biases), config, seed
     )
     return list(epochs)[-1].val_accuracy
 
