@@ -137,7 +137,7 @@ def replay_command(
     quiet: bool = False,
 ) -> int:
     from search.evaluation.verify import EvaluateError, replay_trial
-    from search.study.artifacts import MODEL_ATTR
+    from search.study.artifacts import has_model
     from search.study.record import recommended_trial
 
     if number is None:
@@ -155,7 +155,7 @@ def replay_command(
     from search.study.history import trial_history
 
     trial = study.trials[number]
-    weights = ", and so do its final weights" if MODEL_ATTR in trial.user_attrs else ""
+    weights = ", and so do its final weights" if has_model(trial) else ""
     print(
         f"trial {number}: reproduced on {device}: the metrics of all {len(trial_history(trial))} "
         f"epochs equal the recorded ones{weights}{through}"

@@ -46,6 +46,7 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
         stored_config,
         stored_recommendation,
         stored_test_result,
+        trial_val_accuracy,
     )
     from search.study.storage import masked
 
@@ -83,14 +84,13 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
     if best is None:
         rows.append(("recommended trial", "none: no trial met the constraint"))
         return rows
-    attrs = best.user_attrs
     outcome = TrialOutcome.read(best)
     train = "" if outcome is None else f", {outcome.train_text()}"
     rows.append(
         (
             "recommended trial",
             f"#{best.number}: weight decay {best.params['weight_decay']:.4g}, validation "
-            f"accuracy {attrs['val_accuracy']:.4f}{train}",
+            f"accuracy {trial_val_accuracy(best):.4f}{train}",
         )
     )
     confirmed = stored_recommendation(study)

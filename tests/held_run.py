@@ -31,7 +31,7 @@ _end_epoch = objective.end_epoch
 
 def held_end_epoch(
     trial: optuna.Trial, history: list[EpochMetrics], config: StudyConfig, started: float
-) -> str | None:
+) -> objective.Stop | None:
     while len(history) > 1 and HOLD.exists():
         time.sleep(0.01)
     return _end_epoch(trial, history, config, started)

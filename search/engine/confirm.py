@@ -47,10 +47,15 @@ from search.study.optuna_private import storage_of
 from search.study.record import (
     Candidate,
     Recommendation,
+    TrialOutcome,
     confirm_study_name,
+    confirmation_run_attrs,
+    confirmation_run_of,
     finished_trials,
     last_recommendation,
+    record_parallel_trials,
     record_recommendation,
+    record_run_diverged,
 )
 from search.study.storage import first_line
 from search.training.pool import TrialPool
@@ -202,13 +207,12 @@ def candidates_from_runs(
 
 def finished_runs(confirm_study: optuna.Study) -> dict[tuple[int, int], tuple[float, float]]:
     """(candidate trial, seed index) -> (train, validation accuracy) of the complete runs."""
-    return {
-        (t.user_attrs["confirms"], t.user_attrs["replicate"]): (
-            t.user_attrs["train_accuracy"],
-            t.user_attrs["val_accuracy"],
-        )
-        for t in confirm_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    }
+    runs: dict[tuple[int, int], tuple[float, float]] = {}
+    for t in confirm_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        outcome = TrialOutcome.read(t)
+        if outcome is not None:
+            runs[confirmation_run_of(t)] = (outcome.train_accuracy, outcome.val_accuracy)
+    return runs
 
 
 def start_run(
@@ -218,7 +222,7 @@ def start_run(
     seed = confirmation_seed(config.seed, candidate.number, replicate)
     confirm_study.enqueue_trial(
         candidate.params,
-        user_attrs={"confirms": candidate.number, "replicate": replicate, "seed": seed},
+        user_attrs=confirmation_run_attrs(candidate.number, replicate, seed),
         skip_if_exists=False,
     )
     with warnings.catch_warnings():
@@ -241,7 +245,7 @@ def train_runs(
     told = progress or (lambda text, n: None)
     pool = TrialPool(data, config, len(runs))
     for key, run in enumerate(runs):
-        run.trial.set_user_attr("parallel_trials", len(runs))
+        record_parallel_trials(run.trial, len(runs))
         pool.add(key, run.seed, run.recipe)
     for epoch in range(1, config.epochs + 1):
         if not len(pool):
@@ -256,7 +260,7 @@ def train_runs(
 
 def _record_epoch(run: Run, result: EpochMetrics | DivergedError) -> None:
     if isinstance(result, DivergedError):
-        run.trial.set_user_attr("diverged", str(result))
+        record_run_diverged(run.trial, str(result))
         return
     run.history.append(result)
     run.trial.report(result.val_accuracy, result.epoch)

@@ -34,6 +34,7 @@ from search.study.artifacts import save_model
 from search.study.backends import backend_for
 from search.study.notes import record_best_feasible_and_note
 from search.study.optuna_private import REPEATING_LOGGERS, heartbeat_storage, record_heartbeat
+from search.study.record import record_parallel_trials
 from search.study.storage import first_line, storage_cause
 from search.training.pool import TrialPool, parallel_trials
 from search.training.train import DivergedError, EpochMetrics, use_one_cpu_thread
@@ -409,7 +410,7 @@ class PoolLoop:
         # Its metrics equal the single-trial path's up to float rounding, not bit for bit;
         # they depend on k but not on the companions, so a replay (search.evaluate --replay)
         # retrains it alone in a pool of k for the very same numbers.
-        trial.set_user_attr("parallel_trials", self.k)
+        record_parallel_trials(trial, self.k)
         self.pool.add(trial.number, plan.seed, plan.recipe)
         if self.on_epoch is not None:
             self.on_epoch(trial.number, 0)

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -22,8 +22,15 @@ from search.recipe import OptimizerName, Recipe
 from search.study.artifacts import save_model
 from search.study.history import store_history
 from search.study.notes import save_history_note
-from search.study.optuna_private import set_trial_system_attr
-from search.study.record import CONSTRAINT, STOPPED_OVER_LIMIT, TrialOutcome
+from search.study.record import (
+    DIVERGED,
+    STOPPED_OVER_LIMIT,
+    Stop,
+    TrialOutcome,
+    record_constraint,
+    record_finish,
+    record_seed,
+)
 from search.training.seeds import trial_seed
 from search.training.train import DivergedError, EpochMetrics, init_model, train
 
@@ -54,18 +61,6 @@ def suggest_recipe(trial: optuna.Trial, config: StudyConfig) -> Recipe:
 def constraint_value(train_accuracy: float, config: StudyConfig) -> float:
     """Optuna's convention: a trial is feasible when the value is <= 0."""
     return train_accuracy - config.max_train_acc
-
-
-def record_constraint(trial: optuna.Trial, value: float) -> None:
-    """Record the constraint where both Optuna and optuna-dashboard read it.
-
-    ``trial.set_constraint`` writes Optuna 5's ``constraints:<key>`` system attribute, which
-    samplers and ``study.best_trial`` read. optuna-dashboard 0.21 shows only the legacy list
-    under ``constraints``, so the value is mirrored there too; Optuna reads both, which makes
-    ``trial.constraints`` hold the same value under ``train_accuracy`` and under ``0``.
-    """
-    trial.set_constraint(CONSTRAINT, value)
-    set_trial_system_attr(trial, "constraints", [value])
 
 
 def projected_train_accuracy(
@@ -120,9 +115,9 @@ def record_outcome(
     history: list[EpochMetrics],
     config: StudyConfig,
     started: float,
-    pruned_reason: str | None = None,
+    stop: Stop | None = None,
 ) -> None:
-    """The attributes of a finished (complete or pruned) trial, from its last epoch.
+    """The record of a finished (complete or stopped early) trial, from its last epoch.
 
     A trial stopped for infeasibility records its constraint at its projected final training
     accuracy (``projected_train_accuracy``, also stored as a user attribute); its measured
@@ -132,21 +127,16 @@ def record_outcome(
     measure = config.train_accuracy
     value = constraint_value(last.accuracy(measure), config)
     projected = None
-    if pruned_reason is not None and pruned_reason.startswith(INFEASIBLE):
+    if stop is not None and stop.kind == "over_limit":
         projected = projected_train_accuracy(history, config.epochs, measure)
         value = constraint_value(projected, config)
     # For a pruned trial ``feasible`` is as of the epoch it stopped: "infeasible" there is
     # final (``stop_reason``'s margin) and "feasible" provisional.
     record_last_epoch(trial, last, value, measure)
-    extra: dict[str, Any] = {"duration_s": round(time.perf_counter() - started, 3)}
-    if pruned_reason is not None:
-        extra["pruned_reason"] = pruned_reason
-    if projected is not None:
-        extra["projected_train_accuracy"] = projected
-    for key, attr in extra.items():
-        trial.set_user_attr(key, attr)
+    record_finish(trial, round(time.perf_counter() - started, 3), stop, projected)
     rows = [m.as_dict() for m in history]
-    save_history_note(trial, rows, value, config, pruned_reason, projected is not None)
+    reason = None if stop is None else stop.reason
+    save_history_note(trial, rows, value, config, reason, projected is not None)
 
 
 @dataclass(frozen=True)
@@ -165,13 +155,13 @@ def begin_trial(trial: optuna.Trial, config: StudyConfig) -> TrialPlan:
     """
     recipe = suggest_recipe(trial, config)
     seed = trial_seed(config.seed, trial.number)
-    trial.set_user_attr("seed", seed)
+    record_seed(trial, seed)
     return TrialPlan(seed, recipe)
 
 
 def end_epoch(
     trial: optuna.Trial, history: list[EpochMetrics], config: StudyConfig, started: float
-) -> str | None:
+) -> Stop | None:
     """Report the epoch that just ended; returns why the trial stops here, or None to go on.
 
     A trial that stops has its outcome recorded already; the caller only prunes it. The single
@@ -180,13 +170,13 @@ def end_epoch(
     metrics = history[-1]
     trial.report(metrics.val_accuracy, metrics.epoch)
     store_history(trial, [m.as_dict() for m in history])
-    reason = stop_reason(trial, metrics, config)
-    if reason is not None:
-        record_outcome(trial, history, config, started, pruned_reason=reason)
-    return reason
+    stop = stop_reason(trial, metrics, config)
+    if stop is not None:
+        record_outcome(trial, history, config, started, stop)
+    return stop
 
 
-def stop_reason(trial: optuna.Trial, metrics: EpochMetrics, config: StudyConfig) -> str | None:
+def stop_reason(trial: optuna.Trial, metrics: EpochMetrics, config: StudyConfig) -> Stop | None:
     """Why the trial should stop after this epoch, or None to go on."""
     if metrics.epoch == config.epochs:
         return None
@@ -197,19 +187,20 @@ def stop_reason(trial: optuna.Trial, metrics: EpochMetrics, config: StudyConfig)
     if config.constraint_pruning and over_for_good(
         accuracy, config.max_train_acc, config.train_accuracy
     ):
-        return (
+        return Stop(
+            "over_limit",
             f"{INFEASIBLE}: {config.train_accuracy} train accuracy {accuracy:.4f} over the "
-            f"limit {config.max_train_acc} at epoch {metrics.epoch}"
+            f"limit {config.max_train_acc} at epoch {metrics.epoch}",
         )
     if trial.should_prune():
-        return f"pruned by the {config.pruner} pruner at epoch {metrics.epoch}"
+        return Stop("pruned", f"pruned by the {config.pruner} pruner at epoch {metrics.epoch}")
     return None
 
 
 def record_divergence(trial: optuna.Trial, error: DivergedError) -> str:
-    reason = f"diverged: {error}"
-    trial.set_user_attr("pruned_reason", reason)
-    return reason
+    stop = Stop("diverged", f"{DIVERGED}: {error}")
+    stop.write(trial)
+    return stop.reason
 
 
 class Objective:
@@ -244,9 +235,9 @@ class Objective:
                 history.append(metrics)
                 if self.on_epoch is not None:
                     self.on_epoch(trial.number, metrics.epoch)
-                reason = end_epoch(trial, history, config, started)
-                if reason is not None:
-                    raise optuna.TrialPruned(reason)
+                stop = end_epoch(trial, history, config, started)
+                if stop is not None:
+                    raise optuna.TrialPruned(stop.reason)
         except DivergedError as error:
             raise optuna.TrialPruned(record_divergence(trial, error)) from None
         record_outcome(trial, history, config, started)

@@ -28,9 +28,17 @@ from search.data.splits import Splits
 from search.data.tasks import load_task
 from search.errors import UserError
 from search.reporting.steps import Steps
-from search.study.artifacts import MODEL_ATTR, ArtifactError, load_model, load_state_dict
+from search.study.artifacts import ArtifactError, has_model, load_model, load_state_dict
 from search.study.history import trial_history
-from search.study.record import TestResult, recommended_trial, stored_config, trial_val_accuracy
+from search.study.record import (
+    Stop,
+    TestResult,
+    parallel_trials_of,
+    recommended_trial,
+    stored_config,
+    trial_seed_of,
+    trial_val_accuracy,
+)
 from search.training.pool import TrialPool
 from search.training.seeds import trial_seed
 from search.training.train import DivergedError, evaluate, init_model, train
@@ -122,7 +130,7 @@ def replay(
     recorded = trial_history(trial)
     seed = trial_seed(config.seed, trial.number)
     data = load_task(config, device)
-    capacity = int(trial.user_attrs.get("parallel_trials", 1))
+    capacity = parallel_trials_of(trial)
     with Steps(
         len(recorded), f"replaying trial {trial.number}", unit="epoch", quiet=quiet
     ) as steps:
@@ -186,7 +194,7 @@ def weights_mismatch(
     store: FileSystemArtifactStore,
 ) -> str | None:
     """Whether the replayed weights equal the stored ones; None if equal or nothing stored."""
-    if MODEL_ATTR not in trial.user_attrs:
+    if not has_model(trial):
         return None
     stored = load_state_dict(study, trial.number, store)
     for name, tensor in weights.items():
@@ -226,16 +234,18 @@ def replay_trial(
         raise EvaluateError(f"--trial {number} recorded no epoch: there is nothing to compare")
     config = replay_config(study, trial, data_dir)
     seed = trial_seed(config.seed, number)
-    if trial.user_attrs.get("seed", seed) != seed:
+    recorded_seed = trial_seed_of(trial)
+    if recorded_seed is not None and recorded_seed != seed:
         wrong_seed = (
-            f"trial {number} recorded seed {trial.user_attrs['seed']}, but study seed "
+            f"trial {number} recorded seed {recorded_seed}, but study seed "
             f"{config.seed} gives it {seed}"
         )
         return wrong_seed, None
     result = replay(trial, config, device, quiet)
     mismatch: str | None = first_mismatch(recorded, result.metrics)
     if mismatch is None and result.diverged is not None:
-        if not trial.user_attrs.get("pruned_reason", "").startswith("diverged"):
+        stop = Stop.read(trial)
+        if stop is None or stop.kind != "diverged":
             mismatch = f"the replay diverged ({result.diverged}), the trial did not"
     if mismatch is None and trial.state == TrialState.COMPLETE:
         try:

@@ -30,10 +30,9 @@ from search.reporting.eta import Forecast, Seen, clock, forecast
 from search.study.record import (
     FINISHED,
     Counts,
-    TrialOutcome,
+    TrialFacts,
     is_feasible,
     recommended_trial,
-    stopped_over_limit,
     trial_val_accuracy,
 )
 
@@ -59,19 +58,19 @@ def other_params(trial: FrozenTrial) -> str:
 
 def describe(trial: FrozenTrial) -> str:
     """One line for a finished trial."""
-    attrs = trial.user_attrs
+    facts = TrialFacts.read(trial)
     line = f"trial {trial.number:3d}  weight_decay={trial.params.get('weight_decay', 0):.2e}"
     line += other_params(trial)
-    outcome = TrialOutcome.read(trial)
+    outcome = facts.outcome
     if outcome is not None:
         line += f"  val_acc={outcome.val_accuracy:.4f}  {outcome.train_text()}"
-        line += f"  epochs={attrs['epochs_run']}  {attrs['duration_s']:.1f}s"
+        line += f"  epochs={outcome.epochs_run}  {facts.duration_s or 0.0:.1f}s"
     if trial.state == TrialState.COMPLETE:
         return line + ("  feasible" if is_feasible(trial) else "  INFEASIBLE")
     if trial.state == TrialState.PRUNED:
-        if stopped_over_limit(trial):  # its training accuracy and epoch are on the line
-            return line + "  stopped over the limit"
-        return line + f"  pruned ({attrs.get('pruned_reason', 'pruned')})"
+        if facts.stop is not None and facts.stop.kind == "over_limit":
+            return line + "  stopped over the limit"  # its training accuracy and epoch are on it
+        return line + f"  pruned ({'pruned' if facts.stop is None else facts.stop.reason})"
     return line + f"  {trial.state.name.lower()}"
 
 

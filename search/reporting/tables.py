@@ -11,16 +11,18 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from search.errors import UserError
 from search.study.history import trial_history
 from search.study.record import (
-    CONSTRAINT,
     FINISHED,
     Recommendation,
+    TrialFacts,
+    constraint_of,
     recommended_trial,
     recorded_settings,
+    stored_feasible,
     stored_recommendation,
     stored_test_result,
 )
@@ -91,8 +93,9 @@ class ExportError(UserError):
 def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
     """One trial as a flat record: identity, parameters, recipe, metrics, constraint, timing."""
     config = recorded_settings(study)
-    attrs = trial.user_attrs
-    constraint = trial.constraints.get(CONSTRAINT)
+    facts = TrialFacts.read(trial)
+    outcome = facts.outcome
+    constraint = constraint_of(trial)
     duration = trial.duration.total_seconds() if trial.duration is not None else None
     return {
         "study": study.study_name,
@@ -108,43 +111,28 @@ def trial_row(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         "batch_size": config.get("batch_size"),
         "epochs": config.get("epochs"),
         # A pruned trial's figures are those of its last epoch, epochs_run, not the recipe's.
-        "epochs_run": attrs.get("epochs_run"),
-        "val_accuracy": attrs.get("val_accuracy"),
+        "epochs_run": None if outcome is None else outcome.epochs_run,
+        "val_accuracy": None if outcome is None else outcome.val_accuracy,
         # The one the constraint read (train_accuracy_measure), then both measures: the
         # running one (each batch before its update, the seed's) and the final weights'.
-        "train_accuracy": attrs.get("train_accuracy"),
-        "train_accuracy_measure": attrs.get("train_accuracy_measure"),
-        "train_accuracy_running": attrs.get("train_accuracy_running"),
-        "train_accuracy_final": attrs.get("train_accuracy_final"),
+        "train_accuracy": None if outcome is None else outcome.train_accuracy,
+        "train_accuracy_measure": None if outcome is None else outcome.train_accuracy_measure,
+        "train_accuracy_running": None if outcome is None else outcome.train_accuracy_running,
+        "train_accuracy_final": None if outcome is None else outcome.train_accuracy_final,
         # A trial stopped over the limit: the projection of where it would have ended, which
         # its constraint uses.
-        "projected_train_accuracy": attrs.get("projected_train_accuracy"),
-        "val_loss": attrs.get("val_loss"),
-        "train_loss": attrs.get("train_loss"),
+        "projected_train_accuracy": facts.projected_train_accuracy,
+        "val_loss": None if outcome is None else outcome.val_loss,
+        "train_loss": None if outcome is None else outcome.train_loss,
         "constraint": constraint,
-        "feasible": feasible_cell(trial),
-        "pruned_reason": attrs.get("pruned_reason"),
+        "feasible": stored_feasible(trial),
+        "pruned_reason": None if facts.stop is None else facts.stop.reason,
         "validation": config.get("validation"),
-        "seed": attrs.get("seed"),  # the trial's own: what a replay seeds it with
+        "seed": facts.seed,  # the trial's own: what a replay seeds it with
         "study_seed": config.get("seed"),
         "datetime_start": trial.datetime_start,
         "duration_s": duration,
     }
-
-
-def feasible_cell(trial: FrozenTrial) -> bool | None:
-    """Whether the trial ended feasible, or None where no one can know.
-
-    A complete trial's answer is final. One stopped early recorded ``feasible`` as of the
-    epoch it stopped at: "infeasible" is final there (a trial stopped for the constraint was
-    further over the limit than any recorded run came back from, docs/search-quality.md
-    #monotone), but "feasible" is not: the
-    pruner stopped it for its score before its last epoch, which might have passed the limit.
-    """
-    stored = trial.user_attrs.get("feasible")
-    if trial.state == TrialState.COMPLETE or stored is False:
-        return stored
-    return None
 
 
 def best_frame(study: optuna.Study) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial
 
 from search.config import DEFAULTS, STUDIES_DIR, StudyConfig
 from search.errors import UserError
@@ -45,6 +46,12 @@ ARTIFACTS_DIR_NAME = "artifacts"
 
 class ArtifactError(UserError):
     """A trial's weights can't be found: one line saying which trial, where we looked, and why."""
+
+
+def has_model(trial: FrozenTrial) -> bool:
+    """Whether the trial stored its trained weights (complete trials of a study that keeps
+    them)."""
+    return MODEL_ATTR in trial.user_attrs
 
 
 def artifact_dir(storage_url: str, directory: Path | None = None) -> Path:

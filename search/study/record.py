@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import warnings
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -26,6 +26,7 @@ from search.config import (
     SIBLING_SUFFIX,
     StudyConfig,
 )
+from search.study.optuna_private import set_trial_system_attr
 
 # The study user attributes: one key per fact.
 CONFIG_ATTR = "config"  # StudyConfig.recorded() at creation
@@ -40,6 +41,12 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # --- trials -------------------------------------------------------------------------------
 
 
+def constraint_of(trial: FrozenTrial) -> float | None:
+    """The trial's constraint value (training accuracy minus the limit), None where unset."""
+    value = trial.constraints.get(CONSTRAINT)
+    return None if value is None else float(value)
+
+
 def violation(trial: FrozenTrial) -> float | None:
     """The trial's largest constraint value (feasible when <= 0), or None if it has none."""
     constraints = trial.constraints
@@ -51,13 +58,94 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return value is None or value <= 0
 
 
-STOPPED_OVER_LIMIT = "infeasible"  # how the pruned_reason of a trial stopped over the limit begins
+# The trial user attributes of a trial's stop and its other facts; ``TrialOutcome``'s fields
+# are keys of their own.
+STOP_REASON_ATTR = "pruned_reason"  # the sentence trial lines show (the CSV's column too)
+STOP_KIND_ATTR = "stop"  # StopKind; trials from before it read it off the sentence
+SEED_ATTR = "seed"
+PARALLEL_ATTR = "parallel_trials"  # the pool capacity that trained it: what a replay needs
+PROJECTED_ATTR = "projected_train_accuracy"
+DURATION_ATTR = "duration_s"
+STOPPED_OVER_LIMIT = "infeasible"  # how the sentence of a trial stopped over the limit begins
+DIVERGED = "diverged"  # ...and of one whose training loss went non-finite
+
+StopKind = Literal["over_limit", "pruned", "diverged"]
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a trial ended before its last epoch: the kind, typed, and the sentence to show.
+
+    ``over_limit``: its training accuracy passed the limit further than any recorded run came
+    back from, so it is infeasible for good (docs/search-quality.md#monotone); ``pruned``: the
+    pruner stopped it for its score, so whether it would have ended feasible is unknown;
+    ``diverged``: its training loss went non-finite.
+    """
+
+    kind: StopKind
+    reason: str
+
+    def write(self, trial: optuna.Trial) -> None:
+        trial.set_user_attr(STOP_REASON_ATTR, self.reason)
+        trial.set_user_attr(STOP_KIND_ATTR, self.kind)
+
+    @classmethod
+    def read(cls, trial: FrozenTrial) -> Stop | None:
+        """None for a trial that did not stop early."""
+        attrs: dict[str, Any] = trial.user_attrs
+        reason = attrs.get(STOP_REASON_ATTR)
+        if reason is None:
+            return None
+        kind = attrs.get(STOP_KIND_ATTR) or legacy_stop_kind(str(reason))
+        return cls(kind, str(reason))
+
+
+def legacy_stop_kind(reason: str) -> StopKind:
+    """The kind of a stop stored before its kind was: its sentence's first word said it."""
+    if reason.startswith(STOPPED_OVER_LIMIT):
+        return "over_limit"
+    if reason.startswith(DIVERGED):
+        return "diverged"
+    return "pruned"
 
 
 def stopped_over_limit(trial: FrozenTrial) -> bool:
     """Stopped because its training accuracy passed the limit: infeasible for good."""
-    reason = trial.user_attrs.get("pruned_reason") or ""
-    return trial.state == TrialState.PRUNED and str(reason).startswith(STOPPED_OVER_LIMIT)
+    if trial.state != TrialState.PRUNED:
+        return False
+    stop = Stop.read(trial)
+    return stop is not None and stop.kind == "over_limit"
+
+
+def record_constraint(trial: optuna.Trial, value: float) -> None:
+    """Record the constraint where both Optuna and optuna-dashboard read it.
+
+    ``trial.set_constraint`` writes Optuna 5's ``constraints:<key>`` system attribute, which
+    samplers and ``study.best_trial`` read. optuna-dashboard 0.21 shows only the legacy list
+    under ``constraints``, so the value is mirrored there too; Optuna reads both, which makes
+    ``trial.constraints`` hold the same value under ``train_accuracy`` and under ``0``.
+    """
+    trial.set_constraint(CONSTRAINT, value)
+    set_trial_system_attr(trial, "constraints", [value])
+
+
+def record_seed(trial: optuna.Trial, seed: int) -> None:
+    trial.set_user_attr(SEED_ATTR, seed)
+
+
+def trial_seed_of(trial: FrozenTrial) -> int | None:
+    """The seed the trial trained with (None: a trial from outside ``search.run``)."""
+    seed = trial.user_attrs.get(SEED_ATTR)
+    return None if seed is None else int(seed)
+
+
+def record_parallel_trials(trial: optuna.Trial, capacity: int) -> None:
+    trial.set_user_attr(PARALLEL_ATTR, capacity)
+
+
+def parallel_trials_of(trial: FrozenTrial) -> int:
+    """The capacity of the pool that trained the trial; 1: the single-trial loop."""
+    return int(trial.user_attrs.get(PARALLEL_ATTR, 1))
 
 
 @dataclass(frozen=True)
@@ -202,6 +290,16 @@ class TrialOutcome:
         for key, value in asdict(self).items():
             trial.set_user_attr(key, value)
 
+    @property
+    def other_measure(self) -> tuple[str, float] | None:
+        """The training accuracy the constraint did not read, by name; None in studies from
+        before both were measured."""
+        running, final = self.train_accuracy_running, self.train_accuracy_final
+        if running is None or final is None:
+            return None
+        measure = self.train_accuracy_measure or "running"
+        return ("running", running) if measure == "final" else ("final", final)
+
     @classmethod
     def read(cls, trial: FrozenTrial) -> TrialOutcome | None:
         """None for a trial that stored no outcome (it failed, or runs still)."""
@@ -215,12 +313,91 @@ class TrialOutcome:
     def train_text(self) -> str:
         """The constraint's training accuracy, naming its measure, and the other measure's."""
         text = f"train_acc={self.train_accuracy:.4f}"
-        running, final = self.train_accuracy_running, self.train_accuracy_final
-        if running is None or final is None:
+        other = self.other_measure
+        if other is None:
             return text  # a study from before both were measured
-        measure = self.train_accuracy_measure or "running"
-        other, value = ("running", running) if measure == "final" else ("final", final)
-        return f"{text} ({measure}; {other} {value:.4f})"
+        return f"{text} ({self.train_accuracy_measure or 'running'}; {other[0]} {other[1]:.4f})"
+
+
+@dataclass(frozen=True)
+class TrialFacts:
+    """Everything a finished trial stored of itself, typed: what the reading commands show.
+
+    ``outcome`` is None for a trial that stored none (it failed, diverged, or runs still);
+    ``projected_train_accuracy`` is set for a trial stopped over the limit only: where it
+    would have ended, which its constraint value uses (its measured training accuracy stays
+    in ``outcome``).
+    """
+
+    outcome: TrialOutcome | None
+    stop: Stop | None
+    projected_train_accuracy: float | None
+    duration_s: float | None
+    seed: int | None
+    parallel_trials: int
+
+    @classmethod
+    def read(cls, trial: FrozenTrial) -> TrialFacts:
+        attrs: dict[str, Any] = trial.user_attrs
+        return cls(
+            outcome=TrialOutcome.read(trial),
+            stop=Stop.read(trial),
+            projected_train_accuracy=attrs.get(PROJECTED_ATTR),
+            duration_s=attrs.get(DURATION_ATTR),
+            seed=trial_seed_of(trial),
+            parallel_trials=parallel_trials_of(trial),
+        )
+
+
+def record_finish(
+    trial: optuna.Trial,
+    duration_s: float,
+    stop: Stop | None = None,
+    projected: float | None = None,
+) -> None:
+    """A finished trial's facts beside its outcome (``TrialOutcome.write``): what it took, why
+    it stopped early (if it did), and a stopped-over-the-limit trial's projection."""
+    trial.set_user_attr(DURATION_ATTR, duration_s)
+    if stop is not None:
+        stop.write(trial)
+    if projected is not None:
+        trial.set_user_attr(PROJECTED_ATTR, projected)
+
+
+def stored_feasible(trial: FrozenTrial) -> bool | None:
+    """Whether the trial ended feasible, or None where no one can know.
+
+    A complete trial's answer is final. One stopped early recorded ``feasible`` as of the
+    epoch it stopped at: "infeasible" is final there (a trial stopped for the constraint was
+    further over the limit than any recorded run came back from, docs/search-quality.md
+    #monotone), but "feasible" is not: the pruner stopped it for its score before its last
+    epoch, which might have passed the limit.
+    """
+    stored = trial.user_attrs.get("feasible")
+    if trial.state == TrialState.COMPLETE or stored is False:
+        return None if stored is None else bool(stored)
+    return None
+
+
+# A confirmation run (``search.engine.confirm``) is a trial of the sibling study that names
+# the candidate it confirms and its seed index.
+CONFIRMS_ATTR = "confirms"
+REPLICATE_ATTR = "replicate"
+RUN_DIVERGED_ATTR = "diverged"
+
+
+def confirmation_run_attrs(candidate: int, replicate: int, seed: int) -> dict[str, Any]:
+    """The user attributes a confirmation run is enqueued with."""
+    return {CONFIRMS_ATTR: candidate, REPLICATE_ATTR: replicate, SEED_ATTR: seed}
+
+
+def confirmation_run_of(trial: FrozenTrial) -> tuple[int, int]:
+    """(candidate trial number, seed index) of a confirmation run."""
+    return int(trial.user_attrs[CONFIRMS_ATTR]), int(trial.user_attrs[REPLICATE_ATTR])
+
+
+def record_run_diverged(trial: optuna.Trial, message: str) -> None:
+    trial.set_user_attr(RUN_DIVERGED_ATTR, message)
 
 
 def trial_val_accuracy(trial: FrozenTrial) -> float:

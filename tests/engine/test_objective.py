@@ -11,7 +11,7 @@ from search.config import StudyConfig
 from search.data.splits import Splits
 from search.engine.objective import projected_train_accuracy
 from search.study.history import trial_history
-from search.study.record import CONSTRAINT, record_best_feasible
+from search.study.record import CONSTRAINT, TrialFacts, record_best_feasible
 from search.training.seeds import trial_seed
 from search.training.train import EpochMetrics, init_model, train
 from tests.helpers import enqueued_study
@@ -119,6 +119,15 @@ def test_constraint_pruning_stops_an_infeasible_trial_early(
     assert trial.user_attrs["epochs_run"] < 4
     assert trial.user_attrs["pruned_reason"].startswith("infeasible: running train accuracy")
     assert trial.constraints[CONSTRAINT] > 0 and trial.user_attrs["feasible"] is False
+    facts = TrialFacts.read(trial)  # the typed record of the same trial
+    assert facts.stop is not None and facts.stop.kind == "over_limit"
+    assert facts.stop.reason == trial.user_attrs["pruned_reason"]
+    assert facts.outcome is not None and facts.outcome.epochs_run < 4
+    assert facts.projected_train_accuracy is not None
+    assert facts.projected_train_accuracy >= facts.outcome.train_accuracy
+    assert trial.constraints[CONSTRAINT] == pytest.approx(facts.projected_train_accuracy - 0.5)
+    assert facts.seed == trial_seed(config.seed, 0) and facts.parallel_trials >= 1
+    assert facts.duration_s is not None and facts.duration_s > 0
 
 
 def test_no_constraint_pruning_trains_every_epoch(
@@ -140,6 +149,12 @@ def test_median_pruner_prunes_a_clearly_worse_trial(
     assert all(t.state == TrialState.COMPLETE for t in good)
     assert bad.state == TrialState.PRUNED
     assert bad.user_attrs["pruned_reason"] == "pruned by the median pruner at epoch 4"
+    stop = TrialFacts.read(bad).stop
+    assert stop is not None and stop.kind == "pruned"
+    assert (
+        TrialFacts.read(good[0]).stop is None
+        and TrialFacts.read(bad).projected_train_accuracy is None
+    )
     assert bad.user_attrs["epochs_run"] == 4  # epochs 1-3 are warm-up, never judged
 
 

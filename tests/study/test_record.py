@@ -16,6 +16,7 @@ from search.study.record import (
     Candidate,
     Counts,
     Recommendation,
+    Stop,
     TestResult,
     TrialOutcome,
     best_feasible_trial,
@@ -416,3 +417,36 @@ def test_a_final_measure_recommendation_says_so_and_reads_back() -> None:
     running = Recommendation(choice, True, 0.8, 4, (choice,), "s-confirm", 4, 9.0)
     assert "measure" not in running.as_attr()  # the default, stored as before it existed
     assert Recommendation.from_attr(running.as_attr()).measure == "running"
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("infeasible: running train accuracy 0.9612 over the limit 0.95 at epoch 3", "over_limit"),
+        ("diverged: training loss is nan in epoch 2", "diverged"),
+        ("pruned by the median pruner at epoch 4", "pruned"),
+    ],
+)
+def test_a_stop_stored_before_its_kind_reads_its_kind_off_its_sentence(
+    reason: str, kind: str
+) -> None:
+    older = create_trial(
+        state=TrialState.PRUNED,
+        params={"weight_decay": 1e-3},
+        distributions=SPACE,
+        intermediate_values={1: 0.9},
+        user_attrs={"pruned_reason": reason},
+    )
+    assert Stop.read(older) == Stop(kind, reason)  # type: ignore[arg-type]
+
+
+def test_a_stored_kind_wins_over_the_sentence() -> None:
+    # The kind is the fact; the sentence is only shown (a pruner's wording could start with
+    # any word).
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask(SPACE)
+    Stop("pruned", "infeasible-looking words from a pruner").write(trial)
+    study.tell(trial, state=TrialState.PRUNED)
+    (frozen,) = study.trials
+    assert Stop.read(frozen) == Stop("pruned", "infeasible-looking words from a pruner")
+    assert trial_kind(frozen) == "pruned"
