@@ -59,6 +59,8 @@ from search.study.record import (
 )
 from search.study.storage import first_line
 from search.training.pool import TrialPool
+from search.training.runs import Run as PoolRun
+from search.training.runs import train_runs as train_side_by_side
 from search.training.seeds import derive_seed
 from search.training.train import DivergedError, EpochMetrics
 
@@ -243,19 +245,17 @@ def train_runs(
     ``progress`` is told each time epochs end: a text, and how many run-epochs that was.
     """
     told = progress or (lambda text, n: None)
-    pool = TrialPool(data, config, len(runs))
-    for key, run in enumerate(runs):
+    for run in runs:
         record_parallel_trials(run.trial, len(runs))
-        pool.add(key, run.seed, run.recipe)
-    for epoch in range(1, config.epochs + 1):
-        if not len(pool):
-            break  # every run diverged
-        trained = len(pool)
-        for key, result in pool.train_epoch().items():
-            _record_epoch(runs[key], result)
-            if isinstance(result, DivergedError):
-                pool.remove(key)
-        told(f"epoch {epoch}/{config.epochs} of {len(runs)} runs side by side", trained)
+    train_side_by_side(
+        TrialPool(data, config, len(runs)),
+        [PoolRun(key, run.seed, run.recipe) for key, run in enumerate(runs)],
+        config.epochs,
+        on_result=lambda key, result: _record_epoch(runs[key], result),
+        on_pass=lambda epoch, trained: told(
+            f"epoch {epoch}/{config.epochs} of {len(runs)} runs side by side", trained
+        ),
+    )
 
 
 def _record_epoch(run: Run, result: EpochMetrics | DivergedError) -> None:

@@ -12,7 +12,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -29,7 +28,6 @@ from search.engine.objective import (
     record_divergence,
     record_outcome,
 )
-from search.recipe import Recipe
 from search.study.artifacts import save_model
 from search.study.backends import backend_for
 from search.study.notes import record_best_feasible_and_note
@@ -37,6 +35,7 @@ from search.study.optuna_private import REPEATING_LOGGERS, heartbeat_storage, re
 from search.study.record import record_parallel_trials
 from search.study.storage import first_line, storage_cause
 from search.training.pool import TrialPool, parallel_trials
+from search.training.runs import EpochPool, train_pass
 from search.training.train import DivergedError, EpochMetrics, use_one_cpu_thread
 
 logger = logging.getLogger(__name__)
@@ -235,25 +234,6 @@ def awaits_first_result(study: optuna.Study, budget: int, k: int, own_running: i
     return not complete and len(trials) >= budget - reserve
 
 
-class EpochPool(Protocol):
-    """What ``run_pool`` needs of a pool: ``search.training.pool.TrialPool``, which trains, or
-    the study simulator's curves (``search.engine.simulate``), which replay measured ones."""
-
-    capacity: int
-
-    def __len__(self) -> int: ...
-
-    def add(self, key: int, seed: int, recipe: Recipe) -> None: ...
-
-    def remove(self, key: int) -> None: ...
-
-    def train_epoch(
-        self, on_step: Callable[[], None] | None = None
-    ) -> dict[int, EpochMetrics | DivergedError]: ...
-
-    def state_dict(self, key: int) -> dict[str, Any]: ...
-
-
 def run_pool(
     study: optuna.Study,
     config: StudyConfig,
@@ -331,16 +311,13 @@ class PoolLoop:
                     return
                 time.sleep(WAIT_POLL_S)  # the others' running trials hold the rest
                 continue
-            results = self.pool.train_epoch(on_step=self.heartbeat.beat)
-            if self.on_pass is not None:
-                self.on_pass()
-            # In trial order, whatever the slots: each told trial reaches the sampler before
-            # the trial asked to replace it.
-            for number, result in sorted(results.items()):
-                try:
-                    self.end_epoch(number, result)
-                except UpdateFinishedTrialError:
-                    self.drop(number)
+            train_pass(self.pool, self.told, self.heartbeat.beat, self.on_pass)
+
+    def told(self, number: int, result: EpochMetrics | DivergedError) -> None:
+        try:
+            self.end_epoch(number, result)
+        except UpdateFinishedTrialError:
+            self.drop(number)
 
     def end_epoch(self, number: int, result: EpochMetrics | DivergedError) -> None:
         """One trial's epoch result: go on, or tell it (pruned, stopped, complete)."""

@@ -40,6 +40,7 @@ from search.study.record import (
     trial_val_accuracy,
 )
 from search.training.pool import TrialPool
+from search.training.runs import Result, Run, train_runs
 from search.training.seeds import trial_seed
 from search.training.train import DivergedError, evaluate, init_model, train
 
@@ -150,15 +151,24 @@ def replay_epochs(
     replayed: list[dict[str, Any]] = []
     if capacity > 1:
         pool = TrialPool(data, config, capacity)
-        pool.add(trial.number, seed, config.recipe(weight_decay))
         path = f"a pool of {capacity} slots, as it trained"
-        while len(replayed) < len(recorded):  # a pruned trial stopped early
-            result = pool.train_epoch()[trial.number]
+        weights: dict[str, torch.Tensor] = {}
+        diverged: list[str] = []
+
+        def record(key: int, result: Result) -> None:
             if isinstance(result, DivergedError):
-                return Replay(replayed, pool.state_dict(trial.number), str(result), path)
+                weights.update(pool.state_dict(key))  # before it leaves the pool
+                diverged.append(str(result))
+                return
             replayed.append(result.as_dict())
             steps.step(f"epoch {result.epoch}, val_accuracy {result.val_accuracy:.4f}")
-        return Replay(replayed, pool.state_dict(trial.number), None, path)
+            if len(replayed) == len(recorded):
+                weights.update(pool.state_dict(key))
+
+        # As many epochs as it recorded: a pruned trial stopped early.
+        run = Run(trial.number, seed, config.recipe(weight_decay))
+        train_runs(pool, [run], len(recorded), on_result=record)
+        return Replay(replayed, weights, diverged[0] if diverged else None, path)
     model = init_model(seed, data.train_x.device, config.task)
     path = "the single-trial loop, as it trained"
     try:

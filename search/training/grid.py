@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from search.config import StudyConfig
 from search.data.splits import Splits
 from search.training.pool import TrialPool
+from search.training.runs import Result, Run, train_runs
 from search.training.train import DivergedError, EpochMetrics
 
 
@@ -33,24 +34,37 @@ def train_grid_histories(
     trained = 0
     for start in range(0, len(points), capacity):
         chunk = points[start : start + capacity]
-        pool = TrialPool(data, config, capacity)
-        for key, (weight_decay, seed) in enumerate(chunk):
-            pool.add(key, seed, config.recipe(weight_decay))
-        histories: dict[int, list[EpochMetrics] | None] = {key: [] for key in range(len(chunk))}
-        for epoch in range(1, config.epochs + 1):
-            if not len(pool):
-                break
-            for key, result in pool.train_epoch().items():
-                history = histories[key]
-                if isinstance(result, DivergedError):
-                    histories[key] = None
-                    pool.remove(key)
-                elif history is not None:
-                    history.append(result)
-            if done is not None:
-                done(trained + epoch * len(chunk))
+        runs = [Run(key, seed, config.recipe(wd)) for key, (wd, seed) in enumerate(chunk)]
+        histories = train_chunk(
+            TrialPool(data, config, capacity), runs, config.epochs, trained, done
+        )
         trained += len(chunk) * config.epochs
         results += [histories[key] for key in range(len(chunk))]
         if done is not None:
             done(trained)
     return results
+
+
+def train_chunk(
+    pool: TrialPool,
+    runs: list[Run],
+    epochs: int,
+    trained: int,
+    done: Callable[[int], None] | None,
+) -> dict[int, list[EpochMetrics] | None]:
+    """One pool's runs for ``epochs`` epochs: each key's history, None if it diverged."""
+    histories: dict[int, list[EpochMetrics] | None] = {run.key: [] for run in runs}
+
+    def record(key: int, result: Result) -> None:
+        history = histories[key]
+        if isinstance(result, DivergedError):
+            histories[key] = None
+        elif history is not None:
+            history.append(result)
+
+    def passed(epoch: int, _: int) -> None:
+        if done is not None:
+            done(trained + epoch * len(runs))
+
+    train_runs(pool, runs, epochs, record, passed)
+    return histories

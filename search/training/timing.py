@@ -21,6 +21,7 @@ from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, OPTIMIZERS, StudyConfi
 from search.data.splits import Splits
 from search.recipe import OptimizerName, Recipe
 from search.training.pool import TrialPool
+from search.training.runs import train_runs
 from search.training.seeds import trial_seed
 from search.training.train import init_model, train
 
@@ -159,9 +160,7 @@ def pool_path(data: Splits, config: StudyConfig, k: int, warmup: int) -> Callabl
         return pool
 
     def run_epochs(images: Splits, epochs: int) -> None:
-        pool = fill(images)
-        for _ in range(epochs):
-            pool.train_epoch()
+        train_runs(fill(images), (), epochs)
 
     def run(steps: int) -> float:
         run_epochs(*timed_data(data, config, warmup))
@@ -169,8 +168,7 @@ def pool_path(data: Splits, config: StudyConfig, k: int, warmup: int) -> Callabl
         pool = fill(images)
         synchronize(data.train_x.device)
         started = time.perf_counter()
-        for _ in range(epochs):
-            pool.train_epoch()
+        train_runs(pool, (), epochs)  # filled first: the timing is the training alone
         synchronize(data.train_x.device)
         seconds = time.perf_counter() - started
         return seconds * steps / trained_steps(images, config, epochs)
