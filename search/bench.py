@@ -1,7 +1,7 @@
 """``python -m search.bench``: how fast each way of training trials is, side by side.
 
     python -m search.bench --steps 100   # a quick look
-    python -m search.bench quality       # search quality instead: see search.quality
+    python -m search.bench quality       # search quality instead: see search.benchmarks
 
 How long it takes depends on the machine and what else runs on it: ``3 x (paths)`` timed runs
 of ``--steps`` steps each, a couple of minutes on an idle 2-core CPU at the default, many more
@@ -27,16 +27,13 @@ import argparse
 import json
 import math
 import platform
-import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from search.cli import Parser, add_flags, run_command
-from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, STUDIES_DIR
-from search.flag_values import positive_int, positive_ints
-from search.reporting.benchmarks import (
+from search.benchmarks.flags import DESCRIPTION, add_quality_options, add_run_args
+from search.benchmarks.tables import (
     FLOPS_PER_TRIAL_EPOCH,
     RECIPES,
     SEED_RECIPE,
@@ -47,6 +44,9 @@ from search.reporting.benchmarks import (
     recipe_table,
     table,
 )
+from search.cli import Parser, add_flags, build_run_parser, run_command
+from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, STUDIES_DIR, StudyConfig
+from search.flag_values import positive_int, positive_ints
 from search.reporting.steps import Steps
 from search.signals import interrupted
 
@@ -64,9 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trial-epochs per second of the seed's training loop, the single-trial "
         "path and the trial pool, side by side, against the machine's matmul floor. How long "
         "it takes depends on the machine and its load; progress goes to stderr.",
-        epilog="python -m search.bench quality [...]: the search-quality benchmark instead, "
-        "what default studies' recommendations give on held-out seeds (see python -m "
-        "search.bench quality --help).",
     )
     parser.add_argument(
         "--steps",
@@ -93,7 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
         f"and {CUDA_PARALLEL_TRIALS} on a GPU)",
     )
     add_flags(parser, "--quiet")
+    commands = parser.add_subparsers(dest="command", metavar="{quality}", parser_class=Parser)
+    quality = commands.add_parser(
+        "quality",
+        help="the search-quality benchmark instead (python -m search.bench quality --help)",
+        description=DESCRIPTION,
+    )
+    add_quality_options(quality)
+    add_flags(quality, "--data-dir", "--quiet")
+    add_run_args(quality)
     return parser
+
+
+def objective_config(run_args: list[str], data_dir: Path) -> StudyConfig:
+    """The defaults, with the flags of ``python -m search.run`` in ``run_args`` applied."""
+    args = build_run_parser().parse_args(run_args)
+    given = {key: value for key, value in vars(args).items() if value is not None}
+    return DEFAULTS.replace(**given).replace(data_dir=data_dir)
 
 
 def measure(
@@ -120,13 +133,14 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args_given = sys.argv[1:] if argv is None else argv
-    if args_given[:1] == ["quality"]:  # the search-quality benchmark (search.quality)
-        from search.quality import main as quality
-
-        return quality(args_given[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "quality":
+        run_args = [a for a in args.run_args if a != "--"]
+        config = objective_config(run_args, args.data_dir)
+        from search.benchmarks.measure import run_quality  # after parsing: --help is fast
+
+        return run_quality(args, config, run_args)
     try:
         return benchmark(parser, args)
     except KeyboardInterrupt as stop:

@@ -20,12 +20,15 @@ from search.config import (
     MIN_FEASIBLE_FRACTION,
     OPTIMIZERS,
     PRUNERS,
+    RECORDED,
+    RUN_SETTINGS,
     SAMPLERS,
     SEARCH_SPACES,
     TASKS,
     TRAIN_MEASURES,
     VALIDATIONS,
     StudyConfig,
+    flag_of,
 )
 
 # Parser: argparse with one-line errors, defined beside UserError for the data wing too.
@@ -314,3 +317,31 @@ def add_study_flags(parser: argparse.ArgumentParser) -> None:
 def storage_url(args: argparse.Namespace) -> str:
     """The URL ``--storage`` and ``--study-name`` point at: ``--storage``, or the study's file."""
     return StudyConfig(study_name=args.study_name, storage=args.storage).storage_url
+
+
+# The flags in --help's order. Those a resumed study takes from what it stored default to
+# None here, so that a flag left out can be told from one given (``settle_config``).
+RUN_FLAGS = (
+    "--trials", "--timeout", "--study-name", "--storage", "--wd-low", "--wd-high",
+    "--max-train-acc", "--train-accuracy", "--no-constraint-pruning", "--epochs", "--batch-size",
+    "--lr", "--optimizer", "--decay-biases", "--search-space", "--sampler", "--pruner", "--seed",
+    "--task", "--validation", "--data-dir", "--artifacts", "--subset", "--device",
+    "--parallel-trials", "--confirm-seeds", "--confirm-candidates", "--workers",
+    "--heartbeat-interval", "--grace-period", "--db-retry", "--quiet",
+)  # fmt: skip
+STORED = {flag_of(key) for key in (*RECORDED, *RUN_SETTINGS)}
+
+
+def build_run_parser() -> argparse.ArgumentParser:
+    """``python -m search.run``'s parser: also what the quality bench reads the flags after its
+    ``--`` with, so that no command imports another."""
+    parser = Parser(
+        prog="python -m search.run",
+        description="Search the weight decay of the seed's MNIST MLP with Optuna: maximize "
+        "validation accuracy while training accuracy stays under a limit. An existing study "
+        "resumes with the settings it stored: `--study-name NAME` alone continues it, "
+        "`--trials N` above its budget extends it; a flag that contradicts a stored setting "
+        "is refused. The defaults below are a new study's.",
+    )
+    add_flags(parser, *RUN_FLAGS, defaults=dict.fromkeys(STORED))
+    return parser

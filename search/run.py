@@ -14,38 +14,17 @@ import argparse
 import shlex
 from typing import TYPE_CHECKING
 
-from search.cli import Parser, add_flags, run_command
-from search.config import MEASURE_NAMES, RECORDED, RUN_SETTINGS, StudyConfig, flag_of
+from search.cli import build_run_parser, run_command
+from search.config import MEASURE_NAMES, StudyConfig
 from search.errors import UsageError
 
 if TYPE_CHECKING:
     from search.engine.run_study import Outcome
     from search.study.record import RangeEnd
 
-# The flags in --help's order. Those a resumed study takes from what it stored default to
-# None here, so that a flag left out can be told from one given (``settle_config``).
-RUN_FLAGS = (
-    "--trials", "--timeout", "--study-name", "--storage", "--wd-low", "--wd-high",
-    "--max-train-acc", "--train-accuracy", "--no-constraint-pruning", "--epochs", "--batch-size",
-    "--lr", "--optimizer", "--decay-biases", "--search-space", "--sampler", "--pruner", "--seed",
-    "--task", "--validation", "--data-dir", "--artifacts", "--subset", "--device",
-    "--parallel-trials", "--confirm-seeds", "--confirm-candidates", "--workers",
-    "--heartbeat-interval", "--grace-period", "--db-retry", "--quiet",
-)  # fmt: skip
-STORED = {flag_of(key) for key in (*RECORDED, *RUN_SETTINGS)}
-
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="python -m search.run",
-        description="Search the weight decay of the seed's MNIST MLP with Optuna: maximize "
-        "validation accuracy while training accuracy stays under a limit. An existing study "
-        "resumes with the settings it stored: `--study-name NAME` alone continues it, "
-        "`--trials N` above its budget extends it; a flag that contradicts a stored setting "
-        "is refused. The defaults below are a new study's.",
-    )
-    add_flags(parser, *RUN_FLAGS, defaults=dict.fromkeys(STORED))
-    return parser
+    return build_run_parser()
 
 
 def parse_config(argv: list[str] | None) -> StudyConfig:

@@ -118,8 +118,6 @@ COMMANDS = [c for block in ALL_BLOCKS if block.language in SHELL_FENCES for c in
 def parser_of(argv: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
     """The parser ``python -m MODULE ARGS`` parses ARGS with, and the ARGS it gets."""
     module, args = argv[0], argv[1:]
-    if module == "search.bench" and args[:1] == ["quality"]:  # bench hands these to quality
-        return importlib.import_module("search.quality").build_parser(), args[1:]
     module = PARSER_MODULE.get(module, module)
     return importlib.import_module(module).build_parser(), args
 
@@ -243,7 +241,7 @@ def test_quality_tables_are_what_the_committed_evidence_gives() -> None:
     """Every quality table of the docs is ``python -m search.evidence``'s output from the
     bench's JSON under docs/quality/: a number edited by hand, or evidence re-measured without
     ``--write``, fails here."""
-    from search import evidence
+    from search.benchmarks import evidence
 
     tables = evidence.render(evidence.load(REPO / evidence.EVIDENCE_DIR))
     found = 0

@@ -47,13 +47,19 @@ def parsers() -> Iterator[tuple[str, argparse.ArgumentParser]]:
 PARSERS = dict(parsers())
 
 
+# A flag of a catalogue name that means something else in one command, by its prog: the
+# quality bench's --trials is a list of study budgets to measure, not one study's budget.
+OWN_MEANING = {"python -m search.bench quality": {"--trials"}}
+
+
 def catalogue_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """The parser's actions for catalogue flags, by catalogue name."""
+    own = OWN_MEANING.get(parser.prog, set())
     return {
         option: action
         for action in parser._actions
         for option in action.option_strings
-        if option in FLAGS
+        if option in FLAGS and option not in own
     }
 
 

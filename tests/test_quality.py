@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search import bench, quality
-from search.engine.quality import held_out_rows, robust_optimum
-from search.engine.truth import EdgeCurves
+from search import bench
+from search.benchmarks import measure
+from search.benchmarks.quality import held_out_rows, robust_optimum
+from search.benchmarks.truth import EdgeCurves
 from search.signals import Interrupted
 from tests.helpers import run_cli
 
@@ -83,17 +84,19 @@ def test_quality_stopped_says_what_its_json_keeps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     out = tmp_path / "quality.json"
-    monkeypatch.setattr(quality, "measure", interrupt(signal.SIGTERM))
+    monkeypatch.setattr(measure, "measure", interrupt(signal.SIGTERM))
     status, _, said = run_cli(bench.main, ["quality", "--out", str(out)], capsys)
     assert status == 143
     assert said.startswith("interrupted by SIGTERM: a benchmark does not resume, run it again")
     assert said.endswith(f"{out} was not written\n") and "resume the" not in said
 
-    def stopped_after_saving(args: argparse.Namespace, written: list[Path]) -> int:
+    def stopped_after_saving(
+        args: argparse.Namespace, config: object, run_args: list[str], written: list[Path]
+    ) -> int:
         written.append(args.out)
         raise Interrupted(signal.SIGINT)
 
-    monkeypatch.setattr(quality, "measure", stopped_after_saving)
+    monkeypatch.setattr(measure, "measure", stopped_after_saving)
     status, _, said = run_cli(bench.main, ["quality", "--out", str(out)], capsys)
     assert status == 130
     assert f"{out} keeps what was measured so far (--grid-from {out} reuses its grid)" in said

@@ -22,7 +22,7 @@ Result = EpochMetrics | DivergedError
 
 class EpochPool(Protocol):
     """What a driver needs of a pool: ``search.training.pool.TrialPool``, which trains, or the
-    study simulator's curves (``search.engine.simulate``), which replay measured ones."""
+    study simulator's curves (``search.benchmarks.simulate``), which replay measured ones."""
 
     capacity: int
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from search import evidence
+from search.benchmarks import evidence
 from search.engine.monotone import OVER_LIMIT_MARGIN, over_counts, over_for_good, recoveries
 from tests.helpers import REPO
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from search.benchmarks.simulate import CurvePool
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.engine.simulate import CurvePool
 from search.training.pool import TrialPool
 from search.training.runs import Result, Run, train_pass, train_runs
 from search.training.seeds import trial_seed

@@ -1,6 +1,6 @@
 """What a simulated study is scored against: learning curves and their noise-free truth.
 
-A recommendation of a simulated study (``search.engine.simulate``) is scored by its
+A recommendation of a simulated study (``search.benchmarks.simulate``) is scored by its
 *noise-free* value: the curves' mean at its weight decay against the best mean among the weight
 decays that hold the limit on at least ``ROBUST_FRACTION`` of the seeds. The same truth says
 what a rule that knew the mean curve and the seed spread exactly would choose

@@ -14,9 +14,8 @@ import statistics
 import numpy as np
 import pytest
 
-from search.config import DEFAULTS, StudyConfig
-from search.engine.simulate import CurvePool, simulate_study, simulated_recommendation
-from search.engine.truth import (
+from search.benchmarks.simulate import CurvePool, simulate_study, simulated_recommendation
+from search.benchmarks.truth import (
     ROBUST_FRACTION,
     EdgeCurves,
     MeasuredCurves,
@@ -24,6 +23,7 @@ from search.engine.truth import (
     noise_free_regret,
     oracle_choice,
 )
+from search.config import DEFAULTS, StudyConfig
 from search.training.train import DivergedError, EpochMetrics
 
 

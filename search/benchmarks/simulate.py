@@ -9,7 +9,7 @@ study in about a second instead of a minute and a half. That makes it cheap to m
 sampling rule over a hundred study seeds, which real studies can't afford.
 
 The curves it replays, and the noise-free truth it is scored against, are in
-``search.engine.truth``.
+``search.benchmarks.truth``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Search quality's summary of studies by budget (``search.engine.quality``), and how it shows
+"""Search quality's summary of studies by budget (``search.benchmarks.quality``), and how it shows
 a real study's progress from the study's own lines; the command itself is tested in
 tests/test_quality.py."""
 
@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
+from search.benchmarks.quality import QualityError, advance, follow, summarize
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.engine.quality import QualityError, advance, follow, summarize
 from search.errors import UserError
 from search.reporting.steps import Steps
 

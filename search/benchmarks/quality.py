@@ -22,9 +22,9 @@ from typing import Any
 
 import optuna
 
+from search.benchmarks.simulate import Spread, simulate_study
+from search.benchmarks.truth import MeasuredCurves
 from search.config import StudyConfig
-from search.engine.simulate import Spread, simulate_study
-from search.engine.truth import MeasuredCurves
 from search.errors import UsageError, UserError
 from search.reporting.steps import Steps
 from search.study.record import (
@@ -75,7 +75,7 @@ def grid_optimum(
     Returns the optimum, the dense grid's table (``held_out_rows``) and every run's curves
     (``curves``: the weight decays, and for each every seed's run as [running training,
     validation, final training] accuracy per epoch, None where it diverged), which
-    ``search.engine.simulate`` replays. Progress on stderr unless ``quiet``.
+    ``search.benchmarks.simulate`` replays. Progress on stderr unless ``quiet``.
     """
     import numpy as np
 
@@ -267,9 +267,9 @@ def simulated(
     each recommendation scored by its noise-free value against the noise-free robust
     optimum (``noise_free_optimum``): their regrets, their spread (``Spread``'s fields) and
     how many were robustly feasible. Progress on stderr unless ``quiet``."""
-    from search.engine.simulate import simulated_recommendation
-    from search.engine.truth import ROBUST_FRACTION as SIM_ROBUST
-    from search.engine.truth import noise_free_optimum, noise_free_regret
+    from search.benchmarks.simulate import simulated_recommendation
+    from search.benchmarks.truth import ROBUST_FRACTION as SIM_ROBUST
+    from search.benchmarks.truth import noise_free_optimum, noise_free_regret
     from search.training.pool import parallel_trials
     from search.training.train import resolve_device
 
