@@ -152,11 +152,10 @@ def run_studies(
 
     database = args.out.with_suffix(".db")
     database.unlink(missing_ok=True)
-    storage = f"sqlite:///{database}"
     plan = [(trials, seed) for trials in args.trials for seed in range(args.seeds)]
     for index, (trials, seed) in enumerate(plan, start=1):
         what = f"study {index} of {len(plan)} ({trials} trials, seed {seed})"
-        studies.append(real_study(trials, seed, storage, run_args, what, args.quiet))
+        studies.append(real_study(trials, seed, database, run_args, what, args.quiet))
         save()
     if plan:
         print(STUDY_ROW_HEADER)

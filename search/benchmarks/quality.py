@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
+from optuna.storages import RDBStorage
 
 from search.benchmarks.simulate import Spread, simulate_study
 from search.benchmarks.truth import MeasuredCurves
 from search.config import StudyConfig
 from search.errors import UsageError, UserError
+from search.reporting.progress import Tally
 from search.reporting.steps import Steps
 from search.study.record import (
     best_feasible_trial,
@@ -36,10 +40,8 @@ from search.study.record import (
 
 GRID_SEED_KEY = 0x6121  # grid runs' seeds, apart from every study trial's and confirmation's
 
-# What ``python -m search.run`` prints per finished trial off a terminal: "[12/50] trial ...",
-# and the best feasible trial so far, "best #12 94.80% (wd 5.72e-03)".
-TRIAL_LINE = re.compile(r"\[(\d+)/(\d+)\] ")
-BEST_SO_FAR = re.compile(r"best #\d+ \S+ \(wd [^)]*\)|no feasible trial yet")
+# How often a real study's database is read for its progress: a trial takes seconds.
+POLL_S = 1.0
 
 
 class QualityError(UserError):
@@ -307,18 +309,19 @@ def simulated(
 def real_study(
     trials: int,
     seed: int,
-    storage: str,
+    database: Path,
     run_args: list[str],
     what: str = "",
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """One study as a user runs it, timed as a whole; what it found.
+    """One study as a user runs it, in a process of its own, timed as a whole; what it found.
 
     Its progress shows on stderr unless ``quiet`` (``what`` heads the lines): trials finished
-    of ``trials`` with the best so far, read from the study's own lines, and its other lines
-    relayed, since one study takes minutes to hours.
+    of ``trials`` with the best so far, read from the study's SQLite file ``database``, and
+    whatever the study itself prints (it runs with ``--quiet``: only its errors).
     """
     name = f"quality-t{trials}-s{seed}"
+    storage = f"sqlite:///{database}"
     command = [
         sys.executable,
         "-m",
@@ -332,11 +335,11 @@ def real_study(
         "--storage",
         storage,
         *run_args,
-        *(["--quiet"] if quiet else []),
+        "--quiet",
     ]
     started = time.perf_counter()
     with Steps(trials, what or f"study {name}", unit="trial", quiet=quiet) as steps:
-        follow(command, steps)
+        follow(command, steps, StudyWatch(database, name))
     wall = time.perf_counter() - started
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=name, storage=storage)
@@ -359,39 +362,83 @@ def real_study(
     }
 
 
-def follow(command: list[str], steps: Steps) -> None:
-    """Run ``command`` (a ``python -m search.run``) and show its progress as ``steps``.
+class StudyWatch:
+    """A study another process runs in SQLite file ``database``, read for its progress.
 
-    Its stdout and stderr come through one pipe, so that it draws no bar of its own over
-    ``steps``' and its lines arrive in order: a trial line ("[12/50] trial ...") advances
-    ``steps``, any other line is relayed, indented. Stopping the benchmark stops the study.
+    It only reads: the file is opened read-only (a URI with ``mode=ro``) and no table is
+    created, so watching can never change or lock out the study it watches; before the
+    study's process has made the file, its schema and the study, there is nothing to read.
+    """
+
+    def __init__(self, database: Path, study_name: str) -> None:
+        self.database = database
+        self.study_name = study_name
+        self.storage: RDBStorage | None = None
+
+    def progress(self) -> Tally | None:
+        """Trials finished so far and the best among them; None while there is no study."""
+        try:
+            if self.storage is None:
+                if not self.database.exists():
+                    return None
+                self.storage = RDBStorage(
+                    f"sqlite:///file:{self.database.resolve()}?mode=ro&uri=true",
+                    skip_table_creation=True,
+                    skip_compatibility_check=True,
+                )
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+            return Tally(study)
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError):
+            return None  # not made yet, or mid-write: the next poll reads it
+
+    def advance(self, steps: Steps) -> None:
+        """Move ``steps`` to the trials finished by now, saying the best so far."""
+        tally = self.progress()
+        if tally is None:
+            return
+        finished = len(tally.finished)
+        if finished > steps.done:
+            steps.step(tally.best_text(), finished - steps.done)
+
+
+def follow(command: list[str], steps: Steps, watch: StudyWatch) -> None:
+    """Run ``command`` (a ``python -m search.run``), showing its progress as ``steps``.
+
+    Progress is read from the study's database by ``watch`` every ``POLL_S`` seconds, and
+    once more after the command ends, so the count is the study's own whatever the timing;
+    each line the command prints is relayed, indented. Stopping the benchmark stops the study.
 
     Raises:
         QualityError: the command failed; the message ends with its last line.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its lines as they are written
     last = ""  # for the error: a failing study's last line says why
+    ended = threading.Event()
+
+    def poll() -> None:
+        while not ended.wait(POLL_S):
+            watch.advance(steps)
+
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     ) as process:
         assert process.stdout is not None
+        poller = threading.Thread(target=poll, name="quality: study progress", daemon=True)
+        poller.start()
         try:
             for raw in process.stdout:
                 line = raw.rstrip()
-                if not line:
-                    continue
-                last = line
-                trial = TRIAL_LINE.search(line)
-                if trial is None:
+                if line:
+                    last = line
                     steps.say(f"  {line}")
-                    continue
-                best = BEST_SO_FAR.search(line)
-                finished = int(trial.group(1))
-                steps.step(best.group(0) if best else "", max(0, finished - steps.done))
         except BaseException:
             # A Ctrl-C reached it too; SIGTERM, sent to this process alone, did not.
             process.terminate()
             raise
+        finally:
+            ended.set()
+            poller.join()
+    watch.advance(steps)
     if process.returncode != 0:
         said = f": {last}" if last else ""
         run = shlex.join(["python", *command[1:]])

@@ -1,5 +1,5 @@
 """Search quality's summary of studies by budget (``search.benchmarks.quality``), and how it shows
-a real study's progress from the study's own lines; the command itself is tested in
+a real study's progress from the study's own database; the command itself is tested in
 tests/test_quality.py."""
 
 from __future__ import annotations
@@ -7,10 +7,12 @@ from __future__ import annotations
 import io
 import math
 import sys
+from pathlib import Path
 
+import optuna
 import pytest
 
-from search.benchmarks.quality import QualityError, advance, follow, summarize
+from search.benchmarks.quality import QualityError, StudyWatch, advance, follow, summarize
 from search.config import StudyConfig
 from search.data.splits import Splits
 from search.errors import UserError
@@ -57,45 +59,79 @@ class FakeClock:
         return self.now
 
 
-def script(*lines: str, status: int = 0) -> list[str]:
-    """A command that prints ``lines`` as ``python -m search.run`` would, then exits."""
-    body = "".join(f"print({line!r}, flush=True)\n" for line in lines)
-    return [sys.executable, "-c", f"{body}raise SystemExit({status})"]
+def study_script(database: Path, *lines: str, trials: int = 0, status: int = 0) -> list[str]:
+    """A command that plays ``python -m search.run`` in miniature: prints ``lines``, stores
+    ``trials`` finished trials in a real SQLite study ``s`` at ``database`` (the last the
+    best, wd 5.72e-03 at 94.80%, one pruned), then exits with ``status``."""
+    body = f"""
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+for line in {list(lines)!r}:
+    print(line, flush=True)
+if {trials}:
+    study = optuna.create_study(
+        study_name="s", storage="sqlite:///{database}", direction="maximize"
+    )
+    space = {{"weight_decay": FloatDistribution(1e-6, 1e-1, log=True)}}
+    for i in range({trials}):
+        best = i == {trials} - 1
+        study.add_trial(create_trial(
+            params={{"weight_decay": 5.72e-3 if best else 1e-4}},
+            distributions=space,
+            value=0.948 if best else (None if i == 0 else 0.9),
+            state=TrialState.PRUNED if i == 0 else TrialState.COMPLETE,
+        ))
+raise SystemExit({status})
+"""
+    return [sys.executable, "-c", body]
 
 
-def test_follow_counts_trial_lines_and_relays_the_others() -> None:
+def test_follow_counts_the_studys_finished_trials_and_relays_its_lines(tmp_path: Path) -> None:
+    database = tmp_path / "quality.db"
     out = io.StringIO()
     steps = Steps(3, "study 1 of 2", unit="trial", out=out, every_s=0, tick_s=None)
-    command = script(
-        "fetching MNIST (all four files) into data/MNIST/raw ...",
-        "[1/3] trial   0  weight_decay=1.00e-06  INFEASIBLE  (no feasible trial yet)",
-        "[3/3] trial   2  weight_decay=5.72e-03  feasible  (best #2 94.80% (wd 5.72e-03), "
-        "ETA 0:00)",
-        "inspect: python -m search.dashboard --study-name quality-t3-s0",
-    )
+    command = study_script(database, "fetching MNIST into data/MNIST/raw ...", trials=3)
     with steps:
-        follow(command, steps)
-    assert steps.done == 3
+        follow(command, steps, StudyWatch(database, "s"))
+    assert steps.done == 3  # read from the database, once more after the study's end
     lines = out.getvalue().splitlines()
-    assert lines[0] == "  fetching MNIST (all four files) into data/MNIST/raw ..."
-    assert lines[1].startswith("study 1 of 2: 1/3 trials") and "no feasible trial yet" in lines[1]
-    assert lines[2].startswith("study 1 of 2: 3/3 trials") and "done  best #2 94.80%" in lines[2]
-    assert "(wd 5.72e-03)" in lines[2] and "weight_decay" not in out.getvalue()
-    assert lines[3] == "  inspect: python -m search.dashboard --study-name quality-t3-s0"
+    assert "  fetching MNIST into data/MNIST/raw ..." in lines
+    done = [line for line in lines if line.startswith("study 1 of 2: 3/3 trials")]
+    assert len(done) == 1 and done[0].endswith("done  best #2 94.80% (wd 5.72e-03)")
 
 
-def test_follow_relays_nothing_when_quiet() -> None:
+def test_follow_shows_nothing_when_quiet(tmp_path: Path) -> None:
+    database = tmp_path / "quality.db"
     out = io.StringIO()
     steps = Steps(1, "study", unit="trial", quiet=True, out=out, every_s=0, tick_s=None)
-    follow(script("[1/1] trial 0  (no feasible trial yet)", "a summary line"), steps)
+    follow(study_script(database, "a line", trials=1), steps, StudyWatch(database, "s"))
     assert steps.done == 1 and out.getvalue() == ""
 
 
-def test_follow_turns_a_failed_study_into_one_line() -> None:
+def test_follow_turns_a_failed_study_into_one_line(tmp_path: Path) -> None:
+    database = tmp_path / "quality.db"
     steps = Steps(5, "study", out=io.StringIO(), tick_s=None)
-    command = script("error: --wd-low must be below --wd-high", status=2)
+    command = study_script(database, "error: --wd-low must be below --wd-high", status=2)
     with pytest.raises(QualityError, match=r"failed with exit status 2: error: --wd-low must"):
-        follow(command, steps)
+        follow(command, steps, StudyWatch(database, "s"))
+    assert steps.done == 0 and not database.exists()
+
+
+def test_study_watch_reads_nothing_before_the_study_and_creates_nothing(tmp_path: Path) -> None:
+    database = tmp_path / "quality.db"
+    watch = StudyWatch(database, "s")
+    assert watch.progress() is None and not database.exists()  # no file yet, and none made
+    storage = f"sqlite:///{database}"
+    other = optuna.create_study(study_name="other", storage=storage)
+    assert watch.progress() is None  # the file, but not this study yet
+    optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    empty = watch.progress()
+    assert empty is not None and empty.finished == [] and empty.best is None
+    other.enqueue_trial({"x": 1.0})  # a write elsewhere in the file is no progress of "s"
+    tally = watch.progress()
+    assert tally is not None and tally.finished == []
 
 
 def test_advance_turns_the_grids_run_epochs_into_steps() -> None:
