@@ -44,8 +44,8 @@ from search.benchmarks.tables import (
     recipe_table,
     table,
 )
-from search.cli import Parser, add_flags, build_run_parser, run_command
-from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, STUDIES_DIR, StudyConfig
+from search.cli import Parser, add_flags, run_command, run_flags_config
+from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, STUDIES_DIR
 from search.flag_values import positive_int, positive_ints
 from search.reporting.steps import Steps
 from search.signals import interrupted
@@ -102,13 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def objective_config(run_args: list[str], data_dir: Path) -> StudyConfig:
-    """The defaults, with the flags of ``python -m search.run`` in ``run_args`` applied."""
-    args = build_run_parser().parse_args(run_args)
-    given = {key: value for key, value in vars(args).items() if value is not None}
-    return DEFAULTS.replace(**given).replace(data_dir=data_dir)
-
-
 def measure(
     paths: dict[str, tuple[int, Callable[[int], float]]],
     steps: int,
@@ -137,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "quality":
         run_args = [a for a in args.run_args if a != "--"]
-        config = objective_config(run_args, args.data_dir)
+        config = run_flags_config(run_args, args.data_dir)
         from search.benchmarks.measure import run_quality  # after parsing: --help is fast
 
         return run_quality(args, config, run_args)

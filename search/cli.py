@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from search.config import (
@@ -345,3 +346,11 @@ def build_run_parser() -> argparse.ArgumentParser:
     )
     add_flags(parser, *RUN_FLAGS, defaults=dict.fromkeys(STORED))
     return parser
+
+
+def run_flags_config(run_args: list[str], data_dir: Path) -> StudyConfig:
+    """The defaults with the flags of ``python -m search.run`` in ``run_args`` applied: the
+    study the quality bench measures, read as ``search.run`` would read its flags."""
+    args = build_run_parser().parse_args(run_args)
+    given = {key: value for key, value in vars(args).items() if value is not None}
+    return DEFAULTS.replace(**given).replace(data_dir=data_dir)
