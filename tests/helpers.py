@@ -128,3 +128,32 @@ def states(study_trials: list[FrozenTrial]) -> dict[str, int]:
     for trial in study_trials:
         counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
     return counts
+
+
+# A grace period no pause of a busy machine reaches, and how far back ``age_heartbeats`` sets
+# the clock of every beat: past it. Heartbeat tests then wait on database states, never on
+# SQLite's whole-second clock.
+GRACE_S = 60
+AGED_S = 2 * GRACE_S
+
+
+def age_heartbeats(storage: optuna.storages.RDBStorage, seconds: float = AGED_S) -> None:
+    """Every trial's last heartbeat in ``storage``'s database moved ``seconds`` back: what the
+    database holds after that long without a beat, without waiting for it."""
+    import datetime
+
+    import sqlalchemy
+
+    with storage.engine.begin() as connection:
+        rows = connection.execute(
+            sqlalchemy.text("SELECT trial_heartbeat_id, heartbeat FROM trial_heartbeats")
+        ).all()
+        for heartbeat_id, beat in rows:
+            if isinstance(beat, str):  # SQLite hands a DATETIME back as text
+                beat = datetime.datetime.fromisoformat(beat)
+            connection.execute(
+                sqlalchemy.text(
+                    "UPDATE trial_heartbeats SET heartbeat = :beat WHERE trial_heartbeat_id = :id"
+                ),
+                {"beat": beat - datetime.timedelta(seconds=seconds), "id": heartbeat_id},
+            )

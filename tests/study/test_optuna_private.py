@@ -4,7 +4,6 @@ upgrade that changes any of it fails here, not in a study."""
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from search.study.optuna_private import (
     stale_trial_numbers,
     storage_of,
 )
+from tests.helpers import GRACE_S, age_heartbeats
 from tests.study.storage_calls import recorded_study_calls
 
 SPACE = {"weight_decay": FloatDistribution(1e-6, 1e-1, log=True)}
@@ -98,19 +98,19 @@ def test_heartbeat_storage_is_the_studys_storage_with_heartbeats_on(tmp_path: Pa
 
 
 def test_record_heartbeat_keeps_a_running_trial_alive_until_it_stops(tmp_path: Path) -> None:
-    # SQLite's clock has whole seconds: a grace of 1 s is passed after 2.5 s without a beat.
-    storage = rdb(tmp_path, heartbeat_interval=1, grace_period=1)
+    # Beats aged in the database past the grace period stand for a long pause: no waiting.
+    storage = rdb(tmp_path, heartbeat_interval=1, grace_period=GRACE_S)
     study = optuna.create_study(storage=storage, study_name="beats")
     beating = heartbeat_storage(study)
     assert beating is not None
     with pytest.warns(UserWarning, match="supposed to be used with Study.optimize"):
         running = study.ask(SPACE)  # the ask-and-tell loop that must beat itself
     record_heartbeat(beating, running)
-    time.sleep(2.5)
-    record_heartbeat(beating, running)  # beat again: within the grace period
+    age_heartbeats(storage)
+    record_heartbeat(beating, running)  # beat again: its age starts over
     fail_stale(study)
     assert study.trials[0].state == TrialState.RUNNING
-    time.sleep(2.5)  # no beat: the worker "died"
+    age_heartbeats(storage)  # no beat since: the worker "died"
     fail_stale(study)
     assert study.trials[0].state == TrialState.FAIL
 
@@ -182,7 +182,7 @@ def test_backend_of_is_the_storage_behind_optunas_cache(tmp_path: Path) -> None:
 
 
 def test_stale_trials_are_named_and_failed_without_a_retry(tmp_path: Path) -> None:
-    storage = rdb(tmp_path, heartbeat_interval=1, grace_period=1)
+    storage = rdb(tmp_path, heartbeat_interval=1, grace_period=GRACE_S)
     study = optuna.create_study(storage=storage, study_name="stale")
     with pytest.warns(UserWarning, match="supposed to be used with Study.optimize"):
         running = study.ask(SPACE)
@@ -190,7 +190,7 @@ def test_stale_trials_are_named_and_failed_without_a_retry(tmp_path: Path) -> No
     assert beating is not None
     record_heartbeat(beating, running)
     assert stale_trial_numbers(study) == set()
-    time.sleep(2.5)  # SQLite's clock has whole seconds: past a grace of 1 s
+    age_heartbeats(storage)  # past the grace period
     assert stale_trial_numbers(study) == {0}
     assert fail_trial(study, 0) is True
     assert [t.state for t in study.trials] == [TrialState.FAIL]  # no retry queued
@@ -207,12 +207,12 @@ def test_optunas_cache_calls_the_private_methods_the_adapter_names(tmp_path: Pat
 
 
 def test_rdb_stale_trial_ids_is_the_storages_own_answer(tmp_path: Path) -> None:
-    storage = rdb(tmp_path, heartbeat_interval=1, grace_period=1)
+    storage = rdb(tmp_path, heartbeat_interval=1, grace_period=GRACE_S)
     study = optuna.create_study(storage=storage, study_name="stale-ids")
     with pytest.warns(UserWarning, match="supposed to be used with Study.optimize"):
         running = study.ask(SPACE)
     record_heartbeat(storage, running)
     study_id = storage.get_study_id_from_name("stale-ids")
     assert rdb_stale_trial_ids(storage, study_id) == []
-    time.sleep(2.5)  # SQLite's clock has whole seconds: past a grace of 1 s
+    age_heartbeats(storage)  # past the grace period
     assert rdb_stale_trial_ids(storage, study_id) == [running._trial_id]

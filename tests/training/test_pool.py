@@ -30,6 +30,7 @@ from search.training.train import (
     init_model,
     train,
 )
+from tests.helpers import GRACE_S, age_heartbeats
 
 WEIGHT_DECAYS = [1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1]
 
@@ -415,7 +416,7 @@ def test_run_pool_keeps_heartbeats_and_retries_stale_trials(
     storage = RDBStorage(
         tiny_config.storage_url,
         heartbeat_interval=1,
-        grace_period=1,
+        grace_period=GRACE_S,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
     )
     config = tiny_config.replace(trials=3, max_train_acc=1.0)
@@ -426,10 +427,13 @@ def test_run_pool_keeps_heartbeats_and_retries_stale_trials(
     storage.record_heartbeat(crashed._trial_id)
 
     def pause(study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.number == 1:
-            # Longer than the grace period: without the pool's own beats, trial 2 (still
-            # running) would look as stale as the crashed one (SQLite keeps whole seconds).
-            time.sleep(2.1)
+        # After every trial, a pause longer than the grace period as the database sees it:
+        # every beat aged past it. The crashed trial is then stale at the next claim; the
+        # pool's own running trial (the one beside the second told) must not be, so the pool
+        # beats before it claims. Half a heartbeat interval of real time makes that beat due
+        # by the pool's own clock (it beats every half interval).
+        age_heartbeats(storage)
+        time.sleep(0.5 * storage.get_heartbeat_interval())
 
     run_pool(study, config, TrialPool(tiny_splits, config, 2), callbacks=[pause])
     trials = study.trials
