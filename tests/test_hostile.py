@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from search.config import STUDIES_DIR, StudyConfig
 from search.data import fetch
 from search.engine.strategy import new_study
 from search.study.storage import make_storage
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, run_cli, wait_until
 
 SECRET = "s3cret-pw"
 Main = Callable[[list[str] | None], int]
@@ -187,30 +186,30 @@ def start_command(*argv: str, cwd: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def loaded(pid: int, library: str) -> bool:
-    """Whether the process has mapped an extension module whose path holds ``library``."""
-    try:
-        return library in Path(f"/proc/{pid}/maps").read_text()
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.parametrize("library", ["sqlalchemy", "torch"])
 def test_ctrl_c_while_starting_is_one_line_and_exit_130(library: str, tmp_path: Path) -> None:
     """SIGINT while the command imports SQLAlchemy (its module imports) or PyTorch (after its
-    flags are parsed): one line, 130, nothing created."""
+    flags are parsed): one line, 130, nothing created. The command holds at the start of that
+    import until the signal comes (tests/hold_import), so the signal lands there for sure."""
     # MNIST from the repo's data/: a fetch here would put a pip subprocess in the signal's way.
     data = str(REPO / "data")
-    command = start_command(
-        "search.run", "--trials", "1", "--subset", "100", "--data-dir", data, cwd=tmp_path
-    )
-    deadline = time.monotonic() + 120
-    while not loaded(command.pid, library):
-        assert command.poll() is None, command.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    command.send_signal(signal.SIGINT)
-    _, err = command.communicate(timeout=60)
+    ready = tmp_path.parent / f"{tmp_path.name}-importing-{library}"
+    command = subprocess.Popen(
+        [sys.executable, "-m", "search.run", "--trials", "1", "--subset", "100",
+         "--data-dir", data],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'tests' / 'hold_import'}{os.pathsep}{REPO}",
+             "SEARCH_TEST_HOLD_IMPORT": library, "SEARCH_TEST_HOLD_READY": str(ready)},
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(ready.exists, command, timeout=300)
+        command.send_signal(signal.SIGINT)
+        _, err = command.communicate(timeout=300)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+            command.communicate()
     assert command.returncode == 130, err
     assert len(err.splitlines()) == 1 and err.startswith("interrupted by SIGINT"), err
     assert list(tmp_path.iterdir()) == []

@@ -78,12 +78,16 @@ def test_workers_ride_through_a_restart_and_a_stop(
     processes: list[subprocess.Popen[str]],
 ) -> None:
     """A fast restart (back within a second) and a stop of 10 s: both workers wait, reconnect
-    and finish the study's exact budget; each says so in one line."""
+    and finish the study's exact budget; each that met the outage says so in one line."""
     command, url = outage_while_training(server, mnist_dir, tmp_path, processes, down_s)
     out, err = command.communicate(timeout=600)
     assert command.returncode == 0, err
     assert "Traceback" not in err
-    assert 1 <= err.count("database unreachable (") <= 2, err  # once per worker that met it
+    # Once per worker that met it, at most: a worker between database calls for the whole
+    # of a fast restart never meets it, and how many do depends on the machine's pace. A
+    # stop of 10 s outlasts the workers' heartbeat interval: a training worker meets it.
+    met = err.count("database unreachable (")
+    assert met <= 2 and (down_s == 0 or met >= 1), err
     assert err.count("database reachable again after") == err.count("database unreachable (")
     assert_budget_met_once(trials(url), 10)
     assert "10 of 10 trials finished" in out

@@ -13,7 +13,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -148,16 +147,16 @@ def test_run_on_a_read_only_database_fails_with_one_line(
 
 
 @pytest.mark.slow
-def test_run_gives_up_on_an_unanswering_host_within_15_s(capsys) -> None:
-    """A host that takes the TCP connection and never answers: the worst case of unreachable."""
+def test_run_gives_up_on_an_unanswering_host_at_its_connect_timeout(capsys) -> None:
+    """A host that takes the TCP connection and never answers: the worst case of unreachable.
+    The run ends because the driver's connect timeout expired (the error says so), not after
+    however long the machine took: no wall-clock bound."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"postgresql://alice:s3cret@127.0.0.1:{silent.getsockname()[1]}/db"
-        started = time.monotonic()
         status, out, err = run_cli(run.main, ["--storage", url], capsys)
-        elapsed = time.monotonic() - started
-    assert status == 2 and elapsed < 15
+    assert status == 2
     assert "timeout expired: the database can't be reached" in err
     assert "alice:***@127.0.0.1" in err and "s3cret" not in out + err
     assert len(err.strip().splitlines()) == 1
