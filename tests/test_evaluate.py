@@ -370,3 +370,32 @@ def test_every_recipe_trains_in_the_pool_and_replays_bit_for_bit(
         assert status == 0, out + err
         assert out.startswith(f"trial {trial.number}: reproduced on cpu"), out
         assert out.rstrip().endswith("(replayed through a pool of 6 slots, as it trained)")
+
+
+def test_a_synthetic_study_refuses_the_test_set_in_one_line_and_loads_its_own_network(
+    tmp_path: Path, capsys
+) -> None:
+    """The table has no test split: evaluate says so and stores nothing; its trials' weights
+    load into the table's network, which scores the validation accuracy the trial recorded."""
+    from search import load_best
+    from search.data.synthetic import load_synthetic
+
+    url = f"sqlite:///{tmp_path / 'table.db'}"
+    argv = [
+        "--task", "synthetic", "--storage", url, "--trials", "3", "--epochs", "2",
+        "--confirm-seeds", "0", "--max-train-acc", "1", "--device", "cpu", "--quiet",
+    ]  # fmt: skip
+    assert run.main(argv) == 0
+    capsys.readouterr()
+    where = ["--storage", url, "--study-name", "mnist-weight-decay"]
+    status, out, err = run_cli(evaluate.main, where, capsys)
+    assert status == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "synthetic task, which has no test set" in err and "--replay" in err
+    study = optuna.load_study(study_name="mnist-weight-decay", storage=url)
+    assert TEST_ATTR not in study.user_attrs
+    val = load_synthetic()
+    store = optuna.artifacts.FileSystemArtifactStore(tmp_path / "artifacts")
+    for model in (load_model(study, 0, store), load_best(storage=url)):
+        trial = study.trials[getattr(model, "trial_number", 0)]
+        _, accuracy = score(model, val.val_x, val.val_y)
+        assert accuracy == pytest.approx(trial.user_attrs["val_accuracy"], abs=1e-9)

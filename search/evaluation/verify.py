@@ -69,6 +69,13 @@ def score_best_trial(
         The test-set record: trial number, test loss and accuracy, test images, and whether
         the trial was selected on the test set itself.
     """
+    config = stored_config(study)
+    if config is not None and config.task == "synthetic":
+        raise EvaluateError(
+            f"study {study.study_name!r} trained on the synthetic task, which has no test set "
+            "(it validates on its own 200 held-out rows, never seen in training): its "
+            "validation accuracy is its figure; `--replay` retrains a trial to check it"
+        )
     best = recommended_trial(study)
     if best is None:
         raise EvaluateError(
@@ -82,7 +89,6 @@ def score_best_trial(
         steps.step("weights loaded")
         loss, accuracy = evaluate(model, x, y)
         steps.step(f"test_accuracy {accuracy:.4f}")
-    config = stored_config(study)
     return TestResult(
         trial=best.number,
         weight_decay=best.params["weight_decay"],

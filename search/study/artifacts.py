@@ -36,7 +36,6 @@ from search.study.backends import backend_for
 if TYPE_CHECKING:
     import torch
 
-    from models import SimpleNN
 
 logger = logging.getLogger(__name__)
 
@@ -148,11 +147,14 @@ def load_model(
     trial_number: int,
     store: FileSystemArtifactStore,
     device: torch.device | str = "cpu",
-) -> SimpleNN:
-    """Trial ``trial_number``'s trained ``SimpleNN``, from the weights it stored, on ``device``."""
-    from models import SimpleNN  # here, not at the top: see the module's docstring
+) -> torch.nn.Module:
+    """Trial ``trial_number``'s trained network, from the weights it stored, on ``device``:
+    the network of the task the study stored (the seed's ``SimpleNN`` for MNIST)."""
+    from search.study.record import stored_config
+    from search.training.train import build_model  # here, not at the top: no torch above
 
-    model = SimpleNN()
+    config = stored_config(study)
+    model = build_model(DEFAULTS.task if config is None else config.task)
     model.load_state_dict(load_state_dict(study, trial_number, store))
     return model.to(device)
 
