@@ -253,3 +253,69 @@ def test_quality_tables_are_what_the_committed_evidence_gives() -> None:
             "python -m search.evidence --write"
         )
     assert found >= len(tables)  # each table is published somewhere
+
+
+# A markdown link and the heading anchors GitHub derives: lower case, punctuation dropped
+# but hyphens, spaces to hyphens.
+LINK = re.compile(r"\[[^\]]*\]\((?P<target>[^)\s]+)\)")
+HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*#*\s*$")
+
+
+def anchor_of(title: str) -> str:
+    title = re.sub(r"`([^`]*)`", r"\1", title)  # code spans keep their text
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def prose_lines(path: Path) -> list[tuple[int, str]]:
+    """``path``'s lines outside fenced blocks, numbered from 1."""
+    kept, inside = [], False
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.startswith("```"):
+            inside = not inside
+            continue
+        if not inside:
+            kept.append((number, line))
+    return kept
+
+
+def anchors(path: Path) -> set[str]:
+    return {anchor_of(m["title"]) for _, line in prose_lines(path) if (m := HEADING.match(line))}
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_reaches_a_file_and_its_heading(path: Path) -> None:
+    broken = []
+    for number, line in prose_lines(path):
+        for link in LINK.finditer(line):
+            target = link["target"]
+            if re.match(r"[a-z]+:", target):  # https:, mailto:: not this repository's
+                continue
+            file, _, anchor = target.partition("#")
+            where = (path.parent / file).resolve() if file else path
+            if not where.exists():
+                broken.append(f"{path.name}:{number}: {target} (no such file)")
+            elif anchor and where.suffix == ".md" and anchor not in anchors(where):
+                broken.append(f"{path.name}:{number}: {target} (no such heading)")
+    assert broken == []
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_code_fences_open_with_a_language_and_close_bare(path: Path) -> None:
+    """A fence that does not close (text after the backticks, or an opening fence where a
+    closing one belongs) swallows the prose after it into the code block."""
+    problems, open_at = [], None
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.startswith("```"):
+            continue
+        if open_at is None:
+            if FENCE.match(line) is None or line.strip() == "```":
+                problems.append(f"{path.name}:{number}: an opening fence needs a language")
+            open_at = number
+        elif line.strip() != "```":
+            problems.append(f"{path.name}:{number}: the block from line {open_at} never closes")
+            open_at = None
+        else:
+            open_at = None
+    if open_at is not None:
+        problems.append(f"{path.name}:{open_at}: this block never closes")
+    assert problems == []
