@@ -4,9 +4,9 @@
     python -m search.bench quality       # search quality instead: see search.benchmarks
 
 How long it takes depends on the machine and what else runs on it: ``3 x (paths)`` timed runs
-of ``--steps`` steps each, a couple of minutes on an idle 2-core CPU at the default, many more
-on a loaded one. Progress goes to stderr: a bar on a terminal, a line every few seconds
-elsewhere, each path and round with the time it took (``--quiet``: none).
+of ``--steps`` steps each (measured durations: docs/speed.md). Progress goes to stderr: a
+bar on a terminal, a line every few seconds elsewhere, each path and round with the time it
+took (``--quiet``: none).
 
 Measures, in one run on one machine and on the same trials, trial-epochs per second of
 (a) the seed's loop (torchvision ``DataLoader`` with a per-sample ``ToTensor``, one model,

@@ -111,11 +111,9 @@ MIN_SUBSET = 100
 # (26 MB of weights and Adam moments), and fewer slots leave the GPU idle between kernels.
 CUDA_PARALLEL_TRIALS = 64
 
-# On the CPU, measured on 2 cores: `python -m search.bench` puts 16 and 32 slots within a few
-# percent of each other (15-18x the seed's loop over several runs; 8 slots 14-16x), and the
-# default 50-trial study took 92 s at 8, 64-83 s at 16 and 66 s at 32. 16 is the smaller of
-# the fast ones: the sampler sees results sooner (with 32, 32 of the 50 trials are proposed
-# before any has finished).
+# On the CPU, `python -m search.bench` puts 16 and 32 slots close together and 8 below them
+# (docs/speed.md). 16 is the smaller of the fast ones: the sampler sees results sooner (with
+# 32, 32 of the 50 trials are proposed before any has finished).
 CPU_PARALLEL_TRIALS = 16
 
 

@@ -1,4 +1,4 @@
-"""``python -m search.export``: the best feasible configuration, or every trial, as CSV.
+"""``python -m search.export``: the recommended configuration, or every trial, as CSV.
 
 optuna-dashboard's own CSV lacks the constraint value, feasibility, start time and duration;
 this one has them, read from the attributes each trial stored.

@@ -83,10 +83,10 @@ def resolve_device(name: str) -> torch.device:
 def use_one_cpu_thread(device: torch.device) -> None:
     """Train on one intra-op thread on the CPU.
 
-    A 784-128-10 MLP's matmuls are too small to split well: a second thread gains about 20%
+    A 784-128-10 MLP's matmuls are too small to split well: a second thread gains a little
     on an idle machine, but when anything else keeps the other core busy the threads wait on
-    each other and an epoch takes ten times longer (measured here: 0.54 s vs 0.44 s idle,
-    over 5 s under load). Parallelism comes from training trials side by side instead.
+    each other and an epoch takes many times longer. Parallelism comes from training trials
+    side by side instead.
     """
     if device.type == "cpu":
         torch.set_num_threads(1)
