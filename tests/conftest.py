@@ -15,7 +15,7 @@ from search.config import StudyConfig
 from search.data.fetch import MNIST_MD5, ensure_mnist, raw_dir
 from search.data.mnist import load_splits
 from search.data.splits import DataError, Splits
-from tests.helpers import REPO
+from tests.helpers import GRACE_S, REPO
 from tests.postgres import PostgresServer, unavailable
 
 DATA_DIR = REPO / "data"
@@ -58,6 +58,24 @@ def ctrl_c_reaches_the_commands() -> None:
     """
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture
+def still_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The budget's sat-still clock, moved a grace period (``GRACE_S``) at every look.
+
+    A test of a trial that holds its place until it has sat still for twice the grace period
+    then waits on looks, not on seconds: the list it gets holds the clock's reading at each
+    look, so it can say how many looks the trial held out for.
+    """
+    looks: list[float] = []
+
+    def tick() -> float:
+        looks.append(len(looks) * float(GRACE_S))
+        return looks[-1]
+
+    monkeypatch.setattr("search.engine.budget.sat_still_clock", tick)
+    return looks
 
 
 @pytest.fixture(scope="session")

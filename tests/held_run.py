@@ -3,7 +3,8 @@
 The tests that kill or signal a run must find its trials mid-training. Long trials only make
 that likely: on a fast idle machine a trial of 40 epochs finished before the test looked. Here
 every trial reports its first epoch, then waits before reporting its second for as long as the
-file named by ``SEARCH_TEST_HOLD`` exists; the test removes it to let the trials go on. Only
+file named by ``SEARCH_TEST_HOLD`` exists; the test removes it to let the trials go on. Beside
+it each process writes the number of the trial it holds (``HOLD.<pid>``). Only
 the wait is added: training, reporting and the signal handling are the command's own.
 
 Workers are spawned processes that import this file again as ``__mp_main__``, so the hold
@@ -32,6 +33,13 @@ _end_epoch = objective.end_epoch
 def held_end_epoch(
     trial: optuna.Trial, history: list[EpochMetrics], config: StudyConfig, started: float
 ) -> objective.Stop | None:
+    if len(history) > 1 and HOLD.exists():
+        # Which trial this process holds, for a test that kills it (tests.helpers.held_trials):
+        # written whole, then renamed into place, so a reader never sees half of it.
+        mark = HOLD.with_name(f"{HOLD.name}.{os.getpid()}")
+        part = HOLD.with_name(f"{HOLD.name}-part.{os.getpid()}")
+        part.write_text(str(trial.number))
+        part.replace(mark)
     while len(history) > 1 and HOLD.exists():
         time.sleep(0.01)
     return _end_epoch(trial, history, config, started)

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import optuna
@@ -68,13 +68,22 @@ def tiny(mnist_dir: Path, tmp_path: Path, epochs: int, parallel: int = 1) -> lis
     ]  # fmt: skip
 
 
-def start(*argv: str) -> subprocess.Popen[str]:
-    """``python -m search.run`` in its own process group, as a terminal would run it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "search.run", *argv],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+def start(*argv: str, stderr_to: Path | None = None) -> subprocess.Popen[str]:
+    """``python -m search.run`` in its own process group, as a terminal would run it.
+
+    Its standard error goes to ``stderr_to`` where given, so a test can wait on a line the
+    command has printed while it still runs.
+    """
+    stderr = subprocess.PIPE if stderr_to is None else stderr_to.open("w")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "search.run", *argv],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+    finally:
+        if stderr_to is not None:
+            stderr.close()  # type: ignore[union-attr]  # the child holds its own copy
 
 
 def start_held(hold: Path, *argv: str) -> subprocess.Popen[str]:
@@ -137,18 +146,27 @@ GRACE_S = 60
 AGED_S = 2 * GRACE_S
 
 
-def age_heartbeats(storage: optuna.storages.RDBStorage, seconds: float = AGED_S) -> None:
-    """Every trial's last heartbeat in ``storage``'s database moved ``seconds`` back: what the
-    database holds after that long without a beat, without waiting for it."""
+def age_heartbeats(
+    storage: optuna.storages.RDBStorage,
+    seconds: float = AGED_S,
+    numbers: Collection[int] | None = None,
+) -> None:
+    """The last heartbeat of every trial in ``storage``'s database (or of the trials
+    ``numbers``) moved ``seconds`` back: what the database holds after that long without a
+    beat, without waiting for it."""
     import datetime
 
     import sqlalchemy
 
+    query = (
+        "SELECT h.trial_heartbeat_id, h.heartbeat, t.number FROM trial_heartbeats h "
+        "JOIN trials t ON t.trial_id = h.trial_id"
+    )
     with storage.engine.begin() as connection:
-        rows = connection.execute(
-            sqlalchemy.text("SELECT trial_heartbeat_id, heartbeat FROM trial_heartbeats")
-        ).all()
-        for heartbeat_id, beat in rows:
+        rows = connection.execute(sqlalchemy.text(query)).all()
+        for heartbeat_id, beat, number in rows:
+            if numbers is not None and number not in numbers:
+                continue
             if isinstance(beat, str):  # SQLite hands a DATETIME back as text
                 beat = datetime.datetime.fromisoformat(beat)
             connection.execute(
@@ -157,3 +175,37 @@ def age_heartbeats(storage: optuna.storages.RDBStorage, seconds: float = AGED_S)
                 ),
                 {"beat": beat - datetime.timedelta(seconds=seconds), "id": heartbeat_id},
             )
+
+
+def age_heartbeats_at(url: str, numbers: Collection[int] | None = None) -> None:
+    """``age_heartbeats`` on the study database at ``url``, from outside its processes."""
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        age_heartbeats(storage, numbers=numbers)
+    finally:
+        storage.engine.dispose()
+
+
+def wait_dead(pid: int) -> None:
+    """Wait until process ``pid`` is gone or a zombie: a killed worker's heartbeat thread can
+    beat no more (``os.kill`` returns before the process has died)."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        time.sleep(0.01)
+    pytest.fail(f"process {pid} still alive 60 s after SIGKILL")
+
+
+def held_trials(hold: Path) -> dict[int, int]:
+    """Which trial each process of a ``start_held`` run holds: pid to trial number, as
+    tests/held_run.py writes them beside ``hold``."""
+    return {
+        int(path.name.rsplit(".", 1)[1]): int(path.read_text())
+        for path in hold.parent.glob(f"{hold.name}.*")
+        if path.read_text()
+    }

@@ -39,6 +39,12 @@ CLAIMING = (*FINISHED, TrialState.RUNNING)
 WAIT_POLL_S = 1.0
 
 
+def sat_still_clock() -> float:
+    """The clock that times how long another worker's trial has sat still: this process's own
+    monotonic clock, never the database's. Tests move it instead of waiting on it."""
+    return time.monotonic()
+
+
 class BudgetGate:
     """Decides, under the claim lock, whether this worker may start one more trial.
 
@@ -154,7 +160,7 @@ class BudgetGate:
         is never failed by Optuna; without this it would hold a place forever and every
         worker would wait on it. This worker's own trials (``mine``) are never stuck.
         """
-        now = time.monotonic()
+        now = sat_still_clock()
         outage = getattr(backend_of(self.study), "outage", None)
         if outage is not None and outage.recent(within=self.stuck_after):
             self.seen.clear()  # nothing moved while the server was away: start looking afresh
