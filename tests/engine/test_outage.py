@@ -17,7 +17,17 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from search.engine.budget import FINISHED
-from tests.helpers import UNPRUNED, start, states, tiny, training, trials, wait_until
+from tests.helpers import (
+    GRACE_S,
+    UNPRUNED,
+    age_heartbeats_at,
+    start,
+    states,
+    tiny,
+    training,
+    trials,
+    wait_until,
+)
 from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.slow
@@ -32,7 +42,7 @@ def run_flags(url: str, mnist_dir: Path, tmp_path: Path, trials_: int) -> list[s
     # 30 epochs of 500 images a trial: long enough that an outage finds trials in training.
     return [
         "--trials", str(trials_), "--storage", url, *UNPRUNED, "--heartbeat-interval", "1",
-        "--grace-period", "5", *tiny(mnist_dir, tmp_path, 30),
+        "--grace-period", str(GRACE_S), *tiny(mnist_dir, tmp_path, 30),
     ]  # fmt: skip
 
 
@@ -127,9 +137,9 @@ def test_a_run_that_meets_the_budget_fails_a_dead_workers_trial(
     tmp_path: Path,
     processes: list[subprocess.Popen[str]],
 ) -> None:
-    """A killed run leaves a trial RUNNING whose heartbeat is fresh; the next run finds the
-    budget met: it waits for that heartbeat to go stale (a live worker would end the trial)
-    and then fails it, says so, and leaves nothing running."""
+    """A killed run leaves a trial RUNNING; the next run finds the budget met and, once that
+    trial's heartbeat is stale (aged in the database here, not waited for), fails it, says
+    so, and leaves nothing running."""
     url = server.create_database(schema=True)
     first = start(*run_flags(url, mnist_dir, tmp_path, 1000))
     processes.append(first)
@@ -139,6 +149,7 @@ def test_a_run_that_meets_the_budget_fails_a_dead_workers_trial(
     first.communicate()
     finished = sum(t.state in FINISHED for t in trials(url))
     assert states(trials(url))["RUNNING"] == 1
+    age_heartbeats_at(url)
     again = start(*run_flags(url, mnist_dir, tmp_path, finished))
     processes.append(again)
     out, err = again.communicate(timeout=120)
