@@ -15,7 +15,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from search.cli import build_run_parser, run_command
-from search.config import MEASURE_NAMES, StudyConfig
+from search.config import MEASURE_NAMES, TASKS_WITH_TEST_SET, StudyConfig
 from search.errors import UsageError
 
 if TYPE_CHECKING:
@@ -92,7 +92,13 @@ def print_summary(outcome: Outcome, config: StudyConfig) -> None:
     if outcome.recommendation is not None:
         print(describe_recommendation(outcome.recommendation, trained_now=outcome.confirmed_now))
     print(f"inspect: python -m search.dashboard {study_flags(config)}")
-    print(f"test:    python -m search.evaluate {study_flags(config)}")
+    if config.task in TASKS_WITH_TEST_SET:
+        print(f"test:    python -m search.evaluate {study_flags(config)}")
+    else:  # search.evaluate would refuse: the trial's own retraining is the check there is
+        print(
+            f"replay:  python -m search.evaluate {study_flags(config)} --replay --trial "
+            f"{best.number}  (the {config.task} task has no test set)"
+        )
     print(f"export:  python -m search.export {study_flags(config, artifacts=False)}")
     if config.storage is not None and has_password(config.storage):
         print(

@@ -372,22 +372,33 @@ def test_every_recipe_trains_in_the_pool_and_replays_bit_for_bit(
         assert out.rstrip().endswith("(replayed through a pool of 6 slots, as it trained)")
 
 
-def test_a_synthetic_study_refuses_the_test_set_in_one_line_and_loads_its_own_network(
-    tmp_path: Path, capsys
-) -> None:
-    """The table has no test split: evaluate says so and stores nothing; its trials' weights
-    load into the table's network, which scores the validation accuracy the trial recorded."""
+def test_every_command_works_on_a_synthetic_study(tmp_path: Path, capsys) -> None:
+    """The table has no test split: the run's summary offers a replay instead of a test,
+    evaluate says so in one line and stores nothing, the replay it offers reproduces the
+    trial, report draws it and export writes it; its trials' weights load into the table's
+    network, which scores the validation accuracy the trial recorded."""
     from search import load_best
     from search.data.synthetic import load_synthetic
 
     url = f"sqlite:///{tmp_path / 'table.db'}"
     argv = [
         "--task", "synthetic", "--storage", url, "--trials", "3", "--epochs", "2",
-        "--confirm-seeds", "0", "--max-train-acc", "1", "--device", "cpu", "--quiet",
+        "--confirm-seeds", "0", "--max-train-acc", "1", "--device", "cpu",
     ]  # fmt: skip
     assert run.main(argv) == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "test:    " not in out
+    (offered,) = [line for line in out.splitlines() if line.startswith("replay:  ")]
+    assert offered.endswith("(the synthetic task has no test set)")
+    replay_argv = offered.split("python -m search.evaluate ")[1].split("  (")[0].split()
+    status, out, err = run_cli(evaluate.main, [*replay_argv, "--quiet"], capsys)
+    assert status == 0 and "reproduced on cpu" in out, out + err
     where = ["--storage", url, "--study-name", "mnist-weight-decay"]
+    status, out, _ = run_cli(report.main, [*where, "--out", str(tmp_path / "report")], capsys)
+    assert status == 0 and (tmp_path / "report" / "index.html").is_file()
+    status, _, _ = run_cli(export.main, [*where, "--out", str(tmp_path / "best.csv")], capsys)
+    best = pd.read_csv(tmp_path / "best.csv")
+    assert status == 0 and best["task"].tolist() == ["synthetic"]
     status, out, err = run_cli(evaluate.main, where, capsys)
     assert status == 1 and out == "" and len(err.strip().splitlines()) == 1
     assert "synthetic task, which has no test set" in err and "--replay" in err

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.config import RECORDED, RUN_SETTINGS, StudyConfig
+from search.config import RECORDED, RUN_SETTINGS, TASKS_WITH_TEST_SET, StudyConfig
 from search.engine.workers import check_worker_flags
 from search.errors import UsageError
 from search.study.storage import storage_errors
@@ -51,9 +51,10 @@ def check_rules(values: dict[str, Any]) -> None:
             f"--wd-low must be below --wd-high, got {values['wd_low']} and {values['wd_high']}: "
             "give a non-empty range"
         )
-    if values.get("task") == "synthetic" and values.get("validation") == "test":
+    task = values.get("task")
+    if task is not None and task not in TASKS_WITH_TEST_SET and values.get("validation") == "test":
         raise UsageError(
-            "--validation test: the synthetic task has no test set, it validates on its own "
+            f"--validation test: the {task} task has no test set, it validates on its own "
             "200 held-out rows; drop --validation"
         )
 

@@ -22,7 +22,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import StudyConfig
+from search.config import TASKS_WITH_TEST_SET, StudyConfig
 from search.data.mnist import load_test
 from search.data.splits import Splits
 from search.data.tasks import load_task
@@ -70,9 +70,9 @@ def score_best_trial(
         the trial was selected on the test set itself.
     """
     config = stored_config(study)
-    if config is not None and config.task == "synthetic":
+    if config is not None and config.task not in TASKS_WITH_TEST_SET:
         raise EvaluateError(
-            f"study {study.study_name!r} trained on the synthetic task, which has no test set "
+            f"study {study.study_name!r} trained on the {config.task} task, which has no test set "
             "(it validates on its own 200 held-out rows, never seen in training): its "
             "validation accuracy is its figure; `--replay` retrains a trial to check it"
         )
