@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from search.config import (
+    CPU_PARALLEL_TRIALS,
+    CUDA_PARALLEL_TRIALS,
     DEFAULTS,
     DEVICES,
     HOLD_CONFIDENCE,
@@ -226,8 +228,8 @@ FLAGS = _flags(
     Flag(
         "--parallel-trials",
         dict(type=positive_int, metavar="K"),
-        "trials trained side by side as one stacked model; 1 trains one at a time "
-        "(default: 16 on a CPU, 64 on a GPU; every recipe)",
+        "trials trained side by side as one stacked model, every recipe alike; 1 trains one "
+        f"at a time (default: {CPU_PARALLEL_TRIALS} on a CPU, {CUDA_PARALLEL_TRIALS} on a GPU)",
     ),
     Flag(
         "--confirm-seeds",

@@ -237,6 +237,41 @@ def test_options_table_lists_every_run_flag() -> None:
     assert not missing, f"docs/options.md lacks {', '.join(missing)}"
 
 
+def test_options_table_defaults_are_what_help_says() -> None:
+    """docs/options.md's default column against ``search.run --help``'s own "(default: X)",
+    which the catalogue writes from ``StudyConfig``: a default changed in the code and not in
+    the table, or the other way round, fails here. A switch without a shown default is "off"."""
+    from search.run import build_parser
+
+    actions = {o: a for a in build_parser()._actions for o in a.option_strings}
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in (REPO / "docs" / "options.md").read_text().splitlines()
+        if line.startswith("| `--")
+    ]
+    checked, wrong = 0, []
+    for cells in rows:
+        flags = re.findall(r"`(--[a-z][a-z0-9-]*)", cells[0])
+        shown = cells[1].replace("`", "")
+        values = shown.split(", ")
+        if len(values) != len(flags):  # one default for a pair: --decay-biases, --no-...
+            flags, values = flags[:1], [shown]
+        for flag, value in zip(flags, values):
+            action = actions[flag]
+            helped = re.findall(r"\(default: (.*?)\)(?:$|[;,. ])", action.help or "")
+            expected = helped[-1] if helped else "off"
+            expected = {"True": "on", "False": "off"}.get(expected, expected)
+            try:
+                same = float(value) == float(expected)
+            except ValueError:
+                same = value == expected
+            checked += 1
+            if not same:
+                wrong.append(f"{flag}: the table says {value!r}, --help {expected!r}")
+    assert not wrong, "docs/options.md disagrees with --help: " + "; ".join(wrong)
+    assert checked >= 30  # every row was read
+
+
 def test_quality_tables_are_what_the_committed_evidence_gives() -> None:
     """Every quality table of the docs is ``python -m search.evidence``'s output from the
     bench's JSON under docs/quality/: a number edited by hand, or evidence re-measured without
