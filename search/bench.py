@@ -110,7 +110,7 @@ def measure(
     """Trial-epochs per second of each path: its best of ROUNDS interleaved rounds.
 
     Interleaving spreads whatever else the machine does over all paths alike. Each path and
-    round is a step of ``progress``: on a loaded machine one can take minutes.
+    round is a step of ``progress``: on a loaded machine one can take a long while.
     """
     best = dict.fromkeys(paths, math.inf)
     for round_ in range(1, ROUNDS + 1):

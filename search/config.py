@@ -20,8 +20,9 @@ Validation = Literal["holdout", "test"]
 SamplerName = Literal["edge", "tpe", "random", "gp"]
 PrunerName = Literal["median", "hyperband", "none"]
 TaskName = Literal["mnist", "synthetic"]
-# The tasks with a test split of their own, never seen by a study: search.evaluate scores a
-# recommendation there. The synthetic table has none; it validates on 200 held-out rows.
+# The tasks with a test split of their own: a study validates on held-out training images
+# unless it runs with --validation test (as the seed experiment did), and search.evaluate
+# scores a recommendation there. The synthetic table has none; it validates on 200 held-out rows.
 TASKS_WITH_TEST_SET: frozenset[str] = frozenset({"mnist"})
 SearchSpace = Literal["weight_decay", "full"]
 # Which training accuracy the constraint reads: "running", the seed's (each batch scored by the
@@ -51,7 +52,7 @@ STUDIES_DIR = Path("studies")
 # trial is judged dead within a minute of its worker's death.
 MAX_GRACE_PERIOD_S = 60
 # SQLite lets one writer at a time in; with write-ahead logging and a 60 s busy timeout a few
-# workers writing a handful of rows per epoch wait milliseconds for each other. This cap is a
+# workers writing a handful of rows per epoch wait only briefly for each other. This cap is a
 # conservative line, not a measured limit: beyond it, or across machines (SQLite's locks don't
 # hold over network filesystems), PostgreSQL is the storage to use.
 SQLITE_MAX_WORKERS = 8
@@ -111,7 +112,8 @@ MAX_SEED = 2**32 - 1
 MIN_SUBSET = 100
 
 # Trials side by side on a GPU by default: the stacked model of 64 trials is still small
-# (26 MB of weights and Adam moments), and fewer slots leave the GPU idle between kernels.
+# (64 x 101,770 float32 parameters: about 26 MB of weights, about 80 MB with Adam's two
+# moments), and fewer slots leave the GPU idle between kernels.
 CUDA_PARALLEL_TRIALS = 64
 
 # On the CPU, `python -m search.bench` puts 16 and 32 slots close together and 8 below them

@@ -4,12 +4,13 @@
     python -m search.evaluate --trial 7 --replay   # retrain trial 7: same numbers as recorded?
 
 Searching selects on validation data and never reads the official test set (unless the study
-ran with ``--validation test``, as the seed experiment did). This command touches it once, for
-the one configuration the search chose: it loads that trial's stored weights, scores them on
-the 10,000 test images, and stores the result on the study (the ``test_evaluation`` user
-attribute and the study's note), where export, report and dashboard show it. There is no way
-to test another trial: choosing among trials by their test score would make it a validation
-score.
+ran with ``--validation test``, as the seed experiment did); outside studies, the speed
+benchmark (``search.bench``) and the seed experiment's script (``search.experiment``) read it
+too. For a study, this command touches it once, for the one configuration the search chose: it
+loads that trial's stored weights, scores them on the 10,000 test images, and stores the result
+on the study (the ``test_evaluation`` user attribute and the study's note), where export,
+report and dashboard show it. There is no way to test another trial: choosing among trials by
+their test score would make it a validation score.
 
 ``--replay`` retrains a trial and checks every recorded per-epoch metric
 (``search.evaluation.verify``). PyTorch is imported after the flags are parsed: ``--help`` is fast.

@@ -132,7 +132,7 @@ def exit_at_once_on_stop() -> None:
     """Until a command installs ``graceful_stop``: a stop signal ends it at once, in one line.
 
     Installed when ``python -m search.<command>`` imports this package, before the command's
-    own imports (Optuna, SQLAlchemy, PyTorch: seconds), which Python's default handler would
+    own imports (Optuna, SQLAlchemy, PyTorch: slow ones), which Python's default handler would
     end with a traceback. Nothing is open yet, so exiting on the spot loses nothing.
     """
 

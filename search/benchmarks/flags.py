@@ -15,15 +15,16 @@ constraint's measure, in at least 7 of 8 of those seeds. The grid honours the fl
 ``--wd-high``, ``--epochs``, ...).
 
 Then ``--simulate`` studies per ``--trials`` replayed on the grid's own learning curves
-(``search.benchmarks.simulate``: the real driver, sampler and confirmation, no training; a fraction
-of a second each), each recommendation scored by its noise-free value, and ``--seeds`` real
-studies per ``--trials``, each run as a user runs it (``python -m search.run`` in a process of
-its own, timed as a whole), with the flags after ``--`` passed on; every recommended weight
-decay is then retrained on the grid's held-out seeds and scored against the optimum on the
-same seeds (paired). Prints a table and writes it all as JSON, with the commit, machine and
-command (``python -m search.evidence`` renders the docs' tables from it).
-A benchmark, not a test: how long it takes depends on the machine and its load, from minutes
-for the grid alone on an idle 2-core CPU to hours for many real studies on a loaded one.
+(``search.benchmarks.simulate``: the real driver, sampler and confirmation, no training, so
+far cheaper than a real study), each recommendation scored by its noise-free value, and
+``--seeds`` real studies per ``--trials``, each run as a user runs it (``python -m
+search.run`` in a process of its own, timed as a whole), with the flags after ``--`` passed
+on; every recommended weight decay is then retrained on the grid's held-out seeds and scored
+against the optimum on the same seeds (paired). Prints a table and writes it all as JSON, with
+the commit, machine and command (``python -m search.evidence`` renders the docs' tables from
+it). A benchmark, not a test: how long it takes depends on the machine, its load and what it
+runs (a grid, or one reused with ``--grid-from``, and how many real studies); the times
+measured are in docs/search-quality.md.
 Progress goes to stderr: each grid's runs, the simulated studies and each real study's trials
 with the best so far (a bar on a terminal, a line every few seconds elsewhere; ``--quiet``:
 none). Stopped, it does not resume: the JSON keeps what was measured, and ``--grid-from``

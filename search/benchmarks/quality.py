@@ -40,7 +40,7 @@ from search.study.record import (
 
 GRID_SEED_KEY = 0x6121  # grid runs' seeds, apart from every study trial's and confirmation's
 
-# How often a real study's database is read for its progress: a trial takes seconds.
+# How often a real study's database is read for its progress: a trial lasts many such reads.
 POLL_S = 1.0
 
 

@@ -5,8 +5,9 @@ trial reported and when: an infeasible trial stops at epoch 2, a feasible one re
 epochs later. ``CurvePool`` stands in for the trial pool and reads each member's epochs off a
 curve, a function of (weight decay, seed), so the real driver (``run_pool``: the budget, the
 held-back trials, the pruner, the constraint and its projection, the sampler) runs a 50-trial
-study in about a second instead of a minute and a half. That makes it cheap to measure a
-sampling rule over a hundred study seeds, which real studies can't afford.
+study without training a network, in a small fraction of a real study's time (real studies'
+times: docs/search-quality.md). That makes it cheap to measure a sampling rule over a hundred
+study seeds, which real studies can't afford.
 
 The curves it replays, and the noise-free truth it is scored against, are in
 ``search.benchmarks.truth``.

@@ -37,7 +37,7 @@ class MeasuredCurves:
     Args:
         weight_decays: the grid, ascending.
         runs: for each weight decay, its runs: [training, validation] accuracy per epoch, or
-            None for a run that diverged (``search.quality``'s grid ``curves``).
+            None for a run that diverged (``search.benchmarks.quality``'s grid ``curves``).
     """
 
     def __init__(
@@ -133,10 +133,10 @@ class MeasuredCurves:
         )
 
 
-# ``EdgeCurves``' seed spreads (standard deviations) and the final weights' lead over the
-# running training accuracy, as measured on MNIST near the edge over 8 held-out seeds
-# (docs/search-quality.md): running training accuracy 0.03 points, validation 0.25, the final
-# weights' training accuracy 0.15 points, 0.4 points above the running one.
+# ``EdgeCurves``' seed spreads (standard deviations) of the running training accuracy, the
+# validation accuracy and the final weights' training accuracy, and the final weights' lead
+# over the running training accuracy, as fractions of 1: read off MNIST near the edge over the
+# held-out seeds (the measured figures: docs/search-quality.md).
 RUNNING_NOISE = 0.0003
 VAL_NOISE = 0.0025
 FINAL_NOISE = 0.0015

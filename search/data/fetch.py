@@ -101,9 +101,10 @@ class StillFetching:
     """A still-alive line every ``every_s`` while a source fetches, off a terminal only.
 
     A download is one long step with nothing to count (pip's bar goes to a terminal only), so
-    without this a pipe or log hears nothing between "fetching" and "done" for minutes. A
-    ticker thread calls ``tick`` every second; tests call it with their own clock. The lines
-    go to the stderr of when the fetch started: torchvision's own output is redirected meanwhile.
+    without this a pipe or log hears nothing between "fetching" and "done" for the whole
+    download. A ticker thread calls ``tick`` every second; tests call it with their own clock.
+    The lines go to the stderr of when the fetch started: torchvision's own output is
+    redirected meanwhile.
     """
 
     def __init__(

@@ -156,7 +156,7 @@ class BudgetGate:
         """Finished and running trials, less running ones that have sat still too long.
 
         A trial left RUNNING by a process that never recorded a heartbeat (an older version,
-        or a worker killed in the milliseconds between creating its trial and its first beat)
+        or a worker killed in the moment between creating its trial and its first beat)
         is never failed by Optuna; without this it would hold a place forever and every
         worker would wait on it. This worker's own trials (``mine``) are never stuck.
         """

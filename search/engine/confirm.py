@@ -1,9 +1,9 @@
 """Seed confirmation: retrain the best few candidates with further seeds, side by side.
 
-Across seeds a trial's training accuracy moves by 0.04 to 0.12 points and its validation
-accuracy by 0.14 to 0.20 (standard deviations over 4 seeds, measured near the edge), so a
-best trial on the feasibility edge can be feasible by its seed's luck, and a user who retrains
-it breaks the constraint. After the search, each candidate (``search.engine.choose
+Across seeds a trial's training accuracy and its validation accuracy both move near the edge
+(the seed-to-seed spreads measured: docs/search-quality.md), so a best trial on the
+feasibility edge can be feasible by its seed's luck, and a user who retrains it breaks the
+constraint. After the search, each candidate (``search.engine.choose
 .candidates``) is trained again with ``confirm_seeds`` seeds of its own, those of one round
 all at once in the trial pool, and ``search.engine.choose`` recommends the best one that
 holds.

@@ -1,15 +1,15 @@
 """What a trial's weight decay is expected to score, read off its neighbours, not its own draw.
 
-Near the feasibility edge a trial's validation accuracy moves by 0.2 to 0.3 points from seed to
-seed, more than the whole difference between two weight decays a few percent apart
-(docs/search-quality.md). The single best trial of a study is then the luckiest draw among
-its neighbours (the winner's curse), and a search that anchors on it, or recommends it, lands
-wherever the luck was. ``expected_values`` replaces each complete trial's own value by a local
-linear fit of the values of the complete trials around it, in position on the parameter's
-range: neighbours a few percent apart share most of their expected value and none of their
-seed noise. The kernel's width is chosen by leave-one-out cross-validation over the trials
-themselves (``BANDWIDTHS``), so a study with a sharp optimum keeps it sharp and one whose
-values move slowly averages widely; nothing in it knows any task's scale.
+Near the feasibility edge a trial's validation accuracy moves from seed to seed by more than
+the whole difference between two weight decays a few percent apart (docs/search-quality.md).
+The single best trial of a study is then the luckiest draw among its neighbours (the winner's
+curse), and a search that anchors on it, or recommends it, lands wherever the luck was.
+``expected_values`` replaces each complete trial's own value by a local linear fit of the
+values of the complete trials around it, in position on the parameter's range: neighbours a few
+percent apart share most of their expected value and none of their seed noise. The kernel's
+width is chosen by leave-one-out cross-validation over the trials themselves (``BANDWIDTHS``),
+so a study with a sharp optimum keeps it sharp and one whose values move slowly averages
+widely; nothing in it knows any task's scale.
 
 Plain NumPy over Optuna's trials, no torch; the edge sampler (its anchor) and the choice of
 candidates (``search.engine.choose``) read it.

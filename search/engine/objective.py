@@ -68,10 +68,11 @@ def projected_train_accuracy(
 ) -> float:
     """Where a trial stopped for infeasibility would have ended, for its constraint value.
 
-    Measured at the epoch it stopped, weight decay 2e-5 over the limit at epoch 2 reads as
-    +0.0001, "almost feasible", though it would end near 99%. Training *error* shrinks by a
-    roughly steady factor per epoch, so the last epoch's factor is carried over the epochs the
-    trial did not train (before a second epoch, from an error of 1). Unlike a gain carried
+    Measured at the epoch it stopped, a trial of a tiny weight decay that crossed the limit at
+    epoch 2 can read as barely over it, "almost feasible", though training at that decay ends
+    far above the limit (the figures: docs/trials.md). Training *error* shrinks by a roughly
+    steady factor per epoch, so the last epoch's factor is carried over the epochs the trial
+    did not train (before a second epoch, from an error of 1). Unlike a gain carried
     linearly and capped at 100%, where most trials stopped early tied at the cap, this ranks
     every stopped trial: further over the limit, or over it sooner, projects higher. It is
     never below the measured value, and as the factor creeps towards 1 it lands above where

@@ -3,8 +3,8 @@
 Weight decay trades validation accuracy for a lower training accuracy, so the constrained
 optimum sits on the feasibility edge: the smallest weight decay whose training accuracy stays
 under the limit. That edge is a few percent wide in weight decay out of five decades, and the
-trial pool asks 16 trials before any finishes; TPE and GP model the whole range and, measured
-here, end a 50-trial study 0.3 to 1.7 points below the optimum (docs/search-quality.md).
+trial pool asks 16 trials before any finishes; TPE and GP model the whole range and spend few
+of a study's trials on so narrow a band (what the edge rule gives: docs/search-quality.md).
 
 ``EdgeSampler`` splits the bracket between the best feasible trial and its infeasible
 neighbour, first where their constraint values interpolate to the limit, so it never needs to
@@ -49,10 +49,9 @@ from search.study.record import (
 
 # A bracket narrower than this share of the parameter's range (in log space for a log
 # parameter: 0.005 decades of weight decay's five, 1.2%) is not split again. Near the edge the
-# seed's running training accuracy falls about 6 points per decade of weight decay (README's
-# grid), so across such a step it moves by about its own seed-to-seed spread (0.03 points):
-# finer bisection would chase one seed's luck, coarser leaves validation on the table
-# (docs/search-quality.md: 0.005 of the range left a median 0.02 points, 0.001 0.01).
+# seed's running training accuracy moves across such a step by about its own seed-to-seed
+# spread (docs/search-quality.md, its dense grids): finer bisection would chase one seed's
+# luck, coarser leaves validation on the table.
 EDGE_RESOLUTION = 0.001
 
 

@@ -8,9 +8,10 @@ epochs misses. On the one-trial path the pool has one slot and a pass is an epoc
 
 Why not the mean length of the finished trials: early in a study the trials that finished are
 the short ones (stopped over the limit after two epochs), while the long ones still run, so
-that mean can be half the truth, and the ETA a quarter of it. ``survival`` is the Kaplan-Meier
-estimate instead: running trials count as "ran at least this far", so they weigh in from the
-first pass. Where no trial has been yet, nothing is assumed to stop: the full recipe.
+that mean falls far short of the truth, and the ETA further still (docs/workers.md).
+``survival`` is the Kaplan-Meier estimate instead: running trials count as "ran at least this
+far", so they weigh in from the first pass. Where no trial has been yet, nothing is assumed to
+stop: the full recipe.
 
 Pure arithmetic over what the study shows, no clock and no torch: ``tests/reporting/test_eta.py``
 replays recorded studies through it.
@@ -24,7 +25,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-DRAWS = 200  # futures drawn per estimate: a few milliseconds, once per pass
+DRAWS = 200  # futures drawn per estimate, once per pass: cheap beside the pass itself
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ def passes_left(
     running trial's length, then each queued trial into the slot that frees first.
 
     Drawn, not the mean lengths laid out once: the study ends with its longest tail, and the
-    mean of a maximum is more than the maximum of means (measured on recorded studies: laid
-    out once, the passes left came out a third short mid-run).
+    mean of a maximum is more than the maximum of means (laid out once, the passes left come
+    out short on recorded studies: docs/workers.md).
     """
     draw = length_sampler(s, random.Random(0))  # the same state gives the same estimate
     running = [t.epochs for t in trials if not t.ended]

@@ -1,7 +1,7 @@
 """How far a long phase of a command is: a bar on a terminal, a line every few seconds elsewhere.
 
-A phase that takes seconds on an idle machine takes many minutes on a loaded one, and a command
-that says nothing for minutes looks hung. ``Steps`` counts a phase's steps (paths timed, grid
+A phase that is quick on an idle machine can take far longer on a loaded one, and a command
+that says nothing for a long while looks hung. ``Steps`` counts a phase's steps (paths timed, grid
 runs, replayed epochs, studies) and shows done/total, elapsed time and an ETA from the rate
 measured so far.
 

@@ -3,7 +3,7 @@
 Every epoch's train/val loss and accuracy and its seconds are kept as one system attribute of
 the trial, column by column (``{"epoch": [1, 2], "val_accuracy": [...], ...}``): user
 attributes are what ``optuna trials``, ``trials_dataframe()`` and the dashboard print in full,
-and a list of per-epoch dicts there made 2,000-character lines. The validation accuracy is
+and a list of per-epoch dicts there made lines too long to read. The validation accuracy is
 also each epoch's intermediate value (the pruner's input and the dashboard's curve); the note
 on the trial's dashboard page shows the whole table. Everything that reads a trial's history
 reads it through ``trial_history``, which also reads studies stored before this change.

@@ -23,7 +23,7 @@ from search.study.outage import unreachable
 
 logger = logging.getLogger(__name__)
 
-# The lock is held for a count and an insert, milliseconds: poll it rather than block, so that
+# The lock is held only for a count and an insert: poll it rather than block, so that
 # Ctrl-C is never stuck behind a database wait.
 LOCK_POLL_S = 0.02
 

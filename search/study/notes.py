@@ -157,7 +157,7 @@ def evaluation_note(result: TestResult) -> str:
         " The trial was selected on this same test set (`--validation test`), so this is "
         "no unbiased estimate."
         if result.selected_on_test
-        else " The test set was used for nothing else."
+        else " This study used the test set for nothing else."
     )
     return (
         f"**Test set**, trial #{result.trial} ({result.test_images:,} official MNIST "

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FIRST_WAIT_S = 0.5  # the first retry comes this soon; each next one waits twice as long...
-LONGEST_WAIT_S = 2.0  # ...up to this: a restart is back within a second or two
+LONGEST_WAIT_S = 2.0  # ...up to this: a quick restart is noticed soon after it is back
 
 
 # What drivers say when the server is down, going down, or not answering (psycopg, psycopg2).

@@ -78,7 +78,7 @@ class TrialPool:
     the synthetic table), its optimizer state (Adam's moments and its own step count, or SGD's
     momentum buffer), so a trial that joins later starts its own bias correction at step 1.
     The weights are stored transposed from ``nn.Linear``'s (out, in), so the forward multiplies
-    contiguous matrices, ``x @ W1``: a fifth faster than through a transposed view on the CPU.
+    contiguous matrices, ``x @ W1``, faster on the CPU than through a transposed view.
     The optimizers are elementwise, so the layout changes nothing.
 
     Each slot's recipe is what ``search.training.train.make_optimizer`` builds for it, in the
@@ -345,7 +345,8 @@ class TrialPool:
 
         The backward of this two-layer network is written out, three batched matmuls into
         the gradient buffers the optimizer reads: autograd would allocate fresh gradients
-        every step and copy them there, about a third more time per step on the CPU.
+        every step and copy them there, extra work in every step on the CPU (where the pool's
+        time goes: docs/speed.md).
         """
         n_slots, b = index.shape
         w1, b1, w2, b2 = self.params
@@ -373,7 +374,7 @@ class TrialPool:
         torch.bmm(h.transpose(1, 2), d_logits, out=g_w2)  # (K, 128, 10)
         torch.sum(d_logits, dim=1, out=g_b2)  # (K, 10)
         # ReLU's gradient, with the kernel autograd uses for it (a bool mask multiply would
-        # first convert the mask to floats, a pass as slow as a matmul here).
+        # first convert the mask to floats, an extra pass over the activations).
         d_h = torch.bmm(d_logits, w2.transpose(1, 2))  # (K, B, 128)
         d_h = torch.ops.aten.threshold_backward(d_h, h, 0)
         torch.bmm(x.transpose(1, 2), d_h, out=g_w1)  # (K, 784, 128)

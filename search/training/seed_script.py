@@ -48,7 +48,7 @@ def seed_train(
     total_loss = 0.0
     correct = 0
     # A bar over the epoch's batches on a terminal only (tqdm's disable=None: not a TTY, no
-    # bar): an epoch of the slow path is minutes.
+    # bar): an epoch of the slow path is long (the seed's loop in docs/speed.md).
     batches = tqdm(loader, desc="training", unit="batch", leave=False, disable=None)
     for data, target in batches:
         optimizer.zero_grad()

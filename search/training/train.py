@@ -29,7 +29,8 @@ EVAL_CHUNK = 10_000
 
 # SGD gets momentum: plain SGD at the seed's lr of 1e-3 barely moves in 10 epochs, so it would
 # lose every comparison for a reason that has nothing to do with weight decay. Momentum 0.9 is
-# PyTorch's usual SGD recipe and takes steps about 10x larger, still far below Adam's.
+# PyTorch's usual SGD recipe and, once its buffer builds up, takes steps up to 1 / (1 - 0.9)
+# = 10 times larger, still far below Adam's.
 SGD_MOMENTUM = 0.9
 
 
@@ -83,10 +84,10 @@ def resolve_device(name: str) -> torch.device:
 def use_one_cpu_thread(device: torch.device) -> None:
     """Train on one intra-op thread on the CPU.
 
-    A 784-128-10 MLP's matmuls are too small to split well: a second thread gains a little
-    on an idle machine, but when anything else keeps the other core busy the threads wait on
-    each other and an epoch takes many times longer. Parallelism comes from training trials
-    side by side instead.
+    A 784-128-10 MLP's matmuls are too small to split well: a second thread gains little on
+    an idle machine (docs/workers.md), and when anything else keeps the other core busy the
+    threads wait on each other and an epoch takes far longer. Parallelism comes from training
+    trials side by side instead.
     """
     if device.type == "cpu":
         torch.set_num_threads(1)
@@ -148,7 +149,8 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     the moments. ``sgd``: SGD with momentum ``SGD_MOMENTUM``, decay added to the gradient.
 
     The fused kernels do the same arithmetic as the default ones in one pass over the
-    parameters, about 20% faster per epoch for this small network on the CPU.
+    parameters, which makes an epoch of this small network faster on the CPU (where an
+    epoch's time goes: docs/speed.md).
     """
     groups = parameter_groups(model, recipe.weight_decay, recipe.decay_biases)
     lr = recipe.lr

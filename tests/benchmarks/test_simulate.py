@@ -1,8 +1,8 @@
 """The study simulator, and the edge search measured on it over many study seeds.
 
 The simulator runs the real driver, sampler, pruner and constraint on curves instead of
-training, so a 50-trial study takes well under a second: enough to hold the search to its
-worst case over 50 seeds, with edges and limits drawn anew for each.
+training, so a 50-trial study costs no training at all: enough to hold the search to its
+worst case over 40 seeds, with edges and limits drawn anew for each.
 """
 
 from __future__ import annotations
