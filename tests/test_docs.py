@@ -9,12 +9,15 @@ markdown by an HTML comment on the line before its fence, ``<!-- not run: the re
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import io
 import os
 import re
 import shlex
 import subprocess
 import sys
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -354,3 +357,39 @@ def test_code_fences_open_with_a_language_and_close_bare(path: Path) -> None:
     if open_at is not None:
         problems.append(f"{path.name}:{open_at}: this block never closes")
     assert problems == []
+
+
+# What a measured figure looks like in prose: a date it was measured on, or a speed claim.
+MEASURED = re.compile(
+    r"\b20\d\d-[01]\d-[0-3]\d\b|\d(\.\d+)?x (faster|slower)|\d+% (faster|slower)"
+)
+
+
+def prose_of(path: Path) -> list[tuple[int, str]]:
+    """A module's comments and docstrings, with their line numbers: its prose, not its code."""
+    source = path.read_text()
+    found = [
+        (token.start[0], token.string)
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    ]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=False)
+            if doc is not None:
+                found.append((node.body[0].lineno, doc))
+    return found
+
+
+def test_docstrings_and_comments_carry_no_measured_figures() -> None:
+    """A figure measured on some machine and day belongs in the docs, with its command beside
+    it; a docstring that repeats it goes stale unseen when the docs are measured again."""
+    modules = sorted([*(REPO / "search").rglob("*.py"), *(REPO / "models").rglob("*.py")])
+    assert len(modules) > 50
+    found = [
+        f"{path.relative_to(REPO)}:{line}: {match.group()}"
+        for path in modules
+        for line, text in prose_of(path)
+        for match in MEASURED.finditer(text)
+    ]
+    assert found == []
