@@ -259,7 +259,7 @@ def test_options_table_defaults_are_what_help_says() -> None:
         values = shown.split(", ")
         if len(values) != len(flags):  # one default for a pair: --decay-biases, --no-...
             flags, values = flags[:1], [shown]
-        for flag, value in zip(flags, values):
+        for flag, value in zip(flags, values, strict=True):
             action = actions[flag]
             helped = re.findall(r"\(default: (.*?)\)(?:$|[;,. ])", action.help or "")
             expected = helped[-1] if helped else "off"
