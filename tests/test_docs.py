@@ -246,7 +246,7 @@ def test_options_table_defaults_are_what_help_says() -> None:
     the table, or the other way round, fails here. A switch without a shown default is "off"."""
     from search.run import build_parser
 
-    actions = {o: a for a in build_parser()._actions for o in a.option_strings}
+    actions = build_parser()._option_string_actions
     rows = [
         [cell.strip() for cell in line.strip().strip("|").split("|")]
         for line in (REPO / "docs" / "options.md").read_text().splitlines()
