@@ -26,7 +26,9 @@ if sys.argv[:1] == ["-m"]:
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["load_best"]
+from search.data.task import Task as Task  # torch-free until a Task is checked
+
+__all__ = ["Task", "load_best"]
 
 
 def load_best(

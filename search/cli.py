@@ -27,7 +27,6 @@ from search.config import (
     RUN_SETTINGS,
     SAMPLERS,
     SEARCH_SPACES,
-    TASKS,
     TRAIN_MEASURES,
     VALIDATIONS,
     StudyConfig,
@@ -48,6 +47,7 @@ from search.flag_values import (
     storage,
     study_name,
     subset,
+    task_reference,
 )
 from search.signals import run_command as run_command  # what every command ends with
 
@@ -80,7 +80,8 @@ FLAGS = _flags(
     Flag(
         "--study-name",
         dict(type=study_name, metavar="NAME"),
-        "name of the study in the storage (default: {default})",
+        "name of the study in the storage; search.run --task FILE.py:NAME names it "
+        "<task name>-weight-decay (default: {default})",
         d.study_name,
     ),
     Flag(
@@ -189,9 +190,10 @@ FLAGS = _flags(
     ),
     Flag(
         "--task",
-        dict(choices=TASKS),
+        dict(type=task_reference, metavar="TASK"),
         "mnist: the seed's MNIST MLP; synthetic: the seed pipeline's 1,000-row table of 10 "
-        "features and a binary label, 800 rows train and 200 validate (default: {default})",
+        "features and a binary label, 800 rows train and 200 validate; FILE.py:NAME or "
+        "package.module:NAME: your own search.Task (docs/your-own-model.md) (default: {default})",
         d.task,
     ),
     Flag(

@@ -153,7 +153,9 @@ class StudyConfig:
     pruner: PrunerName = "median"  # against the feasible trials' median (search.engine.sampling)
     seed: int = 0
 
-    task: TaskName = "mnist"  # synthetic: the pipeline seed's 1,000-row table (data.synthetic)
+    # synthetic: the pipeline seed's 1,000-row table (data.synthetic); any other value is a
+    # user's search.Task, FILE.py:NAME or package.module:NAME (search.data.task).
+    task: str = "mnist"
     validation: Validation = "holdout"
     data_dir: Path = Path("data")
     subset: int | None = None  # first N training images only: quick runs and tests

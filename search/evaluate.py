@@ -122,11 +122,19 @@ def evaluate_command(
         f"val_accuracy={result.val_accuracy:.4f}"
     )
     print(
-        f"test set ({result.test_images:,} images): test_loss={result.test_loss:.4f}  "
+        f"test set ({result.test_images:,} {examples(study)}): test_loss={result.test_loss:.4f}  "
         f"test_accuracy={result.test_accuracy:.4f}"
     )
     print(f"stored on study {study.study_name!r} as user attribute {TEST_ATTR!r}")
     return 0
+
+
+def examples(study: optuna.Study) -> str:
+    """What a task's test examples are called: MNIST's are images."""
+    from search.study.record import stored_config
+
+    config = stored_config(study)
+    return "images" if config is None or config.task == "mnist" else "examples"
 
 
 def replay_command(

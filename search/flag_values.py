@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 
 from search.config import MAX_GRACE_PERIOD_S, MAX_SEED, MIN_SUBSET, study_name_problem
+from search.data.task import reference_problem
 
 
 def integer(text: str, least: int, rule: str) -> int:
@@ -132,4 +133,13 @@ def study_name(text: str) -> str:
     if problem is not None:
         shown = repr(text) if len(text) <= 80 else f"{len(text)} characters"
         raise argparse.ArgumentTypeError(f"{problem}, got {shown}")
+    return text
+
+
+def task_reference(text: str) -> str:
+    """A built-in task's name, or a ``FILE.py:NAME`` / ``module:NAME`` reference in form
+    (whether it loads is checked once the flags are settled, before any study is opened)."""
+    problem = reference_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text

@@ -15,7 +15,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from search.cli import build_run_parser, run_command
-from search.config import MEASURE_NAMES, TASKS_WITH_TEST_SET, StudyConfig
+from search.config import MEASURE_NAMES, StudyConfig
 from search.errors import UsageError
 
 if TYPE_CHECKING:
@@ -92,7 +92,9 @@ def print_summary(outcome: Outcome, config: StudyConfig) -> None:
     if outcome.recommendation is not None:
         print(describe_recommendation(outcome.recommendation, trained_now=outcome.confirmed_now))
     print(f"inspect: python -m search.dashboard {study_flags(config)}")
-    if config.task in TASKS_WITH_TEST_SET:
+    from search.data.tasks import has_test_set
+
+    if has_test_set(config.task):
         print(f"test:    python -m search.evaluate {study_flags(config)}")
     else:  # search.evaluate would refuse: the trial's own retraining is the check there is
         print(

@@ -50,21 +50,28 @@ class CurvePool:
         self.capacity = capacity
         # key -> (its curve, or None if it diverges; epochs done)
         self.members: dict[int, tuple[Sequence[Sequence[float]] | None, int]] = {}
+        self.slots: dict[int, int] = {}  # key -> its slot, as a real pool fills them
         self.passes = 0  # epochs trained: what a study's wall time grows with in a real pool
 
     def __len__(self) -> int:
         return len(self.members)
 
-    def add(self, key: int, seed: int, recipe: Recipe) -> None:
+    def add(self, key: int, seed: int, recipe: Recipe, slot: int | None = None) -> None:
         if len(self.members) >= self.capacity:
             raise ValueError(f"the pool is full ({self.capacity} members)")
         curve = self.curve
         if isinstance(curve, Mapping):
             curve = curve[(recipe.optimizer, recipe.decay_biases)]
         self.members[key] = (curve(recipe.weight_decay, seed), 0)
+        taken = set(self.slots.values())
+        self.slots[key] = min(s for s in range(self.capacity) if s not in taken)
 
     def remove(self, key: int) -> None:
         del self.members[key]
+        del self.slots[key]
+
+    def slot(self, key: int) -> int:
+        return self.slots[key]
 
     def train_epoch(
         self, on_step: Callable[[], None] | None = None

@@ -58,7 +58,7 @@ from search.study.record import (
     record_run_diverged,
 )
 from search.study.storage import first_line
-from search.training.pool import TrialPool
+from search.training.pools import make_pool
 from search.training.runs import Run as PoolRun
 from search.training.runs import train_runs as train_side_by_side
 from search.training.seeds import derive_seed
@@ -245,10 +245,10 @@ def train_runs(
     ``progress`` is told each time epochs end: a text, and how many run-epochs that was.
     """
     told = progress or (lambda text, n: None)
-    for run in runs:
-        record_parallel_trials(run.trial, len(runs))
+    for slot, run in enumerate(runs):  # train_side_by_side fills the slots in order
+        record_parallel_trials(run.trial, len(runs), slot)
     train_side_by_side(
-        TrialPool(data, config, len(runs)),
+        make_pool(data, config, len(runs)),
         [PoolRun(key, run.seed, run.recipe) for key, run in enumerate(runs)],
         config.epochs,
         on_result=lambda key, result: _record_epoch(runs[key], result),

@@ -34,7 +34,8 @@ from search.study.notes import record_best_feasible_and_note
 from search.study.optuna_private import REPEATING_LOGGERS, heartbeat_storage, record_heartbeat
 from search.study.record import record_parallel_trials
 from search.study.storage import first_line, storage_cause
-from search.training.pool import TrialPool, parallel_trials
+from search.training.pool import parallel_trials
+from search.training.pools import make_pool
 from search.training.runs import EpochPool, train_pass
 from search.training.train import DivergedError, EpochMetrics, use_one_cpu_thread
 
@@ -93,7 +94,7 @@ def run_until_budget(
     """
     k = parallel_trials(config, data.train_x.device)
     if k > 1:
-        pool = TrialPool(data, config, k)
+        pool = make_pool(data, config, k)
         return run_pool(
             study,
             config,
@@ -387,8 +388,8 @@ class PoolLoop:
         # Its metrics equal the single-trial path's up to float rounding, not bit for bit;
         # they depend on k but not on the companions, so a replay (search.evaluate --replay)
         # retrains it alone in a pool of k for the very same numbers.
-        record_parallel_trials(trial, self.k)
         self.pool.add(trial.number, plan.seed, plan.recipe)
+        record_parallel_trials(trial, self.k, self.pool.slot(trial.number))
         if self.on_epoch is not None:
             self.on_epoch(trial.number, 0)
         return True

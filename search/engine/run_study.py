@@ -22,6 +22,7 @@ from search.config import STUDIES_DIR, StudyConfig
 from search.engine.budget import fail_leftovers
 from search.engine.strategy import make_pruner, make_sampler
 from search.engine.workers import exit_status, run_workers
+from search.errors import UsageError
 from search.reporting.progress import StudyProgress, choose_mode
 from search.signals import STOP_SIGNALS, Interrupted, run_command
 from search.study.artifacts import artifact_store
@@ -108,6 +109,8 @@ def run_study(config: StudyConfig, say: Say = print) -> Outcome:
                 study = create_study(
                     storage, config, study_attrs(data), make_sampler(config), make_pruner(config)
                 )
+            else:
+                check_same_data(study, data)
         return search_and_confirm(study, storage, config, data, device, say)
 
 
@@ -231,6 +234,20 @@ def study_attrs(data: Splits) -> dict[str, object]:
         "val_size": len(data.val_x),
         "versions": {"torch": torch.__version__, "optuna": optuna.__version__},
     }
+
+
+def check_same_data(study: optuna.Study, data: Splits) -> None:
+    """Refuse to resume a study on data that changed under it: its trials would not compare."""
+    stored = study.user_attrs.get("data_checksums")
+    if stored is None or stored == data.checksums:
+        return
+    changed = sorted(
+        k for k in stored.keys() | data.checksums.keys() if stored.get(k) != data.checksums.get(k)
+    )
+    raise UsageError(
+        f"study {study.study_name!r} was made on other data ({', '.join(changed)} changed since): "
+        "its trials would not compare; give the data it was made on, or a new --study-name"
+    )
 
 
 @contextmanager

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.config import RECORDED, RUN_SETTINGS, TASKS_WITH_TEST_SET, StudyConfig
+from search.config import DEFAULTS, RECORDED, RUN_SETTINGS, TASKS_WITH_TEST_SET, StudyConfig
+from search.data.task import is_reference, load_user_task, task_name
 from search.engine.workers import check_worker_flags
 from search.errors import UsageError
 from search.study.storage import storage_errors
@@ -24,6 +25,7 @@ def settle_config(flags: dict[str, Any]) -> StudyConfig:
     A stored setting's flag left out is None there: it comes from the study if the study
     exists, else from the defaults.
     """
+    flags = own_study_name(flags)
     given = {key: flags[key] for key in (*RECORDED, *RUN_SETTINGS) if flags.get(key) is not None}
     rest = {key: value for key, value in flags.items() if key not in (*RECORDED, *RUN_SETTINGS)}
     config = StudyConfig(**rest)
@@ -43,6 +45,17 @@ def settle_config(flags: dict[str, Any]) -> StudyConfig:
     return config
 
 
+def own_study_name(flags: dict[str, Any]) -> dict[str, Any]:
+    """A user's task gets a study of its own by default, ``<name>-weight-decay`` (the Task's
+    name, else NAME of the reference): under the default name it would meet the MNIST study
+    and be refused as another task. The task is imported here, once per process."""
+    task = flags.get("task")
+    if task is None or not is_reference(task) or flags.get("study_name") != DEFAULTS.study_name:
+        return flags
+    name = load_user_task(task).name or task_name(task)
+    return flags | {"study_name": f"{name}-weight-decay"}
+
+
 def check_rules(values: dict[str, Any]) -> None:
     """The rules between flags that need nothing but their values; a rule is checked once
     ``values`` (by field name) holds every field it is about."""
@@ -52,6 +65,11 @@ def check_rules(values: dict[str, Any]) -> None:
             "give a non-empty range"
         )
     task = values.get("task")
+    if task is not None and is_reference(task) and values.get("validation") == "test":
+        raise UsageError(
+            f"--validation test: the task {task} validates on its own val split (and "
+            "search.evaluate scores its test split); drop --validation"
+        )
     if task is not None and task not in TASKS_WITH_TEST_SET and values.get("validation") == "test":
         raise UsageError(
             f"--validation test: the {task} task has no test set, it validates on its own "
@@ -60,7 +78,8 @@ def check_rules(values: dict[str, Any]) -> None:
 
 
 def check_config(config: StudyConfig) -> None:
-    """The device and the workers (the rules between flags are checked first)."""
+    """The device, the workers and a user's task, which is imported here (the rules between
+    flags are checked first): a task that does not load is refused before any study opens."""
     from search.training.train import device_problem
 
     problem = device_problem(config.device)
@@ -69,3 +88,5 @@ def check_config(config: StudyConfig) -> None:
     worker_error = check_worker_flags(config)
     if worker_error is not None:
         raise UsageError(worker_error)
+    if is_reference(config.task):
+        load_user_task(config.task)

@@ -22,10 +22,9 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import TASKS_WITH_TEST_SET, StudyConfig
-from search.data.mnist import load_test
+from search.config import StudyConfig
 from search.data.splits import Splits
-from search.data.tasks import load_task
+from search.data.tasks import has_test_set, load_task, load_test_split
 from search.errors import UserError
 from search.reporting.steps import Steps
 from search.study.artifacts import ArtifactError, has_model, load_model, load_state_dict
@@ -34,12 +33,13 @@ from search.study.record import (
     Stop,
     TestResult,
     parallel_trials_of,
+    pool_slot_of,
     recommended_trial,
     stored_config,
     trial_seed_of,
     trial_val_accuracy,
 )
-from search.training.pool import TrialPool
+from search.training.pools import make_pool
 from search.training.runs import Result, Run, train_runs
 from search.training.seeds import trial_seed
 from search.training.train import DivergedError, evaluate, init_model, train
@@ -70,10 +70,10 @@ def score_best_trial(
         the trial was selected on the test set itself.
     """
     config = stored_config(study)
-    if config is not None and config.task not in TASKS_WITH_TEST_SET:
+    if config is not None and not has_test_set(config.task):
         raise EvaluateError(
-            f"study {study.study_name!r} trained on the {config.task} task, which has no test set "
-            "(it validates on its own 200 held-out rows, never seen in training): its "
+            f"study {study.study_name!r} trained on the task {config.task}, which has no test "
+            "set (it validates on its own held-out rows, never seen in training): its "
             "validation accuracy is its figure; `--replay` retrains a trial to check it"
         )
     best = recommended_trial(study)
@@ -82,8 +82,10 @@ def score_best_trial(
             f"study {study.study_name!r} has no feasible complete trial to evaluate: "
             "run it (longer, or with another weight-decay range) first"
         )
-    x, y = load_test(data_dir, device)  # before the bar: a fetch prints lines of its own
-    what = f"testing trial #{best.number} on the {len(y):,} test images"
+    tested = (config or StudyConfig()).replace(data_dir=data_dir)
+    x, y = load_test_split(tested, device)  # before the bar: a fetch prints lines of its own
+    noun = "images" if tested.task == "mnist" else "examples"
+    what = f"testing trial #{best.number} on the {len(y):,} test {noun}"
     with Steps(2, what, quiet=quiet) as steps:
         model = load_model(study, best.number, store, device)
         steps.step("weights loaded")
@@ -130,8 +132,9 @@ def replay(
     """Retrain ``trial`` for as many epochs as it recorded, through the path that trained it.
 
     A trial the pool trained (user attribute ``parallel_trials`` K > 1) is retrained alone in
-    a pool of K slots: its numbers depend on the capacity but not on its companions or slot
-    (see ``TrialPool``), so this gives them bit for bit. Any other trial goes through
+    a pool of K slots, in the slot it had: its numbers depend on the capacity (and, on the
+    generic path, the slot) but not on its companions (see ``TrialPool``, ``FuncPool``), so
+    this gives them bit for bit. Any other trial goes through
     ``search.training.train.train``, as ``search.engine.objective`` trained it.
     """
     recorded = trial_history(trial)
@@ -156,7 +159,7 @@ def replay_epochs(
     weight_decay = trial.params["weight_decay"]
     replayed: list[dict[str, Any]] = []
     if capacity > 1:
-        pool = TrialPool(data, config, capacity)
+        pool = make_pool(data, config, capacity)
         path = f"a pool of {capacity} slots, as it trained"
         weights: dict[str, torch.Tensor] = {}
         diverged: list[str] = []
@@ -172,7 +175,7 @@ def replay_epochs(
                 weights.update(pool.state_dict(key))
 
         # As many epochs as it recorded: a pruned trial stopped early.
-        run = Run(trial.number, seed, config.recipe(weight_decay))
+        run = Run(trial.number, seed, config.recipe(weight_decay), pool_slot_of(trial))
         train_runs(pool, [run], len(recorded), on_result=record)
         return Replay(replayed, weights, diverged[0] if diverged else None, path)
     model = init_model(seed, data.train_x.device, config.task)

@@ -64,6 +64,7 @@ STOP_REASON_ATTR = "pruned_reason"  # the sentence trial lines show (the CSV's c
 STOP_KIND_ATTR = "stop"  # StopKind; trials from before it read it off the sentence
 SEED_ATTR = "seed"
 PARALLEL_ATTR = "parallel_trials"  # the pool capacity that trained it: what a replay needs
+SLOT_ATTR = "pool_slot"  # ...and its slot there: the generic pool's numbers depend on it
 PROJECTED_ATTR = "projected_train_accuracy"
 DURATION_ATTR = "duration_s"
 STOPPED_OVER_LIMIT = "infeasible"  # how the sentence of a trial stopped over the limit begins
@@ -139,13 +140,20 @@ def trial_seed_of(trial: FrozenTrial) -> int | None:
     return None if seed is None else int(seed)
 
 
-def record_parallel_trials(trial: optuna.Trial, capacity: int) -> None:
+def record_parallel_trials(trial: optuna.Trial, capacity: int, slot: int) -> None:
     trial.set_user_attr(PARALLEL_ATTR, capacity)
+    trial.set_user_attr(SLOT_ATTR, slot)
 
 
 def parallel_trials_of(trial: FrozenTrial) -> int:
     """The capacity of the pool that trained the trial; 1: the single-trial loop."""
     return int(trial.user_attrs.get(PARALLEL_ATTR, 1))
+
+
+def pool_slot_of(trial: FrozenTrial) -> int | None:
+    """The slot of the pool that trained the trial, where it was recorded."""
+    slot = trial.user_attrs.get(SLOT_ATTR)
+    return None if slot is None else int(slot)
 
 
 @dataclass(frozen=True)

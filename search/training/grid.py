@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 
 from search.config import StudyConfig
 from search.data.splits import Splits
-from search.training.pool import TrialPool
-from search.training.runs import Result, Run, train_runs
+from search.training.pools import make_pool
+from search.training.runs import EpochPool, Result, Run, train_runs
 from search.training.train import DivergedError, EpochMetrics
 
 
@@ -36,7 +36,7 @@ def train_grid_histories(
         chunk = points[start : start + capacity]
         runs = [Run(key, seed, config.recipe(wd)) for key, (wd, seed) in enumerate(chunk)]
         histories = train_chunk(
-            TrialPool(data, config, capacity), runs, config.epochs, trained, done
+            make_pool(data, config, capacity), runs, config.epochs, trained, done
         )
         trained += len(chunk) * config.epochs
         results += [histories[key] for key in range(len(chunk))]
@@ -46,7 +46,7 @@ def train_grid_histories(
 
 
 def train_chunk(
-    pool: TrialPool,
+    pool: EpochPool,
     runs: list[Run],
     epochs: int,
     trained: int,

@@ -175,9 +175,9 @@ class TrialPool:
                 return member.slot
         raise KeyError(f"key {key} is not in the pool")
 
-    def add(self, key: int, seed: int, recipe: Recipe) -> None:
-        """Put a new trial in the first free slot: ``init_model(seed)``'s weights, fresh
-        optimizer state, its own ``recipe`` (as ``search.training.train.train`` takes it).
+    def add(self, key: int, seed: int, recipe: Recipe, slot: int | None = None) -> None:
+        """Put a new trial in ``slot`` (default: the first free one): ``init_model(seed)``'s
+        weights, fresh optimizer state, its own ``recipe`` (as ``train.train`` takes it).
 
         The pool's learning rate is the config's, one for every slot: a recipe of another is
         refused rather than trained at the wrong rate.
@@ -190,7 +190,9 @@ class TrialPool:
             raise ValueError(
                 f"the pool trains at lr {self.config.lr}, not the recipe's {recipe.lr}"
             )
-        slot = self.slots.index(None)
+        slot = self.slots.index(None) if slot is None else slot
+        if self.slots[slot] is not None:
+            raise ValueError(f"slot {slot} is taken")
         weights = init_model(seed, self.device, self.config.task).state_dict()
         source = [weights[name] for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")]
         source[0], source[2] = source[0].t(), source[2].t()

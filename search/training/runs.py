@@ -28,9 +28,11 @@ class EpochPool(Protocol):
 
     def __len__(self) -> int: ...
 
-    def add(self, key: int, seed: int, recipe: Recipe) -> None: ...
+    def add(self, key: int, seed: int, recipe: Recipe, slot: int | None = None) -> None: ...
 
     def remove(self, key: int) -> None: ...
+
+    def slot(self, key: int) -> int: ...
 
     def train_epoch(self, on_step: Callable[[], None] | None = None) -> dict[int, Result]: ...
 
@@ -39,11 +41,13 @@ class EpochPool(Protocol):
 
 @dataclass(frozen=True)
 class Run:
-    """One run to train: the caller's key for it, its seed and its recipe."""
+    """One run to train: the caller's key for it, its seed, its recipe, and the slot it
+    takes (None: the first free one; a replay puts a trial back where it trained)."""
 
     key: int
     seed: int
     recipe: Recipe
+    slot: int | None = None
 
 
 def train_pass(
@@ -82,7 +86,7 @@ def train_runs(
     rest go on. ``on_pass`` is told each epoch number and how many members it trained.
     """
     for run in runs:
-        pool.add(run.key, run.seed, run.recipe)
+        pool.add(run.key, run.seed, run.recipe, run.slot)
 
     def told(key: int, result: Result) -> None:
         if on_result is not None:

@@ -21,6 +21,7 @@ from models import SimpleNN, TabularNN
 from search.config import StudyConfig
 from search.data import synthetic
 from search.data.splits import Splits
+from search.data.task import is_reference, load_user_task
 from search.recipe import Recipe
 from search.training.seeds import batch_order
 
@@ -94,11 +95,14 @@ def use_one_cpu_thread(device: torch.device) -> None:
 
 
 def build_model(task: str = "mnist") -> nn.Module:
-    """The network of a task: the seed's ``SimpleNN`` for MNIST, ``TabularNN`` for the table."""
+    """The network of a task: the seed's ``SimpleNN`` for MNIST, ``TabularNN`` for the table,
+    the model of a user's ``search.Task`` for a ``FILE.py:NAME`` reference."""
     if task == "mnist":
         return SimpleNN()
     if task == "synthetic":
         return TabularNN(synthetic.FEATURES, synthetic.HIDDEN, synthetic.CLASSES)
+    if is_reference(task):
+        return load_user_task(task).model()
     raise ValueError(f"unknown task {task!r}")
 
 

@@ -13,6 +13,7 @@ from models import SimpleNN, TabularNN
 from search import run
 from search.config import StudyConfig
 from search.data import synthetic
+from search.data.task import TaskError
 from search.data.synthetic import generate, load_synthetic
 from search.data.tasks import load_task
 from search.study.history import trial_history
@@ -82,7 +83,7 @@ def test_init_model_builds_the_model_of_the_task() -> None:
     assert isinstance(init_model(3), SimpleNN)
     again = init_model(3, "cpu", "synthetic")
     assert isinstance(again, TabularNN) and torch.equal(tabular.fc1.weight, again.fc1.weight)
-    with pytest.raises(ValueError, match="unknown task 'cifar'"):
+    with pytest.raises(TaskError, match="'cifar' is neither a built-in task"):
         init_model(3, "cpu", "cifar")
 
 
