@@ -393,3 +393,33 @@ def test_docstrings_and_comments_carry_no_measured_figures() -> None:
         for match in MEASURED.finditer(text)
     ]
     assert found == []
+
+
+EXAMPLES = sorted((REPO / "docs" / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)
+def test_every_example_file_is_on_its_page_as_pasted(example: Path) -> None:
+    blocks = {block.text for block in PYTHON_BLOCKS if block.path.name == "your-own-model.md"}
+    assert example.read_text() in blocks, f"docs/your-own-model.md shows another {example.name}"
+
+
+def test_the_cnn_example_runs_a_study_and_its_test_split(
+    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """As the page runs it, on 256 images and one epoch: it reads MNIST from ./data."""
+    from search import evaluate, run
+    from tests.helpers import run_cli
+
+    monkeypatch.chdir(mnist_dir.parent)
+    where = ["--storage", f"sqlite:///{tmp_path / 's.db'}", "--artifacts", str(tmp_path / "a")]
+    argv = ["--task", "docs/examples/cnn_mnist.py:task", "--trials", "2", "--epochs", "1",
+            "--subset", "256", "--parallel-trials", "2", "--confirm-seeds", "0",
+            "--device", "cpu", "--quiet", *where]  # fmt: skip
+    status, out, err = run_cli(run.main, argv, capsys)
+    assert status == 0, err
+    assert "study 'mnist-cnn-weight-decay': 2 of 2 trials finished" in out
+    argv = ["--study-name", "mnist-cnn-weight-decay", *where, "--device", "cpu", "--quiet"]
+    status, out, err = run_cli(evaluate.main, argv, capsys)
+    assert status == 0, err
+    assert "test set (10,000 examples)" in out

@@ -56,6 +56,11 @@ class Task:
             recommendation; without it ``search.evaluate`` refuses (replay still works).
         name: what the study calls the task (default: NAME of the ``--task`` reference); the
             default study name is ``<name>-weight-decay``.
+        loss: ``loss(scores, labels)``, the mean training loss of a batch, in place of
+            ``F.cross_entropy``. Written with torch operations (the pool calls it under
+            ``torch.func.vmap``, one call per slot), e.g. ``functools.partial(
+            F.cross_entropy, label_smoothing=0.1)``. The metric stays the accuracy of the
+            scores' argmax: the constraint is a training accuracy.
     """
 
     model: Callable[[], nn.Module]
@@ -63,6 +68,7 @@ class Task:
     val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor] | None = None
     name: str | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 def is_reference(text: str) -> bool:
@@ -222,6 +228,33 @@ def check_task(reference: str, task: Task) -> None:
         raise fail(
             f"labels go up to {top} but the model gives {out.shape[1]} class scores; "
             f"give it at least {top + 1} outputs"
+        )
+    if task.loss is not None:
+        check_loss(reference, task.loss, out, task.train[1][:2].long())
+
+
+def check_loss(
+    reference: str,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+) -> None:
+    """A Task's loss must give one number per batch, also under vmap, as the pool calls it."""
+    import torch
+    from torch.func import vmap
+
+    try:
+        value = loss(scores, labels)
+        batched = vmap(loss)(scores.unsqueeze(0), labels.unsqueeze(0))
+    except Exception as error:
+        raise TaskError(
+            f"--task {reference}: the loss fails on the model's scores of 2 "
+            f"training inputs (also under torch.func.vmap): {describe(error)}"
+        ) from None
+    if not isinstance(value, torch.Tensor) or value.ndim != 0 or batched.shape != (1,):
+        raise TaskError(
+            f"--task {reference}: the loss must return the batch's mean as one "
+            f"number, got {tuple(getattr(value, 'shape', ()))}"
         )
 
 

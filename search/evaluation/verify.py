@@ -42,7 +42,7 @@ from search.study.record import (
 from search.training.pools import make_pool
 from search.training.runs import Result, Run, train_runs
 from search.training.seeds import trial_seed
-from search.training.train import DivergedError, evaluate, init_model, train
+from search.training.train import DivergedError, evaluate, init_model, task_loss, train
 
 IGNORED_METRICS = ("seconds",)  # wall time differs run to run; everything else must not
 
@@ -89,7 +89,7 @@ def score_best_trial(
     with Steps(2, what, quiet=quiet) as steps:
         model = load_model(study, best.number, store, device)
         steps.step("weights loaded")
-        loss, accuracy = evaluate(model, x, y)
+        loss, accuracy = evaluate(model, x, y, task_loss(tested.task))
         steps.step(f"test_accuracy {accuracy:.4f}")
     return TestResult(
         trial=best.number,

@@ -30,7 +30,14 @@ from search.data.splits import Splits
 from search.recipe import Recipe
 from search.training.pool import BETA1, BETA2, EPS, EVAL_BUDGET, Member
 from search.training.seeds import batch_order
-from search.training.train import EVAL_CHUNK, SGD_MOMENTUM, DivergedError, EpochMetrics, init_model
+from search.training.train import (
+    EVAL_CHUNK,
+    SGD_MOMENTUM,
+    DivergedError,
+    EpochMetrics,
+    init_model,
+    task_loss,
+)
 
 
 class FuncPool:
@@ -80,6 +87,8 @@ class FuncPool:
 
         self._train_forward = vmap(forward, in_dims=(0, 0, 0))  # each slot its own batch
         self._eval_forward = vmap(forward, in_dims=(0, 0, None))  # every slot the same rows
+        own = task_loss(config.task)
+        self._loss = None if own is None else vmap(own)  # (K, B, C), (K, B) -> (K,)
         self._bind()
 
     @property
@@ -227,8 +236,7 @@ class FuncPool:
         params = dict(zip(self.names, self.params, strict=True))
         with torch.enable_grad():
             logits = self._train_forward(params, self.buffers, x)  # (K, B, classes)
-            log_probs = logits.log_softmax(dim=-1)
-            loss = -log_probs.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(dim=1)  # (K,)
+            loss = self._mean_loss(logits, y)  # (K,)
             # Contiguous, as the fused kernels read their tensors: vmap's backward may hand
             # a weight's gradient back transposed.
             grads = [g.contiguous() for g in torch.autograd.grad(loss.sum(), self.params)]
@@ -272,6 +280,15 @@ class FuncPool:
                 )
         return loss.detach(), hits
 
+    def _mean_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each slot's mean loss (K,) over its rows: the task's own, else cross-entropy
+        sample by sample as ``F.cross_entropy`` computes it for one model."""
+        if self._loss is not None:
+            loss: torch.Tensor = self._loss(logits, y)
+            return loss
+        log_probs = logits.log_softmax(dim=-1)
+        return -log_probs.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(dim=1)
+
     @torch.no_grad()
     def evaluate(
         self, x_all: torch.Tensor | None = None, y_all: torch.Tensor | None = None
@@ -289,8 +306,7 @@ class FuncPool:
             x, y = x_all[start : start + rows], y_all[start : start + rows]
             logits = self._eval_forward(params, self.buffers, x)  # (K, rows, classes)
             target = y.expand(k, -1)
-            log_probs = logits.log_softmax(dim=-1)
-            loss_sum -= log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(dim=1)
+            loss_sum += self._mean_loss(logits, target) * len(y)
             correct += (logits.argmax(dim=-1) == target).sum(dim=1)
         m = len(x_all)
         return (loss_sum.double() / m).tolist(), (correct.double() / m).tolist()

@@ -7,7 +7,7 @@ from search.config import StudyConfig
 from search.data.splits import Splits
 from search.training.func_pool import FuncPool
 from search.training.pool import TrialPool
-from search.training.train import build_model
+from search.training.train import build_model, task_loss
 
 # The networks TrialPool's forward and backward are written for: Linear, ReLU, Linear, with
 # the weights named fc1 and fc2. Another class, even of the same layers, goes generic: the
@@ -16,7 +16,10 @@ FAST_PATH = ("SimpleNN", "TabularNN")
 
 
 def uses_fast_path(task: str) -> bool:
-    """Whether ``task``'s network trains in the hand-written ``TrialPool``."""
+    """Whether ``task``'s network trains in the hand-written ``TrialPool`` (whose loss is
+    cross-entropy written out: a Task's own loss goes generic)."""
+    if task_loss(task) is not None:
+        return False
     model = build_model(task)
     return type(model).__module__.startswith("models.") and type(model).__name__ in FAST_PATH
 

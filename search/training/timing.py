@@ -20,8 +20,8 @@ from torchvision import datasets, transforms
 from search.config import CUDA_PARALLEL_TRIALS, DEFAULTS, OPTIMIZERS, StudyConfig
 from search.data.splits import Splits
 from search.recipe import OptimizerName, Recipe
-from search.training.pool import TrialPool
-from search.training.runs import train_runs
+from search.training.pools import make_pool
+from search.training.runs import EpochPool, train_runs
 from search.training.seeds import trial_seed
 from search.training.train import init_model, train
 
@@ -144,13 +144,15 @@ def single_path(data: Splits, config: StudyConfig, warmup: int) -> Callable[[int
     return run
 
 
-def pool_path(data: Splits, config: StudyConfig, k: int, warmup: int) -> Callable[[int], float]:
+def pool_path(
+    data: Splits, config: StudyConfig, k: int, warmup: int, generic: bool | None = None
+) -> Callable[[int], float]:
     """A pool of trials 0..k-1 side by side over ``steps`` steps, each slot with its recipe
-    (a mixed recipe's combinations in turn)."""
+    (a mixed recipe's combinations in turn); ``generic`` as ``make_pool`` takes it."""
     recipes = mix(config)
 
-    def fill(images: Splits) -> TrialPool:
-        pool = TrialPool(images, config, k)
+    def fill(images: Splits) -> EpochPool:
+        pool = make_pool(images, config, k, generic)
         for number in range(k):
             recipe = recipes[number % len(recipes)]
             weight_decay = WEIGHT_DECAYS[number % len(WEIGHT_DECAYS)]

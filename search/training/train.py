@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, overload
 
@@ -167,16 +167,30 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     raise ValueError(f"no optimizer is built for {recipe.optimizer!r}")
 
 
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def task_loss(task: str) -> Loss | None:
+    """A user's Task's own loss, or None: cross-entropy, which the built-in tasks train with."""
+    return load_user_task(task).loss if is_reference(task) else None
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (a fraction) of ``model`` on ``(x, y)``."""
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss | None = None
+) -> tuple[float, float]:
+    """Mean loss (cross-entropy unless told) and accuracy (a fraction) of ``model`` on
+    ``(x, y)``."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     for start in range(0, len(x), EVAL_CHUNK):
         logits = model(x[start : start + EVAL_CHUNK])  # (chunk, classes)
         target = y[start : start + EVAL_CHUNK]
-        loss_sum += F.cross_entropy(logits, target, reduction="sum")
+        if loss is None:
+            loss_sum += F.cross_entropy(logits, target, reduction="sum")
+        else:
+            loss_sum += loss(logits, target) * len(target)
         correct += (logits.argmax(dim=1) == target).sum()
     return loss_sum.item() / len(x), correct.item() / len(x)
 
@@ -193,6 +207,7 @@ def train(
         DivergedError: the training loss of an epoch was NaN or infinite.
     """
     optim = make_optimizer(model, recipe)
+    criterion = task_loss(config.task) or F.cross_entropy
     n = len(data.train_x)
     device = data.train_x.device
     for epoch in range(1, config.epochs + 1):
@@ -206,7 +221,7 @@ def train(
             index = order[start : start + config.batch_size]
             x, y = data.train_x[index], data.train_y[index]  # (B, 784) or (B, 10), (B,)
             logits = model(x)  # (B, classes)
-            loss = F.cross_entropy(logits, y)
+            loss = criterion(logits, y)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -216,7 +231,7 @@ def train(
         train_loss = loss_sum.item() / n
         if not math.isfinite(train_loss):
             raise DivergedError(f"training loss is {train_loss} in epoch {epoch}")
-        val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y)
+        val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y, task_loss(config.task))
         _, final_accuracy = evaluate(model, data.train_x, data.train_y)
         yield EpochMetrics(
             epoch=epoch,

@@ -27,8 +27,16 @@ def test_bench_times_every_recipe_on_both_paths(tmp_path: Path, mnist_dir: Path,
         assert row["pool_vs_single"] == pytest.approx(
             row["pool_trial_epochs_per_s"] / row["single_trial_epochs_per_s"]
         )
-        assert (row["vs_seed_pool"] is None) == (name == "synthetic task (10-256-2)")
+        own_task = name in ("synthetic task (10-256-2)", "your MLP (Task, 20-64-64-3 GELU)")
+        assert (row["vs_seed_pool"] is None) == own_task
     assert rows[bench.SEED_RECIPE]["vs_seed_pool"] == 1.0
+    # The generic pool on the seed's network shares the seed's one-trial path, not its pool.
+    generic = rows["seed's network, generic pool"]
+    assert (
+        generic["single_trial_epochs_per_s"]
+        == rows[bench.SEED_RECIPE]["single_trial_epochs_per_s"]
+    )
+    assert generic["vs_seed_pool"] != 1.0
     # The first table holds the K asked for; the recipes' pools are timed at the default K.
     paths = [result["path"] for result in report["results"]]
     assert paths == ["(a) seed loop: DataLoader+ToTensor", "(b) single trial, preloaded",
