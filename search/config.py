@@ -24,6 +24,14 @@ TaskName = Literal["mnist", "synthetic"]
 # unless it runs with --validation test (as the seed experiment did), and search.evaluate
 # scores a recommendation there. The synthetic table has none; it validates on 200 held-out rows.
 TASKS_WITH_TEST_SET: frozenset[str] = frozenset({"mnist"})
+
+
+def examples_noun(task: str | None) -> str:
+    """What a sentence calls a task's examples: MNIST's are images, the table's are rows and a
+    user Task's (``FILE.py:NAME``) are examples; None, a study recorded before tasks, is MNIST."""
+    return {"mnist": "images", "synthetic": "rows"}.get(task or "mnist", "examples")
+
+
 SearchSpace = Literal["weight_decay", "full"]
 # Which training accuracy the constraint reads: "running", the seed's (each batch scored by the
 # weights before its own update, averaged over the epoch), or "final", the end-of-epoch

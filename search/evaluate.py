@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.cli import Parser, add_flags, run_command, storage_url
+from search.config import examples_noun
 from search.flag_values import non_negative_int
 
 if TYPE_CHECKING:
@@ -104,7 +105,12 @@ def evaluate_command(
 ) -> int:
     from search.evaluation.verify import score_best_trial
     from search.study.notes import save_study_note
-    from search.study.record import TEST_ATTR, record_best_feasible, record_test_result
+    from search.study.record import (
+        TEST_ATTR,
+        record_best_feasible,
+        record_test_result,
+        stored_config,
+    )
 
     result = score_best_trial(study, store, data_dir, device, quiet)
     record_test_result(study, result)
@@ -121,20 +127,14 @@ def evaluate_command(
         f"recommended trial #{result.trial}: weight_decay={result.weight_decay:.4g}  "
         f"val_accuracy={result.val_accuracy:.4f}"
     )
+    config = stored_config(study)
+    examples = examples_noun(config.task if config else None)
     print(
-        f"test set ({result.test_images:,} {examples(study)}): test_loss={result.test_loss:.4f}  "
+        f"test set ({result.test_images:,} {examples}): test_loss={result.test_loss:.4f}  "
         f"test_accuracy={result.test_accuracy:.4f}"
     )
     print(f"stored on study {study.study_name!r} as user attribute {TEST_ATTR!r}")
     return 0
-
-
-def examples(study: optuna.Study) -> str:
-    """What a task's test examples are called: MNIST's are images."""
-    from search.study.record import stored_config
-
-    config = stored_config(study)
-    return "images" if config is None or config.task == "mnist" else "examples"
 
 
 def replay_command(

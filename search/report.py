@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.cli import Parser, add_study_flags, run_command, storage_url
-from search.config import MEASURE_NAMES, STUDIES_DIR
+from search.config import MEASURE_NAMES, STUDIES_DIR, examples_noun
 from search.errors import UserError
 
 if TYPE_CHECKING:
@@ -71,7 +71,11 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
                 f"{config.epochs} epochs, batch size {config.batch_size}, learning rate "
                 f"{config.lr}, seed {config.seed}, weight decay searched in "
                 f"[{config.wd_low}, {config.wd_high}]"
-                + (f", first {config.subset:,} training images only" if config.subset else ""),
+                + (
+                    f", first {config.subset:,} training {examples_noun(config.task)} only"
+                    if config.subset
+                    else ""
+                ),
             ),
             (
                 "constraint",
@@ -113,7 +117,8 @@ def summary_rows(study: optuna.Study, url: str) -> list[tuple[str, str]]:
             (
                 "test set",
                 f"accuracy {tested.test_accuracy:.4f}, loss {tested.test_loss:.4f} on "
-                f"{tested.test_images:,} images{caveat}",
+                f"{tested.test_images:,} {examples_noun(config.task if config else None)}"
+                f"{caveat}",
             )
         )
     return rows

@@ -22,7 +22,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import StudyConfig
+from search.config import StudyConfig, examples_noun
 from search.data.splits import Splits
 from search.data.tasks import has_test_set, load_task, load_test_split
 from search.errors import UserError
@@ -72,9 +72,10 @@ def score_best_trial(
     config = stored_config(study)
     if config is not None and not has_test_set(config.task):
         raise EvaluateError(
-            f"study {study.study_name!r} trained on the task {config.task}, which has no test "
-            "set (it validates on its own held-out rows, never seen in training): its "
-            "validation accuracy is its figure; `--replay` retrains a trial to check it"
+            f"study {study.study_name!r} trained on the {config.task} task, which has no test "
+            f"set (it validates on its own held-out {examples_noun(config.task)}, never seen in "
+            "training): its validation accuracy is its figure; `--replay` retrains a trial to "
+            "check it"
         )
     best = recommended_trial(study)
     if best is None:
@@ -84,8 +85,7 @@ def score_best_trial(
         )
     tested = (config or StudyConfig()).replace(data_dir=data_dir)
     x, y = load_test_split(tested, device)  # before the bar: a fetch prints lines of its own
-    noun = "images" if tested.task == "mnist" else "examples"
-    what = f"testing trial #{best.number} on the {len(y):,} test {noun}"
+    what = f"testing trial #{best.number} on the {len(y):,} test {examples_noun(tested.task)}"
     with Steps(2, what, quiet=quiet) as steps:
         model = load_model(study, best.number, store, device)
         steps.step("weights loaded")

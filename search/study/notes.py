@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from optuna_dashboard import save_note
 
-from search.config import MEASURE_NAMES, StudyConfig
+from search.config import MEASURE_NAMES, StudyConfig, examples_noun
 from search.study.record import (
     BestTrial,
     Recommendation,
@@ -152,7 +152,7 @@ def describe_recommendation(
     )
 
 
-def evaluation_note(result: TestResult) -> str:
+def evaluation_note(result: TestResult, task: str | None) -> str:
     caveat = (
         " The trial was selected on this same test set (`--validation test`), so this is "
         "no unbiased estimate."
@@ -160,10 +160,16 @@ def evaluation_note(result: TestResult) -> str:
         else " This study used the test set for nothing else."
     )
     return (
-        f"**Test set**, trial #{result.trial} ({result.test_images:,} official MNIST "
-        f"test images, `python -m search.evaluate`): accuracy = {result.test_accuracy:.4f}, "
+        f"**Test set**, trial #{result.trial} ({result.test_images:,} {test_split_words(task)}, "
+        f"`python -m search.evaluate`): accuracy = {result.test_accuracy:.4f}, "
         f"loss = {result.test_loss:.4f}.{caveat}"
     )
+
+
+def test_split_words(task: str | None) -> str:
+    """MNIST's test split is the official one; a user Task's is its own."""
+    noun = examples_noun(task)
+    return f"official MNIST test {noun}" if noun == "images" else f"test {noun}"
 
 
 def study_note(study: optuna.Study) -> str | None:
@@ -191,7 +197,7 @@ def study_note(study: optuna.Study) -> str | None:
         )
     tested = stored_test_result(study)
     if tested is not None:
-        note += "\n\n" + evaluation_note(tested)
+        note += "\n\n" + evaluation_note(tested, settings.get("task"))
     return note
 
 

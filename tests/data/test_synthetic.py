@@ -13,8 +13,8 @@ from models import SimpleNN, TabularNN
 from search import run
 from search.config import StudyConfig
 from search.data import synthetic
-from search.data.task import TaskError
 from search.data.synthetic import generate, load_synthetic
+from search.data.task import TaskError
 from search.data.tasks import load_task
 from search.study.history import trial_history
 from search.training.seeds import trial_seed

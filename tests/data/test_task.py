@@ -16,6 +16,7 @@ import torch
 
 from search import Task, evaluate, export, load_best, run
 from search.data.task import TaskError, load_user_task
+from search.study.notes import study_note
 from search.study.record import stored_settings
 from tests.helpers import REPO, run_cli
 
@@ -65,20 +66,48 @@ def fast(tmp_path: Path) -> list[str]:
         ("FILE:x", {}, "x is a Tensor, not a search.Task"),
         ("no_such_module_here:task", {}, "no module 'no_such_module_here' to import"),
         ("FILE:task", dict(train="(x[:200], y[:199])"), "train has 200 inputs but 199 labels"),
-        ("FILE:task", dict(val="(x[200:], y[200:] + 5)"), "labels go up to 6 but the model gives 2"),
+        (
+            "FILE:task",
+            dict(val="(x[200:], y[200:] + 5)"),
+            "labels go up to 6 but the model gives 2",
+        ),
         ("FILE:task", dict(val="(x[200:], y[200:] - 1)"), "val labels go down to -1"),
         ("FILE:task", dict(train="(x[:200].long(), y[:200])"), "train inputs are torch.int64"),
-        ("FILE:task", dict(val="(x[200:, :5], y[200:])"), "val inputs are (5,) each, train's are (6,)"),
-        ("FILE:task", dict(model="nn.Linear(7, 2)"), "the model fails on a batch of 2 training inputs: RuntimeError"),
-        ("FILE:task", dict(model="nn.Linear(6, 2).eval"), "model() returned a method, not an nn.Module"),
-        ("FILE:task", dict(model="nn.Sequential(nn.Linear(6, 2), nn.Flatten(0))"), "the model returns (4,) for a batch of 2"),
-        ("FILE:task", dict(model="nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))"), "BatchNorm1d keeps running statistics"),
-        ("FILE:task", dict(model="nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.1), nn.Linear(8, 2))"), "Dropout(p=0.1) would draw every trial's masks"),
+        (
+            "FILE:task",
+            dict(val="(x[200:, :5], y[200:])"),
+            "val inputs are (5,) each, train's are (6,)",
+        ),
+        (
+            "FILE:task",
+            dict(model="nn.Linear(7, 2)"),
+            "the model fails on a batch of 2 training inputs: RuntimeError",
+        ),
+        (
+            "FILE:task",
+            dict(model="nn.Linear(6, 2).eval"),
+            "model() returned a method, not an nn.Module",
+        ),
+        (
+            "FILE:task",
+            dict(model="nn.Sequential(nn.Linear(6, 2), nn.Flatten(0))"),
+            "the model returns (4,) for a batch of 2",
+        ),
+        (
+            "FILE:task",
+            dict(model="nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))"),
+            "BatchNorm1d keeps running statistics",
+        ),
+        (
+            "FILE:task",
+            dict(model="nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.1), nn.Linear(8, 2))"),
+            "Dropout(p=0.1) would draw every trial's masks",
+        ),
         ("FILE:task", dict(model="1 / 0"), "building the model failed: ZeroDivisionError"),
         ("FILE:task", dict(train="undefined_name"), "importing FILE failed: NameError"),
         ("not a reference", {}, "is neither a built-in task (mnist, synthetic) nor"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_task_is_one_line_exit_2_and_creates_nothing(
     tmp_path: Path, reference: str, changes: dict[str, str], message: str, capsys
 ) -> None:
@@ -133,6 +162,9 @@ def test_a_users_task_runs_through_the_whole_service(tmp_path: Path, capsys) -> 
     status, out, err = run_cli(evaluate.main, [*where, "--device", "cpu"], capsys)
     assert status == 0, err
     assert "test set (500 examples)" in out and "test_accuracy=0." in out
+    note = study_note(optuna.load_study(study_name=study_name, storage=storage))
+    assert note is not None and "(500 test examples, `python -m search.evaluate`)" in note
+    assert "MNIST" not in note and "images" not in note
 
     trial = study.best_trials[0].number if study.best_trials else 0
     argv = [*where, "--device", "cpu", "--replay", "--trial", str(trial)]
