@@ -20,31 +20,12 @@ both). ``search.engine.drive.run_pool`` feeds it trials from Optuna by ask-and-t
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 
 from search.config import CPU_PARALLEL_TRIALS, CUDA_PARALLEL_TRIALS, StudyConfig
 from search.data.splits import Splits
-from search.recipe import Recipe
-from search.training.seeds import batch_order
-from search.training.train import (
-    EVAL_CHUNK,
-    SGD_MOMENTUM,
-    DivergedError,
-    EpochMetrics,
-    init_model,
-)
-
-# Validation is scored for all slots at once, one (rows, K*128) hidden activation per chunk;
-# this bounds that activation to what EVAL_CHUNK rows of 8 slots would take (40 MB).
-EVAL_BUDGET = EVAL_CHUNK * 8
-
-# Adam's constants, as torch.optim.Adam has them and the seed uses them.
-BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+from search.training.slots import EVAL_BUDGET, SlotPool
+from search.training.train import EVAL_CHUNK, init_model
 
 
 def default_parallel_trials(device: torch.device) -> int:
@@ -59,18 +40,7 @@ def parallel_trials(config: StudyConfig, device: torch.device) -> int:
     return default_parallel_trials(device)
 
 
-@dataclass
-class Member:
-    """One trial in a slot of the pool: what its batches and its optimizer depend on."""
-
-    key: int  # the caller's name for it, e.g. the trial number
-    seed: int  # trial seed: initial weights and batch orders
-    recipe: Recipe
-    slot: int  # its index along the stacked dimension, fixed while it is in the pool
-    epoch: int = 0  # epochs finished so far
-
-
-class TrialPool:
+class TrialPool(SlotPool):
     """Up to ``capacity`` trials of the task's network trained side by side, one epoch at a time.
 
     Slot k holds fc1 ``W1[k] (inputs, hidden)``, ``b1[k] (hidden,)`` and fc2
@@ -89,10 +59,6 @@ class TrialPool:
     Adam and AdamW slots and SGD's over the SGD slots, each slot's tensors its own list
     entries: grouping by list costs nothing per step, where masking would run every optimizer
     over every slot.
-
-    Members are added and removed only between epochs, and all of them take the same number of
-    steps per epoch (the training set is shared), so every member is always at the start of one
-    of its own epochs when the pool is between epochs.
 
     A member's results are a function of its seed, its recipe and the capacity alone,
     bit for bit: not of its slot, nor of which other slots are occupied or what they train,
@@ -121,13 +87,7 @@ class TrialPool:
     """
 
     def __init__(self, data: Splits, config: StudyConfig, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"a pool needs at least one slot, got {capacity}")
-        self.data = data
-        self.config = config
-        self.capacity = capacity
-        self.device = data.train_x.device
-        self.slots: list[Member | None] = [None] * capacity
+        super().__init__(data, config, capacity)
         # The network's sizes, read off its weights: (hidden, inputs) and (classes, hidden).
         template = init_model(0, "cpu", config.task).state_dict()
         self.hidden, self.inputs = template["fc1.weight"].shape
@@ -143,89 +103,31 @@ class TrialPool:
             return torch.zeros(*shape, device=self.device)
 
         self.params = [zeros(capacity, *shape) for shape in shapes]  # W1, b1, W2, b2
+        self.is_bias = [False, True, False, True]
         self.grads = [zeros(capacity, *shape) for shape in shapes]
         self.exp_avgs = [zeros(capacity, *shape) for shape in shapes]  # Adam's, SGD's momentum
         self.exp_avg_sqs = [zeros(capacity, *shape) for shape in shapes]
-        # Float32 step counts on the device, as the fused Adam kernel reads them.
-        self.steps = zeros(capacity)
-        # Per slot, for its weights (matrices) and for its biases: the L2 decay added to the
-        # gradient (Adam, SGD; 0 for AdamW), and AdamW's shrink factor (1 for the others).
-        self.l2_weights, self.l2_biases = zeros(capacity), zeros(capacity)
-        self.shrink_weights = torch.ones(capacity, device=self.device)
-        self.shrink_biases = torch.ones(capacity, device=self.device)
         self._x = torch.empty(capacity * config.batch_size, self.inputs, device=self.device)
         self._bind()
 
-    @property
-    def members(self) -> list[Member]:
-        """The members in slot order."""
-        return [m for m in self.slots if m is not None]
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def keys(self) -> list[int]:
-        """The members' keys in slot order."""
-        return [m.key for m in self.members]
-
-    def slot(self, key: int) -> int:
-        """The slot a member sits in."""
-        for member in self.members:
-            if member.key == key:
-                return member.slot
-        raise KeyError(f"key {key} is not in the pool")
-
-    def add(self, key: int, seed: int, recipe: Recipe, slot: int | None = None) -> None:
-        """Put a new trial in ``slot`` (default: the first free one): ``init_model(seed)``'s
-        weights, fresh optimizer state, its own ``recipe`` (as ``train.train`` takes it).
-
-        The pool's learning rate is the config's, one for every slot: a recipe of another is
-        refused rather than trained at the wrong rate.
-        """
-        if key in self.keys():
-            raise ValueError(f"key {key} is already in the pool")
-        if None not in self.slots:
-            raise ValueError(f"the pool is full ({self.capacity} slots); remove a member first")
-        if recipe.lr != self.config.lr:
-            raise ValueError(
-                f"the pool trains at lr {self.config.lr}, not the recipe's {recipe.lr}"
-            )
-        slot = self.slots.index(None) if slot is None else slot
-        if self.slots[slot] is not None:
-            raise ValueError(f"slot {slot} is taken")
-        weights = init_model(seed, self.device, self.config.task).state_dict()
+    def _load(self, slot: int, weights: dict[str, torch.Tensor]) -> None:
         source = [weights[name] for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")]
         source[0], source[2] = source[0].t(), source[2].t()
         with torch.no_grad():
             for param, init in zip(self.params, source, strict=True):
                 param[slot].copy_(init)
         self._clear(slot, params=False)
-        if recipe.entry.decoupled:
-            self.shrink_weights[slot] = 1.0 - recipe.lr * recipe.weight_decay
-            self.shrink_biases[slot] = 1.0 - recipe.lr * recipe.bias_decay
-        else:
-            self.l2_weights[slot] = recipe.weight_decay
-            self.l2_biases[slot] = recipe.bias_decay
-        self.slots[slot] = Member(key, seed, recipe, slot)
-        self._bind()
 
-    def remove(self, key: int) -> None:
-        """Take a trial out; its slot is emptied, and nobody else moves."""
-        slot = self.slot(key)
+    def _empty(self, slot: int) -> None:
         # Zero weights: an empty slot computes harmless finite numbers, even after a member
         # whose weights went NaN.
         self._clear(slot, params=True)
-        self.slots[slot] = None
-        self._bind()
 
     def _clear(self, slot: int, params: bool) -> None:
         tensors = (*self.grads, *self.exp_avgs, *self.exp_avg_sqs)
         with torch.no_grad():
             for t in (*self.params, *tensors) if params else tensors:
                 t[slot].zero_()
-        self.steps[slot] = 0.0
-        self.l2_weights[slot] = self.l2_biases[slot] = 0.0
-        self.shrink_weights[slot] = self.shrink_biases[slot] = 1.0
 
     def state_dict(self, key: int) -> dict[str, torch.Tensor]:
         """A member's weights as ``SimpleNN``'s state dict: they load into ``init_model()``."""
@@ -238,105 +140,10 @@ class TrialPool:
         }
 
     def _bind(self) -> None:
-        """Per-slot views for the optimizers, rebuilt only when membership changes.
-
-        The lists hold the four tensors of each occupied slot in turn, Adam's slots (Adam and
-        AdamW) and SGD's apart, with each Adam slot's step count (a 0-dim view) beside each.
-        """
-        members = self.members
-        adam = [m.slot for m in members if m.recipe.entry.step == "adam"]
-        sgd = [m.slot for m in members if m.recipe.entry.step == "sgd"]
-
-        def per_slot(tensors: list[torch.Tensor], slots: list[int]) -> list[torch.Tensor]:
-            return [t[slot] for slot in slots for t in tensors]
-
-        self._adam = [
-            per_slot(tensors, adam)
-            for tensors in (self.params, self.grads, self.exp_avgs, self.exp_avg_sqs)
-        ]
-        self._adam_steps = [self.steps[slot] for slot in adam for _ in self.params]
-        self._sgd = [
-            per_slot(tensors, sgd) for tensors in (self.params, self.grads, self.exp_avgs)
-        ]
-        self._occupied = torch.zeros(self.capacity, device=self.device)  # 1.0 where occupied
-        self._occupied[[m.slot for m in members]] = 1.0
-        # Skipped where no slot has any: adding 0 * param, or multiplying by 1, changes
-        # nothing, so a slot's numbers don't depend on whether its companions decay.
-        self._any_l2 = any(not m.recipe.entry.decoupled for m in members)
-        self._any_shrink = any(m.recipe.entry.decoupled for m in members)
-        k = self.capacity
-
-        def per_tensor(weights: torch.Tensor, biases: torch.Tensor) -> list[torch.Tensor]:
-            return [
-                weights.view(k, 1, 1),
-                biases.view(k, 1),
-                weights.view(k, 1, 1),
-                biases.view(k, 1),
-            ]
-
-        self._l2 = per_tensor(self.l2_weights, self.l2_biases)
-        self._shrinks = per_tensor(self.shrink_weights, self.shrink_biases)
-
-    def train_epoch(
-        self, on_step: Callable[[], None] | None = None
-    ) -> dict[int, EpochMetrics | DivergedError]:
-        """One epoch for every member, each its own next epoch; metrics by member key.
-
-        The metrics mean what ``search.training.train.train``'s do: running training loss and
-        accuracy over the epoch, validation loss and accuracy at its end, and the epoch's wall
-        seconds (shared by all members, who trained in the same seconds). A member whose training
-        loss is not finite gets a ``DivergedError`` instead; the others are unaffected.
-
-        Args:
-            on_step: called after every optimizer step, e.g. to keep heartbeats going.
-        """
-        members = self.members
-        if not members:
-            raise ValueError("the pool is empty: add a member before training an epoch")
-        started = time.perf_counter()
-        n = len(self.data.train_x)
-        batch_size = self.config.batch_size
-        for member in members:
-            member.epoch += 1
-        # Slot k's shuffle of its own epoch: (capacity, n), the same order train() draws; an
-        # empty slot reads the samples in order, and what it learns is never used.
-        orders = torch.arange(n).expand(self.capacity, n).clone()
-        for member in members:
-            orders[member.slot] = batch_order(n, member.seed, member.epoch)
-        orders = orders.to(self.device)
-        loss_sum = torch.zeros(self.capacity, device=self.device)
-        correct = torch.zeros(self.capacity, dtype=torch.long, device=self.device)
-        for start in range(0, n, batch_size):
-            index = orders[:, start : start + batch_size]  # (K, B); B is short at the end
-            loss, hits = self._step(index)
-            loss_sum += loss * index.shape[1]
-            correct += hits
-            if on_step is not None:
-                on_step()
-        # In float64 from here, as train() divides the sums' Python floats.
-        train_loss = (loss_sum.double() / n).tolist()
-        train_accuracy = (correct.double() / n).tolist()
-        val_loss, val_accuracy = self.evaluate()
-        _, final_accuracy = self.evaluate(self.data.train_x, self.data.train_y)
-        seconds = time.perf_counter() - started
-        results: dict[int, EpochMetrics | DivergedError] = {}
-        for member in members:
-            slot = member.slot
-            if not math.isfinite(train_loss[slot]):
-                results[member.key] = DivergedError(
-                    f"training loss is {train_loss[slot]} in epoch {member.epoch}"
-                )
-                continue
-            results[member.key] = EpochMetrics(
-                epoch=member.epoch,
-                train_loss=train_loss[slot],
-                train_accuracy=train_accuracy[slot],
-                val_loss=val_loss[slot],
-                val_accuracy=val_accuracy[slot],
-                seconds=seconds,
-                train_accuracy_final=final_accuracy[slot],
-            )
-        return results
+        """The optimizers' per-slot lists over the gradient buffers ``_step`` writes: built
+        once per membership, not per step."""
+        super()._bind()
+        self._adam, self._sgd = self.optimizer_lists(self.grads)
 
     @torch.no_grad()
     def _step(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -382,49 +189,7 @@ class TrialPool:
         torch.bmm(x.transpose(1, 2), d_h, out=g_w1)  # (K, 784, 128)
         torch.sum(d_h, dim=1, out=g_b1)  # (K, 128)
 
-        # The optimizers as make_optimizer builds them, each slot with its own decay (see the
-        # class docstring): torch.optim.Adam and SGD's L2 term joins the gradient, AdamW's
-        # decoupled decay shrinks the weights before its Adam step; the fused kernels get no
-        # decay of their own. Both decays are a multiply(-add) per element, row by row of each
-        # slot (the decay broadcasts along a slot's elements).
-        if self._any_l2:
-            torch._foreach_addcmul_(self.grads, self.params, self._l2)
-        if self._any_shrink:
-            torch._foreach_mul_(self.params, self._shrinks)
-        self.steps += self._occupied
-        if self._adam_steps:
-            params, grads, exp_avgs, exp_avg_sqs = self._adam
-            torch._fused_adam_(
-                params,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                [],
-                self._adam_steps,
-                lr=self.config.lr,
-                beta1=BETA1,
-                beta2=BETA2,
-                weight_decay=0.0,
-                eps=EPS,
-                amsgrad=False,
-                maximize=False,
-            )
-        if self._sgd[0]:
-            # A zero momentum buffer makes the first step's ``buf = grad`` of its own
-            # (0.9 * 0 + grad), so slots that join later need no first-step flag.
-            params, grads, buffers = self._sgd
-            torch._fused_sgd_(
-                params,
-                grads,
-                buffers,
-                weight_decay=0.0,
-                momentum=SGD_MOMENTUM,
-                lr=self.config.lr,
-                dampening=0.0,
-                nesterov=False,
-                maximize=False,
-                is_first_step=False,
-            )
+        self._decay_and_update(self.grads, self._adam, self._sgd)
         return loss, hits
 
     @torch.no_grad()
