@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from search import Task, evaluate, export, load_best, run
+from search import Task, evaluate, export, load_best, report, run
 from search.data.task import TaskError, load_user_task
 from search.study.notes import study_note
 from search.study.record import stored_settings
@@ -165,6 +165,10 @@ def test_a_users_task_runs_through_the_whole_service(tmp_path: Path, capsys) -> 
     note = study_note(optuna.load_study(study_name=study_name, storage=storage))
     assert note is not None and "(500 test examples, `python -m search.evaluate`)" in note
     assert "MNIST" not in note and "images" not in note
+    status, out, err = run_cli(report.main, [*where[:4], "--out", str(tmp_path / "r")], capsys)
+    assert status == 0, err
+    index = (tmp_path / "r" / "index.html").read_text()
+    assert "on 500 examples" in index and "images" not in index
 
     trial = study.best_trials[0].number if study.best_trials else 0
     argv = [*where, "--device", "cpu", "--replay", "--trial", str(trial)]
