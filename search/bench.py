@@ -56,8 +56,6 @@ WARMUP_STEPS = 20
 # Every path times steps within one pass over the 60,000 images, after its warm-up steps.
 MAX_STEPS = STEPS_PER_TRIAL_EPOCH - WARMUP_STEPS - 1  # 917: the last batch is a partial one
 ROUNDS = 3  # each path is timed this many times, interleaved; the best round counts
-# The user's model of the recipe table: the docs' tabular example, a search.Task.
-EXAMPLE_TASK = f"{Path(__file__).resolve().parent.parent / 'docs/examples/tabular_task.py'}:task"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,9 +149,8 @@ def benchmark(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     # step reads what the ones before made.
     import torch  # after parsing: --help and flag errors don't wait for PyTorch
 
+    from search.benchmarks.recipes import add_recipe_paths
     from search.data.mnist import load_splits
-    from search.data.synthetic import load_synthetic
-    from search.data.tasks import load_task
     from search.training.pool import default_parallel_trials
     from search.training.timing import gemm_flops, pool_path, seed_loop, single_path
     from search.training.train import device_problem, resolve_device
@@ -181,24 +178,7 @@ def benchmark(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     seed_paths = list(paths)  # the first table's: the seed recipe's paths
     # Every other recipe on both paths; the seed's pool row is (c) at the default K when timed.
     k_default = default_parallel_trials(device)
-    table_data = {"mnist": data, "synthetic": load_synthetic(device=device)}
-    tasks = {"example": EXAMPLE_TASK}
-    table_data[EXAMPLE_TASK] = load_task(config.replace(task=EXAMPLE_TASK), device)
-    recipe_paths: dict[str, tuple[str, str]] = {}
-    for name, changes in RECIPES.items():
-        fields = {k: tasks.get(v, v) for k, v in changes.items() if k != "generic"}
-        generic = True if changes.get("generic") else None  # None: the task's own path
-        recipe = config.replace(**fields)
-        images = table_data[recipe.task]
-        single, pool = "(b) single trial, preloaded", f"(c) pool K={k_default}"
-        if fields:
-            single = f"{name}: one trial"
-            paths[single] = (1, single_path(images, recipe, WARMUP_STEPS))
-        if changes:
-            pool = f"{name}: pool K={k_default}"
-        if pool not in paths:
-            paths[pool] = (k_default, pool_path(images, recipe, k_default, WARMUP_STEPS, generic))
-        recipe_paths[name] = (single, pool)
+    recipe_paths = add_recipe_paths(paths, data, config, k_default, WARMUP_STEPS, device)
     print(
         f"timing {args.steps} steps per path, best of {ROUNDS} rounds, on {device} "
         f"({torch.get_num_threads()} threads)",
